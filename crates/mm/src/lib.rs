@@ -1,0 +1,8 @@
+//! thpsim-mm: an executable model of Linux anonymous memory and THP.
+#![forbid(unsafe_code)]
+
+pub mod errno;
+pub mod types;
+
+pub use errno::*;
+pub use types::*;

@@ -1,0 +1,53 @@
+//! The interface both backends implement: apply an operation, observe.
+
+use thpsim_mm::Errno;
+use thpsim_workload::{Op, ProcId};
+
+use crate::Observation;
+
+/// A region the observation should describe: the planner's view of a
+/// scenario name at the time of the observation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionRef {
+    pub proc: ProcId,
+    /// The scenario's name of the process (`p1`).
+    pub proc_name: String,
+    /// The scenario's name of the region (`A`).
+    pub name: String,
+    pub addr: u64,
+    pub len: u64,
+}
+
+/// A backend failed in a way that is not the kernel's answer to the
+/// operation: the host lacks something, the executor died, /proc could not be
+/// read. The scenario cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("precondition not met: {0}")]
+    Precondition(String),
+    #[error("the operation is not supported by the {backend} backend: {what}")]
+    Unsupported { backend: &'static str, what: String },
+    #[error("host I/O failed: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("executor failed: {0}")]
+    Executor(String),
+}
+
+/// The outcome of one operation as the kernel reports it: success, or the
+/// errno of the failing system call.
+pub type OpResult = Result<(), Errno>;
+
+/// A backend runs operations and reports what memory looks like.
+pub trait Backend {
+    /// `model` or `linux`.
+    fn name(&self) -> &'static str;
+    /// Performs one operation.
+    fn apply(&mut self, op: &Op) -> Result<OpResult, BackendError>;
+    /// Describes the given regions of the live processes, and the counter
+    /// deltas since the backend was created.
+    fn observe(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError>;
+}

@@ -1,0 +1,234 @@
+//! The operations a scenario performs, in the concrete form both backends run.
+//!
+//! The planner (`plan.rs`) resolves region names and offsets to addresses,
+//! so an `Op` carries only numbers: the model and the Linux executor map
+//! every region at the same virtual address (MAP_FIXED_NOREPLACE), and their
+//! observations can be compared address for address.
+
+use serde::{Deserialize, Serialize};
+
+/// A scenario process, numbered in order of first appearance (0 is the first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProcId(pub u32);
+
+/// A named GUP pin, numbered in order of creation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PinRef(pub u32);
+
+/// `PROT_*` bits of mmap and mprotect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Prot {
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+}
+
+impl Prot {
+    pub const NONE: Prot = Prot { read: false, write: false, exec: false };
+    pub const READ: Prot = Prot { read: true, write: false, exec: false };
+    pub const READ_WRITE: Prot = Prot { read: true, write: true, exec: false };
+}
+
+/// `MADV_*` advices, by their kernel names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Advice {
+    Normal,
+    DontNeed,
+    Free,
+    HugePage,
+    NoHugePage,
+    Collapse,
+    Cold,
+    PageOut,
+    PopulateRead,
+    PopulateWrite,
+    DontFork,
+    DoFork,
+}
+
+impl Advice {
+    /// The `MADV_*` number on x86-64.
+    pub const fn code(self) -> i32 {
+        match self {
+            Advice::Normal => 0,
+            Advice::DontNeed => 4,
+            Advice::Free => 8,
+            Advice::DontFork => 10,
+            Advice::DoFork => 11,
+            Advice::HugePage => 14,
+            Advice::NoHugePage => 15,
+            Advice::Cold => 20,
+            Advice::PageOut => 21,
+            Advice::PopulateRead => 22,
+            Advice::PopulateWrite => 23,
+            Advice::Collapse => 25,
+        }
+    }
+}
+
+/// Load or store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// What a write stores. Contents matter: splitting a THP remaps subpages
+/// that hold only zeroes to the shared zero page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Fill {
+    /// A non-zero pattern (the default).
+    NonZero,
+    /// Zero bytes.
+    Zero,
+}
+
+/// Which pages of a range a touch visits, in ascending address order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TouchPattern {
+    /// Every page.
+    All,
+    /// Pages 0, n, 2n, ... of the range.
+    EveryNth(u64),
+    /// `count` distinct pages chosen by a seeded generator (see
+    /// `TouchPattern::page_indices`): the same seed gives the same pages on
+    /// every backend and every host.
+    Random { count: u64, seed: u64 },
+}
+
+/// prctl(PR_SET_THP_DISABLE) in its three states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ThpDisable {
+    /// prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0).
+    Off,
+    /// prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0): no THP anywhere in the process.
+    All,
+    /// prctl(PR_SET_THP_DISABLE, 1, PR_THP_DISABLE_EXCEPT_ADVISED, 0, 0):
+    /// THP only where MADV_HUGEPAGE (or MADV_COLLAPSE) asks for it.
+    ExceptAdvised,
+}
+
+/// One operation, with every name already resolved to an address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Writes `value` to /sys/kernel/mm/transparent_hugepage/`path`
+    /// (e.g. `enabled`, `hugepages-64kB/enabled`, `khugepaged/max_ptes_none`).
+    Set { path: String, value: String },
+    /// Starts a new process with an empty address space.
+    Spawn { proc: ProcId },
+    /// fork(): `child` gets a copy of `parent`'s address space.
+    Fork { parent: ProcId, child: ProcId },
+    /// The process exits; all its memory is unmapped.
+    Exit { proc: ProcId },
+    /// mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE).
+    Mmap { proc: ProcId, addr: u64, len: u64, prot: Prot },
+    Munmap { proc: ProcId, addr: u64, len: u64 },
+    Mprotect { proc: ProcId, addr: u64, len: u64, prot: Prot },
+    /// mremap(old_addr, old_len, new_len, MREMAP_MAYMOVE [| MREMAP_FIXED, new_addr]).
+    Mremap { proc: ProcId, old_addr: u64, old_len: u64, new_len: u64, new_addr: Option<u64> },
+    Madvise { proc: ProcId, addr: u64, len: u64, advice: Advice },
+    /// Loads from or stores to the pages of a range the pattern selects; one
+    /// access per page, at the page's first byte.
+    Touch { proc: ProcId, addr: u64, len: u64, access: Access, fill: Fill, pattern: TouchPattern },
+    Prctl { proc: ProcId, disable: ThpDisable },
+    /// pin_user_pages(FOLL_PIN | FOLL_WRITE [| FOLL_LONGTERM]) on a range.
+    Pin { proc: ProcId, pin: PinRef, addr: u64, len: u64, longterm: bool },
+    Unpin { pin: PinRef },
+    /// Lets khugepaged complete `full_scans` full passes over its mm list.
+    Khugepaged { full_scans: u32 },
+    /// Runs the shrinkers (`echo 2 > /proc/sys/vm/drop_caches`): the
+    /// deferred-split and underused-THP shrinkers.
+    Shrink,
+}
+
+impl Op {
+    /// The process an operation acts in, if it acts in one.
+    pub fn proc(&self) -> Option<ProcId> {
+        match *self {
+            Op::Spawn { proc }
+            | Op::Exit { proc }
+            | Op::Mmap { proc, .. }
+            | Op::Munmap { proc, .. }
+            | Op::Mprotect { proc, .. }
+            | Op::Mremap { proc, .. }
+            | Op::Madvise { proc, .. }
+            | Op::Touch { proc, .. }
+            | Op::Prctl { proc, .. }
+            | Op::Pin { proc, .. } => Some(proc),
+            Op::Fork { parent, .. } => Some(parent),
+            Op::Set { .. } | Op::Unpin { .. } | Op::Khugepaged { .. } | Op::Shrink => None,
+        }
+    }
+}
+
+/// A deterministic generator for `TouchPattern::Random` (splitmix64), so both
+/// backends visit the same pages.
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// A value in `0..bound` (`bound` > 0), without modulo bias worth caring
+    /// about for page selection.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        ((self.next_u64() as u128 * bound as u128) >> 64) as u64
+    }
+}
+
+impl TouchPattern {
+    /// The page indices (0-based, within a range of `nr_pages` pages) the
+    /// pattern visits, ascending and without repeats.
+    pub fn page_indices(self, nr_pages: u64) -> Vec<u64> {
+        match self {
+            TouchPattern::All => (0..nr_pages).collect(),
+            TouchPattern::EveryNth(n) => (0..nr_pages).step_by(n.max(1) as usize).collect(),
+            TouchPattern::Random { count, seed } => {
+                // Selection sampling (Knuth's algorithm S): ascending, exact count.
+                let want = count.min(nr_pages);
+                let mut rng = SplitMix64::new(seed);
+                let mut chosen = Vec::with_capacity(want as usize);
+                for i in 0..nr_pages {
+                    let left = nr_pages - i;
+                    let needed = want - chosen.len() as u64;
+                    if needed == 0 {
+                        break;
+                    }
+                    if rng.below(left) < needed {
+                        chosen.push(i);
+                    }
+                }
+                chosen
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_pattern_is_exact_sorted_and_seeded() {
+        let a = TouchPattern::Random { count: 37, seed: 7 }.page_indices(512);
+        let b = TouchPattern::Random { count: 37, seed: 7 }.page_indices(512);
+        let c = TouchPattern::Random { count: 37, seed: 8 }.page_indices(512);
+        assert_eq!(a.len(), 37);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(TouchPattern::Random { count: 900, seed: 1 }.page_indices(512).len(), 512);
+    }
+
+    #[test]
+    fn every_nth_pattern() {
+        assert_eq!(TouchPattern::EveryNth(4).page_indices(10), vec![0, 4, 8]);
+    }
+}
