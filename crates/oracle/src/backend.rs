@@ -1,22 +1,10 @@
 //! The interface both backends implement: apply an operation, observe.
 
 use thpsim_mm::Errno;
-use thpsim_workload::{Op, ProcId};
+pub use thpsim_workload::RegionRef;
+use thpsim_workload::Op;
 
 use crate::Observation;
-
-/// A region the observation should describe: the planner's view of a
-/// scenario name at the time of the observation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegionRef {
-    pub proc: ProcId,
-    /// The scenario's name of the process (`p1`).
-    pub proc_name: String,
-    /// The scenario's name of the region (`A`).
-    pub name: String,
-    pub addr: u64,
-    pub len: u64,
-}
 
 /// A backend failed in a way that is not the kernel's answer to the
 /// operation: the host lacks something, the executor died, /proc could not be

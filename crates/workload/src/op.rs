@@ -161,6 +161,19 @@ impl Op {
     }
 }
 
+/// A region the observation should describe: the planner's view of a
+/// scenario name at the time of the observation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionRef {
+    pub proc: ProcId,
+    /// The scenario's name of the process (`p1`).
+    pub proc_name: String,
+    /// The scenario's name of the region (`A`).
+    pub name: String,
+    pub addr: u64,
+    pub len: u64,
+}
+
 /// A deterministic generator for `TouchPattern::Random` (splitmix64), so both
 /// backends visit the same pages.
 pub struct SplitMix64(u64);
