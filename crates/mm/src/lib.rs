@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod errno;
+pub mod mman;
 pub mod types;
 
 pub use errno::*;
