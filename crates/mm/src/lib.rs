@@ -1,9 +1,43 @@
-//! thpsim-mm: an executable model of Linux anonymous memory and THP.
+//! thpsim-mm: an executable model of Linux anonymous memory and transparent
+//! huge pages, as Linux 6.18 manages them.
+//!
+//! The model is deterministic and does no I/O: a `World` is a simulated
+//! machine (buddy allocator, folios, real 4-level page tables, processes)
+//! driven through system-call-shaped methods (`mmap`, `touch`, `fork`,
+//! `madvise`, ...). Modules mirror the kernel's mm/ files; see
+//! docs/architecture.md for the map.
 #![forbid(unsafe_code)]
 
+pub mod compaction;
+pub mod config;
 pub mod errno;
+pub mod events;
+pub mod folio;
+pub mod fork;
+pub mod gup;
+pub mod huge_memory;
+mod invariants;
+pub mod khugepaged;
+pub mod madvise;
+pub mod memory;
 pub mod mman;
+pub mod mmap;
+pub mod mprotect;
+pub mod mremap;
+pub mod page_alloc;
+pub mod pgtable;
+pub mod proc;
+pub mod rmap;
+pub mod stats;
 pub mod types;
+pub mod vma;
+pub mod world;
 
+pub use config::Config;
 pub use errno::*;
+pub use events::MmEvent;
+pub use mman::{Access, Advice, Fill, Prot, ThpDisable};
+pub use proc::{Meminfo, PageInfo, PageState, SmapsVma};
+pub use stats::{MthpStat, Stats, VmEvent};
 pub use types::*;
+pub use world::{Machine, Mm, World};

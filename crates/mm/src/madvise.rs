@@ -1,0 +1,290 @@
+//! madvise() for anonymous memory.
+//!
+//! Models: mm/madvise.c (Linux 6.18): `madvise_walk_vmas()`,
+//! `madvise_update_vma()`, `hugepage_madvise()`, `madvise_dontneed_single_vma()`
+//! with `CONFIG_PT_RECLAIM` (empty PTE tables of wholly zapped PMDs are
+//! freed), `madvise_free_pte_range()` and `madvise_free_huge_pmd()`,
+//! `madvise_cold_or_pageout_pte_range()`, `madvise_populate()`; and the part
+//! of mm/vmscan.c `shrink_folio_list()` that MADV_PAGEOUT reaches with no
+//! swap device: large folios are split (`thp_swpout_fallback`) and every
+//! page stays resident.
+//! Not modelled yet: swap-out (a later issue), and reclaim's discarding of
+//! clean lazyfree (MADV_FREE) folios; see docs/fidelity.md.
+
+use crate::mman::{Access, Advice};
+use crate::mmap::check_range;
+use crate::pgtable::{Entry, Leaf, Level};
+use crate::stats::{MthpStat, VmEvent};
+use crate::errno::Errno;
+use crate::types::*;
+use crate::vma::VmFlags;
+use crate::world::World;
+
+impl World {
+    /// madvise(addr, len, advice).
+    pub fn madvise(&mut self, pid: Pid, addr: Vaddr, len: u64, advice: Advice) -> Result<(), Errno> {
+        self.check_pid(pid)?;
+        let end = check_range(addr, len)?;
+        if end == addr {
+            return Ok(());
+        }
+        self.begin_op("madvise");
+        let result = self.do_madvise(pid, addr, end, advice);
+        self.end_op();
+        result
+    }
+
+    fn do_madvise(&mut self, pid: Pid, start: Vaddr, end: Vaddr, advice: Advice) -> Result<(), Errno> {
+        let flag_change = |set: VmFlags, clear: VmFlags| move |f: VmFlags| f.without(clear).union(set);
+        let update = match advice {
+            Advice::HugePage => Some(flag_change(VmFlags::HUGEPAGE, VmFlags::NOHUGEPAGE)),
+            Advice::NoHugePage => Some(flag_change(VmFlags::NOHUGEPAGE, VmFlags::HUGEPAGE)),
+            Advice::DontFork => Some(flag_change(VmFlags::DONTFORK, VmFlags::default())),
+            Advice::DoFork => Some(flag_change(VmFlags::default(), VmFlags::DONTFORK)),
+            _ => None,
+        };
+        if let Some(f) = update {
+            let result = self.modify_vma_flags(pid, start, end, f);
+            if advice == Advice::HugePage {
+                for v in self.mm_ref(pid).vmas.starts_overlapping(start, end) {
+                    self.khugepaged_enter_vma(pid, v);
+                }
+            }
+            self.merge_range(pid, Vaddr(start.0.saturating_sub(PAGE_SIZE)), end.add(PAGE_SIZE));
+            return result.map(|_| ());
+        }
+        // The rest act on each mapped piece; a hole makes the call fail with
+        // ENOMEM after the mapped parts were handled.
+        let pieces: Vec<(Vaddr, Vaddr)> =
+            self.mm_ref(pid).vmas.overlapping(start, end).map(|v| (v.start.max(start), v.end.min(end))).collect();
+        let mapped: u64 = pieces.iter().map(|(s, e)| e.0 - s.0).sum();
+        let hole = mapped != end.0 - start.0;
+        for (s, e) in pieces {
+            match advice {
+                Advice::Normal => {}
+                Advice::DontNeed => self.madvise_dontneed(pid, s, e),
+                Advice::Free => self.madvise_free(pid, s, e),
+                Advice::Cold => self.madvise_cold_or_pageout(pid, s, e, false),
+                Advice::PageOut => self.madvise_cold_or_pageout(pid, s, e, true),
+                Advice::PopulateRead | Advice::PopulateWrite => {
+                    let access = if advice == Advice::PopulateWrite { Access::Write } else { Access::Read };
+                    let mut a = s;
+                    while a < e {
+                        self.gup_fault(pid, a, access == Access::Write)?;
+                        a = a.add(PAGE_SIZE);
+                    }
+                }
+                Advice::Collapse => self.madvise_collapse(pid, s, e)?,
+                Advice::HugePage | Advice::NoHugePage | Advice::DontFork | Advice::DoFork => unreachable!(),
+            }
+        }
+        if hole {
+            return Err(Errno::NoMem);
+        }
+        Ok(())
+    }
+
+    /// MADV_DONTNEED: zap, then free the PTE tables of PMD ranges zapped
+    /// whole (`CONFIG_PT_RECLAIM`, `try_get_and_clear_pmd()`).
+    fn madvise_dontneed(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
+        self.zap_range(pid, start, end);
+        let mut addr = start.align_up(PMD_SIZE);
+        while addr.0 + PMD_SIZE <= end.0 {
+            if let Some((pmd, pi)) = self.walk_pmd(pid, addr) {
+                if let Entry::Table(pte) = self.pt[pmd].entries[pi] {
+                    if self.pt[pte].nr_used == 0 {
+                        self.free_table(pid, pmd, pi);
+                    }
+                }
+            }
+            addr = addr.add(PMD_SIZE);
+        }
+    }
+
+    /// Consecutive PTEs from `ti` (below `last`) that map consecutive pages
+    /// of one folio (`folio_pte_batch()`).
+    fn pte_batch(&self, pte: PtId, ti: usize, last: usize) -> usize {
+        let Entry::Page(first) = self.pt[pte].entries[ti] else { return 1 };
+        let mut n = 1;
+        while ti + n < last {
+            match self.pt[pte].entries[ti + n] {
+                Entry::Page(l) if l.folio == first.folio && l.page == first.page + n as u32 => n += 1,
+                _ => break,
+            }
+        }
+        n
+    }
+
+    /// MADV_FREE (`madvise_free_single_vma()`): marks exclusively mapped
+    /// folios lazyfree; a large folio only partly in the range is split first.
+    fn madvise_free(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
+        let mut addr = start;
+        while addr < end {
+            let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(end);
+            let Some((pmd, pi)) = self.walk_pmd(pid, addr) else {
+                addr = next;
+                continue;
+            };
+            if let Entry::Page(leaf) = self.pt[pmd].entries[pi] {
+                if self.folios[leaf.folio].maybe_mapped_shared() {
+                    addr = next;
+                    continue;
+                }
+                if next.0 - addr.0 != PMD_SIZE {
+                    let _ = self.split_folio(leaf.folio);
+                } else {
+                    self.folios[leaf.folio].lazyfree = true;
+                    self.pt[pmd].entries[pi] = Entry::Page(Leaf { dirty: false, young: false, ..leaf });
+                    addr = next;
+                    continue;
+                }
+            }
+            let Entry::Table(pte) = self.pt[pmd].entries[pi] else {
+                addr = next;
+                continue;
+            };
+            let first = Level::Pte.index(addr);
+            let last = first + ((next.0 - addr.0) / PAGE_SIZE) as usize;
+            let mut ti = first;
+            while ti < last {
+                let Entry::Page(leaf) = self.pt[pte].entries[ti] else {
+                    ti += 1;
+                    continue;
+                };
+                let folio = &self.folios[leaf.folio];
+                let nr = self.pte_batch(pte, ti, last);
+                if folio.is_large() && (nr as u64) < folio.nr_pages() {
+                    if !folio.maybe_mapped_shared() && self.split_folio(leaf.folio).is_ok() {
+                        continue; // Look at the same PTE again: now a small folio.
+                    }
+                    ti += nr;
+                    continue;
+                }
+                if folio.mapcount() as u64 != folio.nr_pages() {
+                    ti += nr;
+                    continue;
+                }
+                self.folios[leaf.folio].lazyfree = true;
+                for k in ti..ti + nr {
+                    if let Entry::Page(l) = self.pt[pte].entries[k] {
+                        self.pt[pte].entries[k] = Entry::Page(Leaf { dirty: false, young: false, ..l });
+                    }
+                }
+                ti += nr;
+            }
+            addr = next;
+        }
+    }
+
+    /// MADV_COLD and MADV_PAGEOUT (`madvise_cold_or_pageout_pte_range()`).
+    /// Folios mapped by other processes are left alone; a large folio only
+    /// partly in the range is split. PAGEOUT then reclaims the list.
+    fn madvise_cold_or_pageout(&mut self, pid: Pid, start: Vaddr, end: Vaddr, pageout: bool) {
+        let mut list: Vec<FolioId> = Vec::new();
+        let mut addr = start;
+        while addr < end {
+            let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(end);
+            let Some((pmd, pi)) = self.walk_pmd(pid, addr) else {
+                addr = next;
+                continue;
+            };
+            if let Entry::Page(leaf) = self.pt[pmd].entries[pi] {
+                if self.folios[leaf.folio].maybe_mapped_shared() {
+                    addr = next;
+                    continue;
+                }
+                if next.0 - addr.0 != PMD_SIZE {
+                    if self.split_folio(leaf.folio).is_err() {
+                        addr = next;
+                        continue;
+                    }
+                } else {
+                    if !pageout {
+                        self.pt[pmd].entries[pi] = Entry::Page(Leaf { young: false, ..leaf });
+                    }
+                    self.deactivate(leaf.folio, pageout, &mut list);
+                    addr = next;
+                    continue;
+                }
+            }
+            let Entry::Table(pte) = self.pt[pmd].entries[pi] else {
+                addr = next;
+                continue;
+            };
+            let first = Level::Pte.index(addr);
+            let last = first + ((next.0 - addr.0) / PAGE_SIZE) as usize;
+            let mut ti = first;
+            while ti < last {
+                let Entry::Page(leaf) = self.pt[pte].entries[ti] else {
+                    ti += 1;
+                    continue;
+                };
+                let nr = self.pte_batch(pte, ti, last);
+                let folio = &self.folios[leaf.folio];
+                if folio.is_large() && (nr as u64) < folio.nr_pages() {
+                    if !folio.maybe_mapped_shared() && self.split_folio(leaf.folio).is_ok() {
+                        continue;
+                    }
+                    ti += nr;
+                    continue;
+                }
+                if self.folios[leaf.folio].maybe_mapped_shared() {
+                    ti += nr;
+                    continue;
+                }
+                if !pageout {
+                    for k in ti..ti + nr {
+                        if let Entry::Page(l) = self.pt[pte].entries[k] {
+                            self.pt[pte].entries[k] = Entry::Page(Leaf { young: false, ..l });
+                        }
+                    }
+                }
+                self.deactivate(leaf.folio, pageout, &mut list);
+                ti += nr;
+            }
+            addr = next;
+        }
+        for folio in list {
+            self.reclaim_folio_no_swap(folio);
+        }
+    }
+
+    fn deactivate(&mut self, id: FolioId, pageout: bool, list: &mut Vec<FolioId>) {
+        let folio = &mut self.folios[id];
+        folio.referenced = false;
+        folio.inactive = true;
+        if pageout && !folio.lazyfree && !list.contains(&id) {
+            list.push(id);
+        }
+    }
+
+    /// `shrink_folio_list()` for an anonymous folio when no swap device
+    /// exists: `add_to_swap()` fails, so a large folio is split
+    /// (`thp_swpout_fallback`) and every page is put back, resident.
+    fn reclaim_folio_no_swap(&mut self, id: FolioId) {
+        if self.folios.get(id).is_none() {
+            return;
+        }
+        let folio = &self.folios[id];
+        if !folio.is_large() {
+            return;
+        }
+        if !self.can_split_folio(id) {
+            return;
+        }
+        let order = folio.order;
+        if folio.deferred.queued && folio.deferred.partially_mapped {
+            // Partially mapped folios are split right away; the pieces then
+            // fail add_to_swap() one by one and stay.
+            let _ = self.split_folio(id);
+            return;
+        }
+        if self.split_folio(id).is_err() {
+            return;
+        }
+        if order >= Order::PMD {
+            self.stats.count(VmEvent::ThpSwpoutFallback);
+        }
+        self.stats.mthp(order, MthpStat::SwpoutFallback, 1);
+    }
+}

@@ -1,0 +1,170 @@
+//! mmap, munmap and process teardown for private anonymous memory.
+//!
+//! Models: mm/mmap.c (`do_mmap()`, `__get_unmapped_area()` with
+//! `thp_get_unmapped_area()`'s PMD alignment), mm/vma.c (`__mmap_region()`,
+//! `do_vmi_align_munmap()`, `vma_adjust_trans_huge()` on VMA splits),
+//! `exit_mmap()`.
+
+use crate::mman::Prot;
+use crate::pgtable::Level;
+use crate::errno::Errno;
+use crate::types::*;
+use crate::vma::{Vma, VmFlags};
+use crate::world::World;
+
+/// The top of the mmap area that the model's top-down allocator starts
+/// from when no address is given (below the stack, as `mmap_base` is).
+pub const MMAP_BASE: u64 = 0x7f00_0000_0000;
+
+/// `calc_vm_prot_bits()` for the three protection bits.
+pub(crate) fn prot_to_vm_flags(prot: Prot) -> VmFlags {
+    let mut f = VmFlags::default();
+    if prot.read {
+        f = f.union(VmFlags::READ);
+    }
+    if prot.write {
+        f = f.union(VmFlags::WRITE);
+    }
+    if prot.exec {
+        f = f.union(VmFlags::EXEC);
+    }
+    f
+}
+
+/// Validates an `(addr, len)` range as the mm system calls do; returns the
+/// page-rounded end.
+pub(crate) fn check_range(addr: Vaddr, len: u64) -> Result<Vaddr, Errno> {
+    if !addr.is_aligned(PAGE_SIZE) {
+        return Err(Errno::Inval);
+    }
+    let len = len.checked_add(PAGE_SIZE - 1).ok_or(Errno::Inval)? & !(PAGE_SIZE - 1);
+    let end = addr.0.checked_add(len).ok_or(Errno::Inval)?;
+    if end > TASK_SIZE {
+        return Err(Errno::Inval);
+    }
+    Ok(Vaddr(end))
+}
+
+impl World {
+    /// mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS [| MAP_FIXED_NOREPLACE]).
+    /// With `fixed`, maps exactly at `addr` or fails with `EEXIST`; without,
+    /// picks a free range top-down, PMD-aligned when `len` is a multiple of
+    /// the PMD size (`thp_get_unmapped_area()`).
+    pub fn mmap(&mut self, pid: Pid, addr: Option<Vaddr>, len: u64, prot: Prot) -> Result<Vaddr, Errno> {
+        self.check_pid(pid)?;
+        if len == 0 {
+            return Err(Errno::Inval);
+        }
+        let len = len.checked_add(PAGE_SIZE - 1).ok_or(Errno::NoMem)? & !(PAGE_SIZE - 1);
+        self.begin_op("mmap");
+        let start = match addr {
+            Some(a) => {
+                let end = check_range(a, len)?;
+                if self.mm_ref(pid).vmas.overlapping(a, end).next().is_some() {
+                    self.end_op();
+                    return Err(Errno::Exist);
+                }
+                a
+            }
+            None => match self.get_unmapped_area(pid, len) {
+                Some(a) => a,
+                None => {
+                    self.end_op();
+                    return Err(Errno::NoMem);
+                }
+            },
+        };
+        let vma = Vma { start, end: start.add(len), flags: prot_to_vm_flags(prot), pgoff: start.vpn(), anon_vma: None };
+        let mm = self.mm_mut(pid);
+        mm.vmas.insert(vma);
+        mm.vmas.merge_around(start);
+        self.end_op();
+        Ok(start)
+    }
+
+    /// A top-down search for a free range below `MMAP_BASE`.
+    fn get_unmapped_area(&self, pid: Pid, len: u64) -> Option<Vaddr> {
+        let align = if len % PMD_SIZE == 0 { PMD_SIZE } else { PAGE_SIZE };
+        let mut top = MMAP_BASE;
+        let vmas: Vec<(u64, u64)> = self.mm_ref(pid).vmas.iter().map(|v| (v.start.0, v.end.0)).collect();
+        for &(s, e) in vmas.iter().rev().filter(|(s, _)| *s < MMAP_BASE) {
+            let cand = top.checked_sub(len)? & !(align - 1);
+            if cand >= e {
+                return Some(Vaddr(cand));
+            }
+            top = top.min(s);
+        }
+        let cand = top.checked_sub(len)? & !(align - 1);
+        (cand >= PAGE_SIZE * 16).then_some(Vaddr(cand))
+    }
+
+    /// Splits the VMA straddling `addr` there, splitting a PMD leaf that
+    /// straddles the new boundary first (`__split_vma()` →
+    /// `vma_adjust_trans_huge()` → `split_huge_pmd_if_needed()`).
+    pub(crate) fn split_vma_at(&mut self, pid: Pid, addr: Vaddr) {
+        let Some(vma) = self.mm_ref(pid).vmas.find(addr) else { return };
+        if vma.start == addr {
+            return;
+        }
+        let block = addr.align_down(PMD_SIZE);
+        if !addr.is_aligned(PMD_SIZE) && block >= vma.start && block.0 + PMD_SIZE <= vma.end.0 {
+            self.split_huge_pmd(pid, addr);
+        }
+        self.mm_mut(pid).vmas.split_at(addr);
+    }
+
+    /// munmap(addr, len).
+    pub fn munmap(&mut self, pid: Pid, addr: Vaddr, len: u64) -> Result<(), Errno> {
+        self.check_pid(pid)?;
+        if len == 0 {
+            return Err(Errno::Inval);
+        }
+        let end = check_range(addr, len)?;
+        self.begin_op("munmap");
+        self.do_munmap(pid, addr, end);
+        self.end_op();
+        Ok(())
+    }
+
+    /// `do_vmi_munmap()`: removes every mapping in `[start, end)`.
+    pub(crate) fn do_munmap(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
+        if self.mm_ref(pid).vmas.overlapping(start, end).next().is_none() {
+            return;
+        }
+        self.split_vma_at(pid, start);
+        self.split_vma_at(pid, end);
+        for vstart in self.mm_ref(pid).vmas.starts_overlapping(start, end) {
+            let vma = self.mm_mut(pid).vmas.remove(vstart).expect("vma");
+            self.zap_range(pid, vma.start, vma.end);
+        }
+        let floor = self.mm_ref(pid).vmas.prev(start).map_or(Vaddr(0), |v| v.end);
+        let ceiling = self.mm_ref(pid).vmas.next(end).map_or(Vaddr(0), |v| v.start);
+        self.free_pgtables(pid, start, end, floor, ceiling);
+    }
+
+    /// The process exits: `exit_mmap()` unmaps everything and frees the page
+    /// tables; the PGD, the mm id and the huge zero reference go with the mm.
+    /// Pins it took stay until unpinned, keeping their folios alive.
+    pub fn exit(&mut self, pid: Pid) -> Result<(), Errno> {
+        self.check_pid(pid)?;
+        self.begin_op("exit");
+        let vmas: Vec<(Vaddr, Vaddr)> = self.mm_ref(pid).vmas.iter().map(|v| (v.start, v.end)).collect();
+        for (s, e) in vmas {
+            self.mm_mut(pid).vmas.remove(s);
+            self.zap_range(pid, s, e);
+        }
+        self.free_pgtables(pid, Vaddr(0), Vaddr(TASK_SIZE), Vaddr(0), Vaddr(0));
+        self.mm_put_huge_zero_folio(pid);
+        self.khugepaged_exit(pid);
+        let mm = self.mms[pid.index()].take().expect("mm");
+        let pgd = self.pt.remove(mm.pgd);
+        assert_eq!(pgd.nr_used, 0, "{pid:?}: PGD still has {} entries at exit", pgd.nr_used);
+        assert_eq!(mm.nr_ptes + mm.nr_pmds + mm.nr_puds, 0, "{pid:?}: page tables leaked at exit: {mm:?}");
+        assert_eq!(mm.rss_anon, 0, "{pid:?}: rss {} left at exit", mm.rss_anon);
+        self.buddy.free(pgd.pfn, crate::world::PGD_ALLOCATION_ORDER);
+        self.stats.nr_page_table_pages -= crate::world::PGD_ALLOCATION_ORDER.nr_pages() as i64;
+        let _ = Level::Pgd;
+        self.end_op();
+        Ok(())
+    }
+}

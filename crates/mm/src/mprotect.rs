@@ -1,0 +1,130 @@
+//! mprotect() and prctl(PR_SET_THP_DISABLE).
+//!
+//! Models: mm/mprotect.c (`do_mprotect_pkey()`, `mprotect_fixup()`,
+//! `change_pte_range()`, `can_change_pte_writable()`), mm/huge_memory.c
+//! (`change_huge_pmd()`, `can_change_pmd_writable()`), kernel/sys.c
+//! (`prctl_set_thp_disable()`, Linux 6.18 with PR_THP_DISABLE_EXCEPT_ADVISED).
+
+use crate::mman::{Prot, ThpDisable};
+use crate::mmap::{check_range, prot_to_vm_flags};
+use crate::pgtable::{Entry, Leaf, Level};
+use crate::errno::Errno;
+use crate::types::*;
+use crate::vma::VmFlags;
+use crate::world::World;
+
+impl World {
+    /// Applies `f` to the flags of every VMA piece in `[start, end)`,
+    /// splitting VMAs at the boundaries first and merging afterwards
+    /// (`vma_modify_flags()`). Fails with `ENOMEM` if part of the range is
+    /// unmapped, after changing the mapped parts before the hole, as the
+    /// kernel does.
+    pub(crate) fn modify_vma_flags(&mut self, pid: Pid, start: Vaddr, end: Vaddr, f: impl Fn(VmFlags) -> VmFlags) -> Result<Vec<(Vaddr, Vaddr)>, Errno> {
+        let mut pieces = Vec::new();
+        let mut cursor = start;
+        for vstart in self.mm_ref(pid).vmas.starts_overlapping(start, end) {
+            let vma = self.mm_ref(pid).vmas.get(vstart).expect("vma").clone();
+            if vma.start > cursor {
+                return Err(Errno::NoMem);
+            }
+            let (s, e) = (vma.start.max(start), vma.end.min(end));
+            if f(vma.flags) != vma.flags {
+                self.split_vma_at(pid, s);
+                self.split_vma_at(pid, e);
+                let v = self.mm_mut(pid).vmas.get_mut(s).expect("split vma");
+                v.flags = f(v.flags);
+            }
+            pieces.push((s, e));
+            cursor = e;
+        }
+        if cursor < end {
+            return Err(Errno::NoMem);
+        }
+        Ok(pieces)
+    }
+
+    /// Merges the VMAs in `[start, end)` with their neighbours where they can.
+    pub(crate) fn merge_range(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
+        let mut addr = start;
+        while addr < end {
+            let Some(vstart) = self.mm_ref(pid).vmas.find(addr).map(|v| v.start) else {
+                match self.mm_ref(pid).vmas.next(addr) {
+                    Some(n) if n.start < end => {
+                        addr = n.start;
+                        continue;
+                    }
+                    _ => break,
+                }
+            };
+            let merged = self.mm_mut(pid).vmas.merge_around(vstart);
+            addr = self.mm_ref(pid).vmas.get(merged).expect("merged vma").end;
+        }
+    }
+
+    /// mprotect(addr, len, prot).
+    pub fn mprotect(&mut self, pid: Pid, addr: Vaddr, len: u64, prot: Prot) -> Result<(), Errno> {
+        self.check_pid(pid)?;
+        let end = check_range(addr, len)?;
+        if end == addr {
+            return Ok(());
+        }
+        self.begin_op("mprotect");
+        let prot_flags = prot_to_vm_flags(prot);
+        let mask = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
+        let result = self.modify_vma_flags(pid, addr, end, |f| f.without(mask).union(prot_flags));
+        let pieces = match &result {
+            Ok(p) => p.clone(),
+            Err(_) => self.mm_ref(pid).vmas.overlapping(addr, end).map(|v| (v.start.max(addr), v.end.min(end))).collect(),
+        };
+        for (s, e) in pieces {
+            self.change_protection(pid, s, e, prot.write);
+        }
+        self.merge_range(pid, Vaddr(addr.0.saturating_sub(PAGE_SIZE)), end.add(PAGE_SIZE));
+        self.end_op();
+        result.map(|_| ())
+    }
+
+    /// `change_protection()`: write-protects entries, or makes writable the
+    /// ones whose page is AnonExclusive (`can_change_pte_writable()`,
+    /// `can_change_pmd_writable()`).
+    fn change_protection(&mut self, pid: Pid, start: Vaddr, end: Vaddr, writable: bool) {
+        let mut addr = start;
+        while addr < end {
+            let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(end);
+            if let Some((pmd, pi)) = self.walk_pmd(pid, addr) {
+                match self.pt[pmd].entries[pi] {
+                    Entry::Page(leaf) => {
+                        if next.0 - addr.0 < PMD_SIZE {
+                            self.split_huge_pmd(pid, addr);
+                            self.change_pte_range(pid, addr, next, writable);
+                        } else {
+                            let w = writable && self.folios[leaf.folio].anon_exclusive.get(0);
+                            self.pt[pmd].entries[pi] = Entry::Page(Leaf { writable: w, ..leaf });
+                        }
+                    }
+                    Entry::Table(_) => self.change_pte_range(pid, addr, next, writable),
+                    _ => {}
+                }
+            }
+            addr = next;
+        }
+    }
+
+    fn change_pte_range(&mut self, pid: Pid, start: Vaddr, end: Vaddr, writable: bool) {
+        let Some((pte, _)) = self.walk_pte(pid, start) else { return };
+        let first = Level::Pte.index(start);
+        for i in first..first + ((end.0 - start.0) / PAGE_SIZE) as usize {
+            if let Entry::Page(leaf) = self.pt[pte].entries[i] {
+                let w = writable && leaf.dirty && self.folios[leaf.folio].anon_exclusive.get(leaf.page as u64);
+                self.pt[pte].entries[i] = Entry::Page(Leaf { writable: w, ..leaf });
+            }
+        }
+    }
+
+    /// prctl(PR_SET_THP_DISABLE, ...). Inherited by fork.
+    pub fn prctl_set_thp_disable(&mut self, pid: Pid, disable: ThpDisable) -> Result<(), Errno> {
+        self.check_pid(pid)?;
+        self.mm_mut(pid).thp_disable = disable;
+        Ok(())
+    }
+}

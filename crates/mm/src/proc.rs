@@ -1,0 +1,154 @@
+//! What /proc shows: smaps per VMA, pagemap + kpageflags + kpagecount per
+//! virtual page, meminfo, and the PAGEMAP_SCAN view of PMD mappings.
+//!
+//! Models: fs/proc/task_mmu.c (`smaps_pte_entry()`, `smaps_pmd_entry()`,
+//! `show_smap()`'s THPeligible, `pte_to_pagemap_entry()`,
+//! `pagemap_pmd_range()`), fs/proc/page.c (`kpagecount`, `kpageflags`),
+//! fs/proc/meminfo.c. With `CONFIG_PAGE_MAPCOUNT=y`, pagemap's
+//! PM_MMAP_EXCLUSIVE means "the page's precise mapcount is 1"; for a PMD
+//! mapping it is computed for the first page and repeated, as the kernel does.
+
+use crate::memory::Tva;
+use crate::pgtable::{Entry, Level};
+use crate::types::*;
+use crate::world::World;
+
+/// One VMA as smaps prints it (kB).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmapsVma {
+    pub start: Vaddr,
+    pub end: Vaddr,
+    pub rss_kb: u64,
+    pub anonymous_kb: u64,
+    pub anon_huge_pages_kb: u64,
+    pub swap_kb: u64,
+    pub thp_eligible: bool,
+    pub vm_flags: Vec<&'static str>,
+}
+
+/// Whether a virtual page is backed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageState {
+    None,
+    Present,
+    Swapped,
+}
+
+/// One virtual page as pagemap, kpageflags, kpagecount and PAGEMAP_SCAN show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageInfo {
+    pub state: PageState,
+    /// The folio (none for zero pages and absent pages).
+    pub folio: Option<FolioId>,
+    pub pfn: Option<Pfn>,
+    pub order: u8,
+    pub pmd_mapped: bool,
+    /// kpagecount: the precise page mapcount (0 for zero pages).
+    pub mapcount: u64,
+    /// pagemap bit 56, PM_MMAP_EXCLUSIVE.
+    pub exclusive: bool,
+    /// kpageflags ZERO_PAGE.
+    pub zero_page: bool,
+}
+
+/// /proc/meminfo lines the model moves (kB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meminfo {
+    pub mem_total_kb: u64,
+    pub mem_free_kb: u64,
+    pub anon_pages_kb: u64,
+    pub anon_huge_pages_kb: u64,
+    pub page_tables_kb: u64,
+}
+
+impl World {
+    /// /proc/<pid>/smaps for every VMA.
+    pub fn smaps(&self, pid: Pid) -> Vec<SmapsVma> {
+        let Some(mm) = self.mm(pid) else { return Vec::new() };
+        mm.vmas
+            .iter()
+            .map(|vma| {
+                let (mut rss, mut thp) = (0u64, 0u64);
+                let mut addr = vma.start;
+                while addr < vma.end {
+                    let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(vma.end);
+                    if let Some((pmd, pi)) = self.walk_pmd(pid, addr) {
+                        match self.pt[pmd].entries[pi] {
+                            Entry::Page(_) => {
+                                rss += PMD_SIZE;
+                                thp += PMD_SIZE;
+                            }
+                            Entry::Table(pte) => {
+                                let first = Level::Pte.index(addr);
+                                let n = ((next.0 - addr.0) / PAGE_SIZE) as usize;
+                                rss += self.pt[pte].entries[first..first + n].iter().filter(|e| matches!(e, Entry::Page(_))).count() as u64 * PAGE_SIZE;
+                            }
+                            _ => {}
+                        }
+                    }
+                    addr = next;
+                }
+                SmapsVma {
+                    start: vma.start,
+                    end: vma.end,
+                    rss_kb: rss / 1024,
+                    anonymous_kb: rss / 1024,
+                    anon_huge_pages_kb: thp / 1024,
+                    swap_kb: 0,
+                    thp_eligible: self.thp_vma_allowable_orders(pid, vma, Tva::Smaps, crate::config::MTHP_ORDERS.fold(0, |m, o| m | 1 << o)) != 0,
+                    vm_flags: vma.flags.mnemonics(),
+                }
+            })
+            .collect()
+    }
+
+    /// pagemap + kpageflags + kpagecount + PAGEMAP_SCAN for one page.
+    pub fn page_info(&self, pid: Pid, addr: Vaddr) -> PageInfo {
+        let absent = PageInfo { state: PageState::None, folio: None, pfn: None, order: 0, pmd_mapped: false, mapcount: 0, exclusive: false, zero_page: false };
+        let Some(_) = self.mm(pid) else { return absent };
+        let Some((pmd, pi)) = self.walk_pmd(pid, addr) else { return absent };
+        let (entry, pmd_mapped, page_of_pmd) = match self.pt[pmd].entries[pi] {
+            Entry::Table(pte) => (self.pt[pte].entries[Level::Pte.index(addr)], false, 0),
+            e => (e, true, (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE),
+        };
+        match entry {
+            Entry::None | Entry::Table(_) => absent,
+            Entry::Zero => PageInfo {
+                state: PageState::Present,
+                pfn: self.huge_zero.filter(|_| pmd_mapped).map(|hz| hz.pfn.add(page_of_pmd)),
+                order: if pmd_mapped { Order::PMD.get() } else { 0 },
+                pmd_mapped,
+                zero_page: true,
+                ..absent
+            },
+            Entry::Page(leaf) => {
+                let f = &self.folios[leaf.folio];
+                let page = if pmd_mapped { page_of_pmd } else { leaf.page as u64 };
+                // The exclusive bit of a PMD mapping is the first page's.
+                let excl_page = if pmd_mapped { 0 } else { page };
+                PageInfo {
+                    state: PageState::Present,
+                    folio: Some(leaf.folio),
+                    pfn: Some(f.pfn.add(page)),
+                    order: f.order.get(),
+                    pmd_mapped,
+                    mapcount: f.precise_page_mapcount(page) as u64,
+                    exclusive: f.precise_page_mapcount(excl_page) == 1,
+                    zero_page: false,
+                }
+            }
+        }
+    }
+
+    /// /proc/meminfo.
+    pub fn meminfo(&self) -> Meminfo {
+        let kb = PAGE_SIZE / 1024;
+        Meminfo {
+            mem_total_kb: self.buddy.nr_total_pages() * kb,
+            mem_free_kb: self.buddy.nr_free_pages() * kb,
+            anon_pages_kb: self.stats.nr_anon_mapped as u64 * kb,
+            anon_huge_pages_kb: self.stats.nr_anon_thps as u64 * kb,
+            page_tables_kb: self.stats.nr_page_table_pages as u64 * kb,
+        }
+    }
+}

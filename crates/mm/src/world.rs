@@ -1,0 +1,415 @@
+//! The whole simulated machine: physical memory, folios, page tables,
+//! processes and counters, and the helpers every mm path shares
+//! (page-table walks, page-table and folio allocation, `folio_put()`).
+//!
+//! Models: the state behind mm/ as a whole; `struct mm_struct`
+//! (include/linux/mm_types.h), `mm_alloc()`/`mmput()` (kernel/fork.c),
+//! `pte_alloc()`/`pmd_alloc()`/`pud_alloc()` (mm/memory.c),
+//! `folio_put()` (mm/swap.c).
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::events::{EventLog, MmEvent};
+use crate::folio::{Folio, FolioTable};
+use crate::mman::ThpDisable;
+use crate::page_alloc::{AllocFailure, AllocFlags, BuddyAllocator};
+use crate::pgtable::{Entry, Level, PageTables, PtNode};
+use crate::stats::{MthpStat, Stats};
+use crate::errno::{Errno, FaultError};
+use crate::types::*;
+use crate::vma::VmaTree;
+
+/// `PGD_ALLOCATION_ORDER`: 1 with `CONFIG_MITIGATION_PAGE_TABLE_ISOLATION=y`,
+/// as on our machines (the user PGD sits beside the kernel's copy).
+pub const PGD_ALLOCATION_ORDER: Order = Order::new(1);
+
+/// The simulated machine's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub ram_bytes: u64,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine { ram_bytes: 16 << 30 }
+    }
+}
+
+/// One process's address space (`struct mm_struct`).
+#[derive(Clone, Debug)]
+pub struct Mm {
+    pub(crate) pid: Pid,
+    pub(crate) mm_id: MmId,
+    pub(crate) pgd: PtId,
+    pub(crate) vmas: VmaTree,
+    /// `MM_ANONPAGES`: anonymous pages mapped, counting a PMD THP as 512.
+    pub(crate) rss_anon: u64,
+    /// `mm_pgtables_bytes()` by level: PTE tables (deposited ones
+    /// included), PMD tables and PUD tables. The PGD is not counted.
+    pub(crate) nr_ptes: u64,
+    pub(crate) nr_pmds: u64,
+    pub(crate) nr_puds: u64,
+    pub(crate) thp_disable: ThpDisable,
+    /// The anon_vma root family: this mm and every mm forked from it.
+    pub(crate) family: u32,
+    /// `MMF_HUGE_ZERO_FOLIO`: this mm holds a reference on the huge zero folio.
+    pub(crate) huge_zero_ref: bool,
+    /// `MMF_HAS_PINNED`: this mm has pinned pages at some point.
+    pub(crate) has_pinned: bool,
+    /// `MMF_VM_HUGEPAGE`: registered with khugepaged.
+    pub(crate) khugepaged_registered: bool,
+}
+
+impl Mm {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+    pub fn vmas(&self) -> &VmaTree {
+        &self.vmas
+    }
+    /// `VmPTE` of /proc/<pid>/status, in kB.
+    pub fn vm_pte_kb(&self) -> u64 {
+        (self.nr_ptes + self.nr_pmds + self.nr_puds) * PAGE_SIZE / 1024
+    }
+    /// `RssAnon` of /proc/<pid>/status, in kB.
+    pub fn rss_anon_kb(&self) -> u64 {
+        self.rss_anon * PAGE_SIZE / 1024
+    }
+    pub fn thp_disable(&self) -> ThpDisable {
+        self.thp_disable
+    }
+}
+
+/// The huge zero folio (`huge_zero_folio`, `huge_zero_refcount`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HugeZero {
+    pub(crate) pfn: Pfn,
+    /// One for the global reference plus one per mm with `huge_zero_ref`.
+    pub(crate) refcount: u32,
+}
+
+/// A GUP pin: the pages it holds, by folio.
+#[derive(Clone, Debug)]
+pub(crate) struct Pin {
+    pub(crate) folios: Vec<FolioId>,
+}
+
+/// The simulated machine.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub(crate) config: Config,
+    pub(crate) buddy: BuddyAllocator,
+    pub(crate) folios: FolioTable,
+    pub(crate) pt: PageTables,
+    pub(crate) mms: Vec<Option<Mm>>,
+    pub(crate) stats: Stats,
+    /// The deferred-split queue in list order: sequence number → folio.
+    pub(crate) deferred_queue: BTreeMap<u64, FolioId>,
+    pub(crate) deferred_seq: BTreeMap<FolioId, u64>,
+    pub(crate) next_deferred_seq: u64,
+    pub(crate) huge_zero: Option<HugeZero>,
+    pub(crate) pins: Vec<Option<Pin>>,
+    pub(crate) khugepaged: crate::khugepaged::KhugepagedState,
+    pub(crate) events: EventLog,
+    pub(crate) next_family: u32,
+    pub(crate) next_anon_vma: u32,
+    /// The name of the public operation running, for invariant messages.
+    pub(crate) current_op: &'static str,
+    boot_free_pages: u64,
+}
+
+impl World {
+    /// A machine with `machine.ram_bytes` of RAM and the given tunables.
+    pub fn new(machine: Machine, config: Config) -> World {
+        let nr_pages = machine.ram_bytes / PAGE_SIZE;
+        let buddy = BuddyAllocator::new(nr_pages);
+        let boot_free_pages = buddy.nr_free_pages();
+        World {
+            config,
+            buddy,
+            folios: FolioTable::default(),
+            pt: PageTables::default(),
+            mms: Vec::new(),
+            stats: Stats::default(),
+            deferred_queue: BTreeMap::new(),
+            deferred_seq: BTreeMap::new(),
+            next_deferred_seq: 0,
+            huge_zero: None,
+            pins: Vec::new(),
+            khugepaged: Default::default(),
+            events: EventLog::default(),
+            next_family: 0,
+            next_anon_vma: 0,
+            current_op: "boot",
+            boot_free_pages,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn buddy(&self) -> &BuddyAllocator {
+        &self.buddy
+    }
+    pub fn folios(&self) -> &FolioTable {
+        &self.folios
+    }
+    pub fn page_tables(&self) -> &PageTables {
+        &self.pt
+    }
+    pub fn events_mut(&mut self) -> &mut EventLog {
+        &mut self.events
+    }
+    /// Free pages at boot: after every process exits and the shrinkers ran,
+    /// `buddy().nr_free_pages()` must be back at this.
+    pub fn boot_free_pages(&self) -> u64 {
+        self.boot_free_pages
+    }
+
+    /// Writes a sysfs file under /sys/kernel/mm/transparent_hugepage.
+    pub fn set_knob(&mut self, path: &str, value: &str) -> Result<(), Errno> {
+        self.config.set(path, value)
+    }
+
+    pub fn mm(&self, pid: Pid) -> Option<&Mm> {
+        self.mms.get(pid.index()).and_then(Option::as_ref)
+    }
+    pub(crate) fn mm_ref(&self, pid: Pid) -> &Mm {
+        self.mm(pid).unwrap_or_else(|| panic!("{pid:?} is not a live process"))
+    }
+    pub(crate) fn mm_mut(&mut self, pid: Pid) -> &mut Mm {
+        self.mms[pid.index()].as_mut().unwrap_or_else(|| panic!("{pid:?} is not a live process"))
+    }
+    pub fn live_pids(&self) -> Vec<Pid> {
+        self.mms.iter().flatten().map(|m| m.pid).collect()
+    }
+    pub(crate) fn check_pid(&self, pid: Pid) -> Result<(), Errno> {
+        self.mm(pid).map(|_| ()).ok_or(Errno::Srch)
+    }
+
+    /// Lowest unused `mm_id` (the kernel allocates them from an IDA).
+    fn alloc_mm_id(&self) -> MmId {
+        let used: std::collections::BTreeSet<u32> = self.mms.iter().flatten().map(|m| m.mm_id.0).collect();
+        MmId((1..).find(|id| !used.contains(id)).expect("mm ids exhausted"))
+    }
+
+    pub(crate) fn new_family(&mut self) -> u32 {
+        self.next_family += 1;
+        self.next_family
+    }
+
+    pub(crate) fn new_anon_vma(&mut self) -> u32 {
+        self.next_anon_vma += 1;
+        self.next_anon_vma
+    }
+
+    /// Creates an mm with an empty address space (`mm_alloc()` + `pgd_alloc()`).
+    pub(crate) fn mm_alloc(&mut self, family: u32) -> Result<Pid, Errno> {
+        let pgd_pfn = self.buddy.alloc(PGD_ALLOCATION_ORDER, AllocFlags::WMARK_MIN).map_err(|_| Errno::NoMem)?;
+        self.stats.nr_page_table_pages += PGD_ALLOCATION_ORDER.nr_pages() as i64;
+        let pgd = self.pt.insert(PtNode::new(pgd_pfn, Level::Pgd));
+        let mm_id = self.alloc_mm_id();
+        let pid = Pid(self.mms.len() as u32);
+        self.mms.push(Some(Mm {
+            pid,
+            mm_id,
+            pgd,
+            vmas: VmaTree::default(),
+            rss_anon: 0,
+            nr_ptes: 0,
+            nr_pmds: 0,
+            nr_puds: 0,
+            thp_disable: ThpDisable::Off,
+            family,
+            huge_zero_ref: false,
+            has_pinned: false,
+            khugepaged_registered: false,
+        }));
+        Ok(pid)
+    }
+
+    /// Starts a process with an empty address space.
+    pub fn spawn(&mut self) -> Result<Pid, Errno> {
+        self.begin_op("spawn");
+        let family = self.new_family();
+        let pid = self.mm_alloc(family)?;
+        self.end_op();
+        Ok(pid)
+    }
+
+    // ----- page tables -------------------------------------------------
+
+    fn account_pt(&mut self, pid: Pid, level: Level, delta: i64) {
+        let mm = self.mm_mut(pid);
+        let counter = match level {
+            Level::Pte => &mut mm.nr_ptes,
+            Level::Pmd => &mut mm.nr_pmds,
+            Level::Pud => &mut mm.nr_puds,
+            Level::Pgd => unreachable!("the PGD is accounted by mm_alloc"),
+        };
+        *counter = counter.checked_add_signed(delta).expect("page-table count underflow");
+        self.stats.nr_page_table_pages += delta;
+    }
+
+    /// Allocates one page-table page (`pte_alloc_one()` and friends), with
+    /// `GFP_PGTABLE_USER` (the min watermark).
+    pub(crate) fn alloc_pt_page(&mut self, pid: Pid, level: Level) -> Result<Pfn, FaultError> {
+        let pfn = self.buddy.alloc(Order::BASE, AllocFlags::WMARK_MIN).map_err(|_| FaultError::Oom)?;
+        self.account_pt(pid, level, 1);
+        self.events.emit(|| MmEvent::PtAlloc { level: level.event_level() });
+        Ok(pfn)
+    }
+
+    /// Frees a page-table page that no node owns (a withdrawn deposit that
+    /// was never populated, or a table being freed).
+    pub(crate) fn free_pt_page(&mut self, pid: Pid, level: Level, pfn: Pfn) {
+        self.buddy.free(pfn, Order::BASE);
+        self.account_pt(pid, level, -1);
+        self.events.emit(|| MmEvent::PtFree { level: level.event_level() });
+    }
+
+    /// Allocates a node of `level` and installs it in `parent[index]`.
+    pub(crate) fn install_table(&mut self, pid: Pid, parent: PtId, index: usize, level: Level) -> Result<PtId, FaultError> {
+        let pfn = self.alloc_pt_page(pid, level)?;
+        let id = self.pt.insert(PtNode::new(pfn, level));
+        self.pt[parent].set(index, Entry::Table(id));
+        Ok(id)
+    }
+
+    /// Frees a node that has no entries left and clears its parent slot.
+    pub(crate) fn free_table(&mut self, pid: Pid, parent: PtId, index: usize) {
+        let Entry::Table(id) = self.pt[parent].entries[index] else {
+            panic!("free_table: {parent:?}[{index}] is not a table")
+        };
+        let node = self.pt.remove(id);
+        assert_eq!(node.nr_used, 0, "freeing a {:?} table with {} entries", node.level, node.nr_used);
+        assert!(node.deposit.is_empty(), "freeing a PMD table with {} deposited tables", node.deposit.len());
+        self.pt[parent].set(index, Entry::None);
+        self.free_pt_page(pid, node.level, node.pfn);
+    }
+
+    /// The PMD table and index covering `addr`, if the upper levels exist.
+    #[inline]
+    pub(crate) fn walk_pmd(&self, pid: Pid, addr: Vaddr) -> Option<(PtId, usize)> {
+        let pgd = self.mm_ref(pid).pgd;
+        let Entry::Table(pud) = self.pt[pgd].entries[Level::Pgd.index(addr)] else { return None };
+        let Entry::Table(pmd) = self.pt[pud].entries[Level::Pud.index(addr)] else { return None };
+        Some((pmd, Level::Pmd.index(addr)))
+    }
+
+    /// The PTE table and index covering `addr`, if it exists.
+    #[inline]
+    pub(crate) fn walk_pte(&self, pid: Pid, addr: Vaddr) -> Option<(PtId, usize)> {
+        let (pmd, i) = self.walk_pmd(pid, addr)?;
+        let Entry::Table(pte) = self.pt[pmd].entries[i] else { return None };
+        Some((pte, Level::Pte.index(addr)))
+    }
+
+    /// `pud_alloc()` + `pmd_alloc()`: the PMD table covering `addr`,
+    /// allocating missing upper levels.
+    pub(crate) fn pmd_alloc(&mut self, pid: Pid, addr: Vaddr) -> Result<(PtId, usize), FaultError> {
+        let pgd = self.mm_ref(pid).pgd;
+        let gi = Level::Pgd.index(addr);
+        let pud = match self.pt[pgd].entries[gi] {
+            Entry::Table(t) => t,
+            _ => self.install_table(pid, pgd, gi, Level::Pud)?,
+        };
+        let ui = Level::Pud.index(addr);
+        let pmd = match self.pt[pud].entries[ui] {
+            Entry::Table(t) => t,
+            _ => self.install_table(pid, pud, ui, Level::Pmd)?,
+        };
+        Ok((pmd, Level::Pmd.index(addr)))
+    }
+
+    /// `pte_alloc()`: the PTE table under `pmd[i]`, allocating it if the
+    /// entry is none. The entry must not be a leaf.
+    pub(crate) fn pte_alloc(&mut self, pid: Pid, pmd: PtId, i: usize) -> Result<PtId, FaultError> {
+        match self.pt[pmd].entries[i] {
+            Entry::Table(t) => Ok(t),
+            Entry::None => self.install_table(pid, pmd, i, Level::Pte),
+            other => panic!("pte_alloc over a PMD leaf {other:?}"),
+        }
+    }
+
+    // ----- folios ------------------------------------------------------
+
+    /// Allocates a folio from the buddy allocator with fault-path flags.
+    pub(crate) fn alloc_folio(&mut self, order: Order, flags: AllocFlags, index: u64, family: u32) -> Result<FolioId, AllocFailure> {
+        let pfn = self.buddy.alloc(order, flags)?;
+        Ok(self.folios.insert(Folio::new(pfn, order, index, family)))
+    }
+
+    /// Drops `nr` references (`folio_put_refs()`); frees the folio when the
+    /// last goes.
+    pub(crate) fn folio_put_refs(&mut self, id: FolioId, nr: u32) {
+        let folio = &mut self.folios[id];
+        folio.refcount = folio.refcount.checked_sub(nr).unwrap_or_else(|| {
+            panic!("{id:?}: refcount {} dropped by {nr} during {}", folio.refcount, self.current_op)
+        });
+        if folio.refcount == 0 {
+            self.free_folio(id);
+        }
+    }
+
+    /// Returns a folio with no references to the buddy allocator
+    /// (`__folio_put()` → `free_pages_prepare()`).
+    fn free_folio(&mut self, id: FolioId) {
+        let folio = &self.folios[id];
+        assert_eq!(folio.large_mapcount, 0, "freeing mapped {id:?} during {}", self.current_op);
+        if folio.deferred.queued {
+            self.deferred_split_remove(id);
+        }
+        let folio = self.folios.remove(id);
+        if folio.is_large() {
+            self.stats.mthp(folio.order, MthpStat::NrAnon, -1);
+        }
+        self.buddy.free(folio.pfn, folio.order);
+    }
+
+    // ----- the deferred-split queue --------------------------------------
+
+    pub(crate) fn deferred_split_add_tail(&mut self, id: FolioId) {
+        let seq = self.next_deferred_seq;
+        self.next_deferred_seq += 1;
+        self.deferred_queue.insert(seq, id);
+        self.deferred_seq.insert(id, seq);
+        self.folios[id].deferred.queued = true;
+    }
+
+    /// Takes a folio off the queue, clearing `partially_mapped` with its
+    /// gauge, as `folio_unqueue_deferred_split()` does.
+    pub(crate) fn deferred_split_remove(&mut self, id: FolioId) {
+        let seq = self.deferred_seq.remove(&id).expect("folio not on the deferred queue");
+        self.deferred_queue.remove(&seq);
+        let folio = &mut self.folios[id];
+        folio.deferred.queued = false;
+        if folio.deferred.partially_mapped {
+            folio.deferred.partially_mapped = false;
+            let order = folio.order;
+            self.stats.mthp(order, MthpStat::NrAnonPartiallyMapped, -1);
+        }
+    }
+
+    pub fn deferred_split_queue_len(&self) -> usize {
+        self.deferred_queue.len()
+    }
+
+    // ----- operation bracketing -----------------------------------------
+
+    pub(crate) fn begin_op(&mut self, name: &'static str) {
+        self.current_op = name;
+    }
+
+    /// Ends a public operation: in debug and test builds, checks every
+    /// invariant.
+    pub(crate) fn end_op(&mut self) {
+        if cfg!(any(debug_assertions, feature = "check-invariants")) {
+            crate::invariants::check_all(self);
+        }
+    }
+}
