@@ -1,1 +1,136 @@
-fn main() {}
+//! `thpsim`: run THP scenarios on the model of Linux mm and on the live
+//! kernel, and compare the two.
+//!
+//! Exit codes (distinct per failure class, so scripts and CI can tell them
+//! apart):
+//! 0 success; 1 an expectation failed or the model diverged from Linux;
+//! 2 bad input (a scenario that does not parse, a missing file, a bad
+//! argument); 3 a backend failed (the host lacks something, the executor
+//! died); 4 the model broke one of its invariants (a bug in the model).
+
+#![forbid(unsafe_code)]
+
+mod backends;
+mod bench;
+mod examples;
+#[cfg(test)]
+mod fake;
+mod oracle;
+mod random;
+mod report;
+mod run;
+mod scenario_file;
+mod shrink;
+mod thpmaps;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run THP scenarios on a model of Linux mm and on the live kernel.
+#[derive(Debug, Parser)]
+#[command(name = "thpsim", version, propagate_version = true)]
+#[command(after_help = "Start with:  thpsim run --example")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario and print what memory looks like at each `observe`
+    /// and after the last step.
+    ///
+    /// Each region is shown with smaps-style lines, its pages as runs, and
+    /// a thpmaps-style coverage block; counters as vmstat-style deltas.
+    /// Exit code 1 if an expectation failed, 2 on a bad scenario, 3 if the
+    /// backend failed, 4 if the model broke an invariant.
+    Run(run::RunArgs),
+    /// Run scenarios on the model and on the live kernel and compare them.
+    ///
+    /// Prints `PASS name` or `FAIL name` (with the first divergence and any
+    /// failed expectation) per scenario, then `N passed, M failed`. With
+    /// `--random N` it generates N scenarios from a seed instead, shrinks
+    /// every failure and writes it as a scenario file to replay.
+    /// Exit code 0 if all passed; otherwise the most serious class seen:
+    /// 4 invariant broken, 3 backend failed, 2 bad input, 1 diverged or an
+    /// expectation failed.
+    Oracle(oracle::OracleArgs),
+    /// Benchmarks, one JSON object per line with --json:
+    /// `{"name": ..., "value": ..., "unit": ...}`.
+    ///
+    /// With --scenario, times that scenario on the model and on the live
+    /// kernel and prints both wall times and their ratio.
+    Bench(bench::BenchArgs),
+}
+
+/// Failure classes, by exit code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    #[default]
+    Ok = 0,
+    Failed = 1,
+    BadInput = 2,
+    Backend = 3,
+    Invariant = 4,
+}
+
+impl Status {
+    /// The more serious of two statuses, for a run of many scenarios.
+    pub fn worst(self, other: Status) -> Status {
+        self.max(other)
+    }
+}
+
+/// An error at the binary's edge, with the exit status it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub status: Status,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
+        CliError {
+            status: Status::BadInput,
+            error: error.into(),
+        }
+    }
+    pub fn backend(error: impl Into<anyhow::Error>) -> Self {
+        CliError {
+            status: Status::Backend,
+            error: error.into(),
+        }
+    }
+    pub fn invariant(message: String) -> Self {
+        CliError {
+            status: Status::Invariant,
+            error: anyhow::anyhow!("the model broke an invariant: {message}"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::main(&args),
+        Command::Oracle(args) => oracle::main(&args),
+        Command::Bench(args) => bench::main(&args),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status as u8),
+        Err(err) => {
+            // A parse error prints its own `file:line:column: error:` and caret.
+            if err
+                .error
+                .downcast_ref::<thpsim_workload::ParseError>()
+                .is_some()
+            {
+                eprintln!("{}", err.error);
+            } else {
+                eprintln!("error: {:#}", err.error);
+            }
+            ExitCode::from(err.status as u8)
+        }
+    }
+}

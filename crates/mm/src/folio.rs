@@ -184,6 +184,10 @@ impl Folio {
 
     /// PTE mappings of one page (`page->_mapcount + 1`, without the entire mapcount).
     pub fn page_pte_mapcount(&self, page: u64) -> u32 {
+        if !self.is_large() {
+            // A small folio's only page: every mapping is a PTE mapping.
+            return self.large_mapcount;
+        }
         self.page_mapcount.as_ref().map_or(0, |m| m[page as usize])
     }
 

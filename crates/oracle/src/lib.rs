@@ -4,7 +4,11 @@
 //! drives the live kernel, and `Observation` is what both report.
 
 pub mod backend;
+pub mod diff;
+pub mod linux;
+pub mod expect;
 pub mod observation;
+pub mod runner;
 
 pub use backend::*;
 pub use observation::*;

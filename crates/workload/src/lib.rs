@@ -1,4 +1,11 @@
 //! thpsim scenario language.
 #![forbid(unsafe_code)]
+pub mod expect;
 pub mod op;
+mod parse;
+pub mod plan;
+pub mod scenario;
+
+pub use expect::{Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField};
 pub use op::*;
+pub use scenario::{parse_scenario, Machine, ParseError, Scenario, Step, StepKind};

@@ -1,0 +1,695 @@
+//! `thpsim oracle`: scenarios on the model and on the live kernel, compared.
+//!
+//! A scenario passes when both backends run it to the end, every
+//! expectation holds on both, and `diff_outcomes` finds no divergence under
+//! the live-kernel `DiffPolicy`. The last line of the text output is
+//! `N passed, M failed`, which CI parses.
+//!
+//! With `--random N`, scenarios come from `random::generate` instead; each
+//! failure is shrunk (while it still parses and fails the same way) and
+//! written as a scenario file that `thpsim oracle FILE` replays.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+use serde_json::json;
+use thpsim_oracle::diff::{diff_outcomes, DiffPolicy, Divergence};
+use thpsim_oracle::runner::{ExpectFailure, RunOutcome};
+use thpsim_workload::{Op, Scenario, StepKind};
+
+use crate::backends::{
+    quiet_panics, run_guarded, BackendFactory, BackendKind, HostBackends, RunEnd,
+};
+use crate::random::{self, Generated};
+use crate::run::write_out;
+use crate::scenario_file::{collect, ScenarioText};
+use crate::shrink::{shrink, MAX_SHRINK_RUNS};
+use crate::{CliError, Status};
+
+#[derive(Debug, Args)]
+pub struct OracleArgs {
+    /// Scenario files, or directories searched recursively for `.thp` files.
+    #[arg(required_unless_present = "random", conflicts_with = "random")]
+    pub paths: Vec<PathBuf>,
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Generate this many random scenarios instead of reading files.
+    #[arg(long, value_name = "N")]
+    pub random: Option<u32>,
+    /// The seed of --random, decimal or 0x-hex. Without it, one is taken
+    /// from the clock; either way it is printed first.
+    #[arg(long, value_name = "S", requires = "random", value_parser = parse_seed)]
+    pub seed: Option<u64>,
+    /// Where --random writes each shrunk failing scenario.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "oracle-failures",
+        requires = "random"
+    )]
+    pub out: PathBuf,
+    /// Compare every counter exactly, including those the live kernel moves
+    /// for reasons outside the scenario (see `thpsim_oracle::diff::DiffPolicy`).
+    #[arg(long)]
+    pub exact: bool,
+}
+
+/// Parses `123` or `0x7b`.
+pub fn parse_seed(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => text.replace('_', "").parse(),
+    };
+    parsed.map_err(|_| format!("expected a seed such as 42 or 0x7e57, found {text:?}"))
+}
+
+/// One thing wrong with a scenario.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    /// It does not parse.
+    BadInput { message: String },
+    /// A backend could not be made or failed mid-run.
+    Backend {
+        backend: &'static str,
+        message: String,
+    },
+    /// The model panicked.
+    Invariant { message: String },
+    /// The backends disagree; `source` is the diverging step's text.
+    Diverged {
+        divergence: Divergence,
+        source: Option<String>,
+    },
+    /// An expectation failed on one backend.
+    ExpectFailed {
+        backend: &'static str,
+        failure: ExpectFailure,
+    },
+}
+
+impl Problem {
+    fn status(&self) -> Status {
+        match self {
+            Problem::BadInput { .. } => Status::BadInput,
+            Problem::Backend { .. } => Status::Backend,
+            Problem::Invariant { .. } => Status::Invariant,
+            Problem::Diverged { .. } | Problem::ExpectFailed { .. } => Status::Failed,
+        }
+    }
+
+    /// What "the same failure" means while shrinking; `None` for a failure
+    /// that a shrunk scenario must not be allowed to turn into.
+    fn signature(&self) -> Option<String> {
+        match self {
+            Problem::BadInput { .. } => None,
+            Problem::Backend { backend, .. } => Some(format!("backend {backend}")),
+            Problem::Invariant { .. } => Some("invariant".to_string()),
+            Problem::Diverged { divergence, .. } => Some(divergence.signature.clone()),
+            Problem::ExpectFailed { backend, .. } => Some(format!("expect {backend}")),
+        }
+    }
+}
+
+/// The verdict on one scenario.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl CaseResult {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn status(&self) -> Status {
+        self.problems
+            .iter()
+            .map(Problem::status)
+            .fold(Status::Ok, Status::worst)
+    }
+
+    fn signature(&self) -> Option<String> {
+        self.problems.first().and_then(Problem::signature)
+    }
+
+    /// `PASS name`, or `FAIL name` and an indented account of each problem.
+    pub fn render(&self) -> String {
+        if self.passed() {
+            return format!("PASS {}\n", self.name);
+        }
+        let mut out = format!("FAIL {}\n", self.name);
+        for problem in &self.problems {
+            match problem {
+                Problem::BadInput { message } => {
+                    for line in message.lines() {
+                        let _ = writeln!(out, "  {line}");
+                    }
+                }
+                Problem::Backend { backend, message } => {
+                    let _ = writeln!(out, "  the {backend} backend failed: {message}");
+                }
+                Problem::Invariant { message } => {
+                    let _ = writeln!(out, "  the model broke an invariant: {message}");
+                }
+                Problem::Diverged { divergence, source } => {
+                    let at = match (divergence.at.line(), source) {
+                        (Some(line), Some(source)) => format!("{}:{line}: {source}", self.file),
+                        (Some(line), None) => format!("{}:{line}", self.file),
+                        (None, _) => format!("{}: after the last step", self.file),
+                    };
+                    let _ = writeln!(out, "  diverged at {at}");
+                    for detail in &divergence.details {
+                        let _ = writeln!(out, "    {detail}");
+                    }
+                    if divergence.omitted > 0 {
+                        let _ = writeln!(out, "    ... and {} more", divergence.omitted);
+                    }
+                }
+                Problem::ExpectFailed { backend, failure } => {
+                    let _ = writeln!(
+                        out,
+                        "  {backend}: {}:{}: {}: {}",
+                        self.file, failure.line, failure.source, failure.message
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Parses and runs one scenario on both backends, and compares them.
+pub fn check_text(
+    file: &ScenarioText,
+    factory: &dyn BackendFactory,
+    policy: &DiffPolicy,
+) -> CaseResult {
+    let fallback_name = Path::new(&file.label)
+        .file_stem()
+        .map_or(file.label.clone(), |s| s.to_string_lossy().into());
+    let scenario = match file.parse() {
+        Ok(scenario) => scenario,
+        Err(err) => {
+            return CaseResult {
+                name: fallback_name,
+                file: file.label.clone(),
+                problems: vec![Problem::BadInput {
+                    message: err.to_string(),
+                }],
+            }
+        }
+    };
+    let problems = check_scenario(&scenario, factory, policy);
+    CaseResult {
+        name: scenario.name.clone(),
+        file: file.label.clone(),
+        problems,
+    }
+}
+
+fn check_scenario(
+    scenario: &Scenario,
+    factory: &dyn BackendFactory,
+    policy: &DiffPolicy,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let outcome = |kind: BackendKind, problems: &mut Vec<Problem>| -> Option<RunOutcome> {
+        match run_guarded(factory, kind, scenario) {
+            RunEnd::Done(outcome) => Some(outcome),
+            RunEnd::Backend(err) => {
+                problems.push(Problem::Backend {
+                    backend: kind.name(),
+                    message: err.to_string(),
+                });
+                None
+            }
+            RunEnd::Invariant(message) => {
+                problems.push(Problem::Invariant { message });
+                None
+            }
+        }
+    };
+    let model = outcome(BackendKind::Model, &mut problems);
+    let linux = outcome(BackendKind::Linux, &mut problems);
+    if let (Some(model), Some(linux)) = (&model, &linux) {
+        if let Some(divergence) = diff_outcomes(model, linux, policy) {
+            let source = divergence
+                .at
+                .line()
+                .and_then(|line| scenario.steps.iter().find(|s| s.line == line))
+                .map(|s| s.source.clone());
+            problems.push(Problem::Diverged { divergence, source });
+        }
+    }
+    for (kind, outcome) in [(BackendKind::Model, &model), (BackendKind::Linux, &linux)] {
+        for failure in outcome.iter().flat_map(|o| &o.failures) {
+            problems.push(Problem::ExpectFailed {
+                backend: kind.name(),
+                failure: failure.clone(),
+            });
+        }
+    }
+    problems
+}
+
+pub fn main(args: &OracleArgs) -> Result<Status, CliError> {
+    let stdout = std::io::stdout();
+    oracle_with(args, &HostBackends, &mut stdout.lock())
+}
+
+/// `thpsim oracle` with the backends and output given.
+pub fn oracle_with(
+    args: &OracleArgs,
+    factory: &dyn BackendFactory,
+    out: &mut dyn Write,
+) -> Result<Status, CliError> {
+    let policy = if args.exact {
+        DiffPolicy::exact()
+    } else {
+        DiffPolicy::linux_oracle()
+    };
+    match args.random {
+        Some(n) => random_mode(args, n, factory, &policy, out),
+        None => files_mode(args, factory, &policy, out),
+    }
+}
+
+fn files_mode(
+    args: &OracleArgs,
+    factory: &dyn BackendFactory,
+    policy: &DiffPolicy,
+    out: &mut dyn Write,
+) -> Result<Status, CliError> {
+    let files = collect(&args.paths)?;
+    if files.is_empty() {
+        return Err(CliError::bad_input(anyhow::anyhow!(
+            "no .thp scenario files found"
+        )));
+    }
+    let mut tally = Tally::default();
+    for path in files {
+        let result = match ScenarioText::read(&path) {
+            Ok(file) => check_text(&file, factory, policy),
+            Err(err) => CaseResult {
+                name: path.display().to_string(),
+                file: path.display().to_string(),
+                problems: vec![Problem::BadInput {
+                    message: format!("{:#}", err.error),
+                }],
+            },
+        };
+        let line = if args.json {
+            json_line(&result, None, None)
+        } else {
+            result.render()
+        };
+        write_out(out, &line)?;
+        tally.add(&result);
+    }
+    write_out(out, &tally.render(args.json))?;
+    Ok(tally.status)
+}
+
+fn random_mode(
+    args: &OracleArgs,
+    n: u32,
+    factory: &dyn BackendFactory,
+    policy: &DiffPolicy,
+    out: &mut dyn Write,
+) -> Result<Status, CliError> {
+    let seed = args.seed.unwrap_or_else(clock_seed);
+    let header = if args.json {
+        format!(
+            "{}\n",
+            json!({ "seed": format!("{seed:#x}"), "scenarios": n })
+        )
+    } else {
+        format!("seed {seed:#x} (replay: thpsim oracle --random {n} --seed {seed:#x})\n")
+    };
+    write_out(out, &header)?;
+    preflight(factory)?;
+    let mut tally = Tally::default();
+    for index in 0..n {
+        let generated = random::generate(seed, index);
+        let name = format!("seed-{seed:#x}-{index:03}");
+        if !args.json {
+            write_out(out, &format!("{name} knobs: {}\n", generated.knobs_line()))?;
+        }
+        let file = ScenarioText {
+            label: format!("{name}.thp"),
+            text: generated.text.clone(),
+        };
+        let result = check_text(&file, factory, policy);
+        let shrunk_path = if result.passed() {
+            None
+        } else {
+            Some(shrink_and_write(
+                &result, &generated, &name, &args.out, factory, policy,
+            )?)
+        };
+        let text = if args.json {
+            json_line(&result, Some(&generated), shrunk_path.as_deref())
+        } else {
+            let mut text = result.render();
+            if let Some(path) = &shrunk_path {
+                let _ = writeln!(text, "  shrunk scenario written to {}", path.display());
+            }
+            text
+        };
+        write_out(out, &text)?;
+        tally.add(&result);
+    }
+    write_out(out, &tally.render(args.json))?;
+    Ok(tally.status)
+}
+
+/// Checks that both backends run a one-page scenario, so that a host where
+/// the live kernel cannot be driven (not root, a kernel without
+/// PAGEMAP_SCAN) stops the fuzzer at once instead of failing, and
+/// shrinking, every scenario for the same reason.
+fn preflight(factory: &dyn BackendFactory) -> Result<(), CliError> {
+    let file = ScenarioText {
+        label: "preflight.thp".to_string(),
+        text: "p1: A = mmap 4K\np1: touch A write\n".to_string(),
+    };
+    let scenario = file.parse().map_err(CliError::bad_input)?;
+    for kind in [BackendKind::Model, BackendKind::Linux] {
+        match run_guarded(factory, kind, &scenario) {
+            RunEnd::Done(_) => {}
+            RunEnd::Backend(err) => {
+                return Err(CliError::backend(anyhow::Error::new(err).context(format!(
+                    "the {} backend cannot run a one-page scenario",
+                    kind.name()
+                ))))
+            }
+            RunEnd::Invariant(message) => {
+                return Err(CliError::invariant(format!(
+                    "a one-page scenario: {message}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shrinks a failing generated scenario and writes it to `dir`.
+fn shrink_and_write(
+    result: &CaseResult,
+    generated: &Generated,
+    name: &str,
+    dir: &Path,
+    factory: &dyn BackendFactory,
+    policy: &DiffPolicy,
+) -> Result<PathBuf, CliError> {
+    let label = format!("{name}.thp");
+    let text = match result.signature() {
+        Some(signature) => {
+            quiet_panics(true);
+            let shrunk = shrink(&generated.text, MAX_SHRINK_RUNS, |candidate| {
+                let file = ScenarioText {
+                    label: label.clone(),
+                    text: candidate.to_string(),
+                };
+                has_operations(&file)
+                    && check_text(&file, factory, policy).signature().as_deref()
+                        == Some(signature.as_str())
+            });
+            quiet_panics(false);
+            shrunk.text
+        }
+        None => generated.text.clone(),
+    };
+    let path = dir.join(&label);
+    let mut body = format!("# replay: thpsim oracle {}\n", path.display());
+    for problem in result.render().lines() {
+        let _ = writeln!(body, "# {problem}");
+    }
+    body.push_str(&text);
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, body))
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(CliError::bad_input)?;
+    Ok(path)
+}
+
+/// Whether a scenario parses and does something beyond setting knobs and
+/// creating processes: a shrunk scenario without an operation reproduces
+/// nothing worth reading (a backend that cannot start fails it too).
+fn has_operations(file: &ScenarioText) -> bool {
+    file.parse().is_ok_and(|scenario| {
+        scenario.steps.iter().any(|step| {
+            matches!(&step.kind, StepKind::Op(op) if !matches!(op, Op::Set { .. } | Op::Spawn { .. }))
+        })
+    })
+}
+
+fn json_line(result: &CaseResult, generated: Option<&Generated>, shrunk: Option<&Path>) -> String {
+    let mut value = json!({
+        "name": result.name,
+        "file": result.file,
+        "result": if result.passed() { "PASS" } else { "FAIL" },
+        "problems": result.problems,
+    });
+    if let Some(generated) = generated {
+        value["knobs"] = json!(generated.knobs);
+    }
+    if let Some(path) = shrunk {
+        value["shrunk"] = json!(path.display().to_string());
+    }
+    format!("{value}\n")
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u32,
+    failed: u32,
+    status: Status,
+}
+
+impl Tally {
+    fn add(&mut self, result: &CaseResult) {
+        if result.passed() {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.status = self.status.worst(result.status());
+    }
+
+    fn render(&self, json: bool) -> String {
+        if json {
+            format!(
+                "{}\n",
+                json!({ "passed": self.passed, "failed": self.failed })
+            )
+        } else {
+            format!("{} passed, {} failed\n", self.passed, self.failed)
+        }
+    }
+}
+
+/// A seed for `--random` without `--seed`: the clock, mixed.
+fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    thpsim_workload::SplitMix64::new(nanos ^ u64::from(std::process::id())).next_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Bug, ToyBackends};
+
+    const PASSES: &str = "\
+machine ram=1G
+p1: A = mmap 2M
+p1: touch A write 4
+p2 = fork p1
+p2: touch A+16K write 1
+observe
+";
+
+    const DIVERGES: &str = "\
+p1: A = mmap 2M
+p1: touch A write 4
+p2 = fork p1
+shrink
+observe p2
+";
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("thpsim-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn args(paths: Vec<PathBuf>) -> OracleArgs {
+        OracleArgs {
+            paths,
+            json: false,
+            random: None,
+            seed: None,
+            out: PathBuf::new(),
+            exact: false,
+        }
+    }
+
+    fn run(args: &OracleArgs, toys: ToyBackends) -> (Status, String) {
+        let mut out = Vec::new();
+        let status = oracle_with(args, &toys, &mut out).unwrap();
+        (status, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn files_pass_fail_and_the_totals_line() {
+        let dir = temp_dir("oracle-files");
+        std::fs::write(dir.join("a_passes.thp"), PASSES).unwrap();
+        std::fs::write(dir.join("b_diverges.thp"), DIVERGES).unwrap();
+        let toys = ToyBackends {
+            model: None,
+            linux: Some(Bug::SplitPmdOnShrinkAfterFork),
+        };
+        let (status, out) = run(&args(vec![dir.clone()]), toys);
+        let file = dir.join("b_diverges.thp").display().to_string();
+        assert_eq!(
+            out,
+            format!(
+                "PASS a_passes\n\
+                 FAIL b_diverges\n\
+                 \x20 diverged at {file}:5: observe p2\n\
+                 \x20   vmstat thp_split_pmd: model +0, linux +1\n\
+                 1 passed, 1 failed\n"
+            )
+        );
+        assert_eq!(status, Status::Failed);
+
+        let (status, out) = run(&args(vec![dir.join("a_passes.thp")]), toys);
+        assert_eq!(
+            (status, out.as_str()),
+            (Status::Ok, "PASS a_passes\n1 passed, 0 failed\n")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_input_and_broken_invariants_fail_with_their_class() {
+        let dir = temp_dir("oracle-bad");
+        std::fs::write(dir.join("bad.thp"), "p1: A = mmap 2MB\n").unwrap();
+        std::fs::write(
+            dir.join("mprotect.thp"),
+            "p1: A = mmap 2M\np1: mprotect A r\n",
+        )
+        .unwrap();
+        let toys = ToyBackends {
+            model: Some(Bug::PanicOnMprotect),
+            linux: None,
+        };
+        quiet_panics(true);
+        let (status, out) = run(&args(vec![dir.clone()]), toys);
+        quiet_panics(false);
+        let bad = dir.join("bad.thp").display().to_string();
+        assert!(
+            out.starts_with(&format!("FAIL bad\n  {bad}:1:14: error: expected a size")),
+            "{out}"
+        );
+        assert!(out.contains("FAIL mprotect\n  the model broke an invariant: toy invariant: mprotect is not allowed here (at "), "{out}");
+        assert!(out.ends_with("0 passed, 2 failed\n"), "{out}");
+        assert_eq!(status, Status::Invariant);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn json_lines_end_with_the_totals() {
+        let dir = temp_dir("oracle-json");
+        std::fs::write(dir.join("d.thp"), DIVERGES).unwrap();
+        let mut a = args(vec![dir.clone()]);
+        a.json = true;
+        let toys = ToyBackends {
+            model: None,
+            linux: Some(Bug::SplitPmdOnShrinkAfterFork),
+        };
+        let (_, out) = run(&a, toys);
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["result"], "FAIL");
+        assert_eq!(lines[0]["problems"][0]["kind"], "diverged");
+        assert_eq!(lines[0]["problems"][0]["divergence"]["at"]["observe"], 5);
+        assert_eq!(lines[1], json!({ "passed": 0, "failed": 1 }));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn random_failures_are_shrunk_written_and_replay() {
+        let dir = temp_dir("oracle-random");
+        let toys = ToyBackends {
+            model: None,
+            linux: Some(Bug::SplitPmdOnShrinkAfterFork),
+        };
+        let a = OracleArgs {
+            random: Some(12),
+            seed: Some(0x7e57),
+            out: dir.clone(),
+            ..args(vec![])
+        };
+        let (status, out) = run(&a, toys);
+        assert!(out.starts_with("seed 0x7e57 (replay: thpsim oracle --random 12 --seed 0x7e57)\nseed-0x7e57-000 knobs: "));
+        assert!(out.ends_with(" failed\n"));
+        let written: Vec<PathBuf> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("  shrunk scenario written to "))
+            .map(PathBuf::from)
+            .collect();
+        assert!(!written.is_empty(), "no failure among 12 scenarios:\n{out}");
+        assert_eq!(status, Status::Failed);
+        for path in &written {
+            let text = std::fs::read_to_string(path).unwrap();
+            let statements: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            // What the bug needs: a process, a fork and a shrink; knob,
+            // machine and observe lines go.
+            assert_eq!(statements.len(), 3, "{}:\n{text}", path.display());
+            assert!(statements.iter().any(|l| l.contains("fork")), "{text}");
+            assert!(statements.contains(&"shrink"), "{text}");
+            // The file replays as the same failure.
+            let (status, replay) = run(&args(vec![path.clone()]), toys);
+            assert_eq!(status, Status::Failed);
+            assert!(
+                replay.contains("vmstat thp_split_pmd: model +0, linux +1"),
+                "{replay}"
+            );
+        }
+        // Deterministic: the same seed writes the same files.
+        let first: Vec<String> = written
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        let (_, again) = run(&a, toys);
+        assert_eq!(again, out);
+        let second: Vec<String> = written
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert_eq!(first, second);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn seeds_parse_in_decimal_and_hex() {
+        assert_eq!(parse_seed("42"), Ok(42));
+        assert_eq!(parse_seed("0x7e57"), Ok(0x7e57));
+        assert_eq!(parse_seed("0xdead_beef"), Ok(0xdead_beef));
+        assert!(parse_seed("seven").is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! `thpsim run`: one scenario on one backend, reported.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::backends::{run_guarded, BackendFactory, BackendKind, HostBackends, RunEnd};
+use crate::report::{render_rollup, render_run, run_json, ReportOptions, RunContext};
+use crate::scenario_file::{sources, ScenarioText};
+use crate::{examples, CliError, Status};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario file (`.thp`).
+    #[arg(required_unless_present = "example", conflicts_with = "example")]
+    pub file: Option<PathBuf>,
+    /// Run the built-in example instead: a THP, a fork, and the child's
+    /// write to one of its pages.
+    #[arg(long)]
+    pub example: bool,
+    /// Which backend runs the scenario.
+    #[arg(long, value_enum, default_value_t = BackendKind::Model)]
+    pub backend: BackendKind,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print thpmaps labels whose value is zero too (thpmaps --inc-empty).
+    #[arg(long)]
+    pub inc_empty: bool,
+    /// Leave out the runs of pages under each region.
+    #[arg(long)]
+    pub no_pages: bool,
+    /// End with one thpmaps block summed over every region (thpmaps --rollup).
+    #[arg(long)]
+    pub rollup: bool,
+}
+
+pub fn main(args: &RunArgs) -> Result<Status, CliError> {
+    let stdout = std::io::stdout();
+    run_with(args, &HostBackends, &mut stdout.lock())
+}
+
+/// `thpsim run` with the backends and output given.
+pub fn run_with(
+    args: &RunArgs,
+    factory: &dyn BackendFactory,
+    out: &mut dyn Write,
+) -> Result<Status, CliError> {
+    let file = match &args.file {
+        Some(path) => ScenarioText::read(path)?,
+        None => examples::fork_child_write(),
+    };
+    let scenario = file.parse().map_err(CliError::bad_input)?;
+    let outcome = match run_guarded(factory, args.backend, &scenario) {
+        RunEnd::Done(outcome) => outcome,
+        RunEnd::Backend(err) => {
+            return Err(CliError::backend(anyhow::Error::new(err).context(format!(
+                "{}: the {} backend failed",
+                file.label,
+                args.backend.name()
+            ))))
+        }
+        RunEnd::Invariant(message) => {
+            return Err(CliError::invariant(format!("{}: {message}", file.label)))
+        }
+    };
+    let sources = sources(&scenario);
+    let ctx = RunContext {
+        name: &scenario.name,
+        file: &file.label,
+        backend: args.backend.name(),
+        sources: &sources,
+    };
+    let text = if args.json {
+        let mut value = run_json(&ctx, &outcome);
+        if args.rollup {
+            value["rollup"] =
+                serde_json::to_value(crate::report::rollup(&outcome.final_observation))
+                    .context("cannot serialise the rollup")
+                    .map_err(CliError::bad_input)?;
+        }
+        format!("{value}\n")
+    } else {
+        let opts = ReportOptions {
+            inc_empty: args.inc_empty,
+            no_pages: args.no_pages,
+        };
+        let mut text = render_run(&ctx, &outcome, opts);
+        if args.rollup {
+            text.push_str("\n== rollup: every region after the last step\n");
+            text.push_str(&render_rollup(&outcome.final_observation, opts));
+        }
+        text
+    };
+    write_out(out, &text)?;
+    Ok(if outcome.failures.is_empty() {
+        Status::Ok
+    } else {
+        Status::Failed
+    })
+}
+
+/// Writes a report; a closed pipe (`thpsim run x | head`) is not an error
+/// worth a message.
+pub fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) => Err(CliError::bad_input(
+            anyhow::Error::new(err).context("cannot write the report"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{Bug, ToyBackends};
+
+    fn args(file: Option<PathBuf>) -> RunArgs {
+        RunArgs {
+            example: file.is_none(),
+            file,
+            backend: BackendKind::Model,
+            json: false,
+            inc_empty: false,
+            no_pages: false,
+            rollup: false,
+        }
+    }
+
+    fn run(args: &RunArgs, toys: ToyBackends) -> (Result<Status, CliError>, String) {
+        let mut out = Vec::new();
+        let status = run_with(args, &toys, &mut out);
+        (status, String::from_utf8(out).unwrap())
+    }
+
+    fn scenario_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("thpsim-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn report_golden() {
+        let path = scenario_file(
+            "two_pages.thp",
+            "p1: A = mmap 16K\np1: touch A write 2\nexpect p1 A Rss 8kB\nobserve\np2 = fork p1\n",
+        );
+        let (status, out) = run(&args(Some(path.clone())), ToyBackends::default());
+        assert_eq!(status.unwrap(), Status::Ok);
+        let file = path.display();
+        let expected = format!(
+            "\
+scenario two_pages ({file}) on model
+
+== {file}:4: observe
+p1 VmPTE: 0 kB
+p1 A 0x200000000000-0x200000004000 (16 kB)
+200000000000-200000004000 rw-p 00000000 00:00 0
+Size:                 16 kB
+Rss:                   8 kB
+Anonymous:             8 kB
+AnonHugePages:         0 kB
+Swap:                  0 kB
+THPeligible:           0
+VmFlags: rd wr
+pages +0x0..+0x2000 (2 in 2 folios): present order=0 mapcount=1 exclusive
+pages +0x2000..+0x4000 (2): none
+counters (deltas since the start):
+nr_anon_pages 2
+
+== summary: after the last step
+p1 VmPTE: 0 kB
+p1 A 0x200000000000-0x200000004000 (16 kB)
+200000000000-200000004000 rw-p 00000000 00:00 0
+Size:                 16 kB
+Rss:                   8 kB
+Anonymous:             8 kB
+AnonHugePages:         0 kB
+Swap:                  0 kB
+THPeligible:           0
+VmFlags: rd wr
+pages +0x0..+0x2000 (2 in 2 folios): present order=0 mapcount=2
+pages +0x2000..+0x4000 (2): none
+p2 VmPTE: 0 kB
+p2 A 0x200000000000-0x200000004000 (16 kB)
+200000000000-200000004000 rw-p 00000000 00:00 0
+Size:                 16 kB
+Rss:                   8 kB
+Anonymous:             8 kB
+AnonHugePages:         0 kB
+Swap:                  0 kB
+THPeligible:           0
+VmFlags: rd wr
+pages +0x0..+0x2000 (2 in 2 folios): present order=0 mapcount=2
+pages +0x2000..+0x4000 (2): none
+counters (deltas since the start):
+nr_anon_pages 2
+
+4 operations (0 returned an error), 0 expectations failed
+"
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn the_example_fails_its_expectations_on_a_backend_without_thp() {
+        let (status, out) = run(&args(None), ToyBackends::default());
+        assert_eq!(status.unwrap(), Status::Failed);
+        assert!(out.starts_with(
+            "scenario fork_child_write (scenarios/examples/fork_child_write.thp) on model\n"
+        ));
+        assert!(
+            out.contains("FAILED scenarios/examples/fork_child_write.thp:13: expect p1 A page present order=9 pmd pages=all: "),
+            "{out}"
+        );
+        assert!(out.ends_with("expectations failed\n"), "{out}");
+    }
+
+    #[test]
+    fn json_is_one_object() {
+        let mut a = args(None);
+        a.json = true;
+        a.rollup = true;
+        let (_, out) = run(&a, ToyBackends::default());
+        assert_eq!(out.lines().count(), 1);
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value["scenario"], "fork_child_write");
+        assert_eq!(value["backend"], "model");
+        assert!(value["failures"].as_array().is_some_and(|f| !f.is_empty()));
+        assert!(value["rollup"]["anon_kb"].as_u64().is_some_and(|kb| kb > 0));
+    }
+
+    #[test]
+    fn a_broken_invariant_is_its_own_error() {
+        let path = scenario_file("mprotect.thp", "p1: A = mmap 2M\np1: mprotect A r\n");
+        crate::backends::quiet_panics(true);
+        let (status, _) = run(
+            &args(Some(path)),
+            ToyBackends {
+                model: Some(Bug::PanicOnMprotect),
+                linux: None,
+            },
+        );
+        crate::backends::quiet_panics(false);
+        let err = status.unwrap_err();
+        assert_eq!(err.status, Status::Invariant);
+        assert!(format!("{:#}", err.error).contains("toy invariant: mprotect is not allowed here"));
+    }
+}

@@ -1,0 +1,104 @@
+//! The `thpsim` binary at its edge: help, exit codes, messages for bad
+//! input. Runs that need a backend are tested inside the crate with toy
+//! backends; here only what needs no backend, or fails before one starts.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn thpsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_thpsim"))
+        .args(args)
+        .output()
+        .expect("the thpsim binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("thpsim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn help_everywhere() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["oracle", "--help"],
+        &["bench", "--help"],
+    ] {
+        let out = thpsim(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("Usage: thpsim"),
+            "{args:?}: {}",
+            stdout(&out)
+        );
+    }
+    assert!(stdout(&thpsim(&["--help"])).contains("thpsim run --example"));
+    assert!(stdout(&thpsim(&["run", "--help"])).contains("--json"));
+    assert!(stdout(&thpsim(&["oracle", "--help"])).contains("--random"));
+}
+
+#[test]
+fn a_scenario_that_does_not_parse_exits_2_with_file_line_and_column() {
+    let path = temp_file("bad_size.thp", "machine ram=1G\np1: A = mmap 2MB\n");
+    let out = thpsim(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("{}:2:14: error: expected a size", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("| p1: A = mmap 2MB"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn a_missing_file_exits_2() {
+    let out = thpsim(&["run", "/nonexistent/x.thp"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: cannot read scenario /nonexistent/x.thp"),
+        "{}",
+        stderr(&out)
+    );
+    let out = thpsim(&["oracle", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    for args in [
+        &["run"][..],
+        &["run", "--example", "x.thp"],
+        &["oracle"],
+        &["oracle", "--seed", "1", "x.thp"],
+        &["oracle", "--random", "3", "--seed", "seven"],
+        &["bench", "--repeat", "0"],
+        &["frobnicate"],
+    ] {
+        let out = thpsim(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_oracle_run_over_a_file_that_does_not_parse_fails_it() {
+    let path = temp_file("oracle_bad.thp", "p1: A = mmap 2M\np1: touch B write\n");
+    let out = thpsim(&["oracle", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(text.starts_with("FAIL oracle_bad\n"), "{text}");
+    assert!(text.contains("p1 has no region named \"B\""), "{text}");
+    assert!(text.ends_with("0 passed, 1 failed\n"), "{text}");
+}

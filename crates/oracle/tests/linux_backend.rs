@@ -1,0 +1,1026 @@
+//! The Linux backend on the live kernel: each test runs a small scenario
+//! for real and checks the observation against what ORACLE-NOTES.md says
+//! this kernel does.
+//!
+//! Needs root, THP and PAGEMAP_SCAN. Without them a test prints why and
+//! returns, except with CI=true, where it fails. Tests take a static mutex
+//! (and the backend its host lock), so they run one at a time.
+
+use std::io::{BufRead, BufReader};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use thpsim_mm::Errno;
+use thpsim_oracle::linux::{read_knob, LinuxBackend, ThpSettings};
+use thpsim_oracle::{Backend, Observation, PageObs, PageState, RegionRef};
+use thpsim_workload::{Access, Advice, Fill, Op, PinRef, ProcId, Prot, ThpDisable, TouchPattern};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Test regions live in their own 512 GiB slot, away from the workers'
+/// inherited memory; each test uses its own GiB of it.
+const BASE: u64 = 0x2000_0000_0000;
+const GIB: u64 = 1 << 30;
+const PMD: u64 = 2 << 20;
+const PAGE: u64 = 4096;
+
+const P1: ProcId = ProcId(0);
+const P2: ProcId = ProcId(1);
+
+/// Whether the host can run the backend; fails under CI=true when not.
+fn host_ready() -> bool {
+    match LinuxBackend::check_host() {
+        Ok(()) => true,
+        Err(err) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true but this host cannot run the Linux backend: {err}");
+            }
+            eprintln!("skipping a Linux backend test: {err}");
+            false
+        }
+    }
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A backend plus the scenario's bookkeeping, with short helpers.
+struct Run {
+    backend: LinuxBackend,
+}
+
+impl Run {
+    /// Starts a backend with the settings the notes were measured with
+    /// (THP on MADV_HUGEPAGE, zero page on), whatever the host had.
+    fn start() -> Run {
+        let mut run = Run {
+            backend: LinuxBackend::new().expect("starting the Linux backend"),
+        };
+        for (path, value) in [
+            ("enabled", "madvise"),
+            ("defrag", "madvise"),
+            ("use_zero_page", "1"),
+            ("hugepages-2048kB/enabled", "inherit"),
+            ("khugepaged/max_ptes_none", "511"),
+        ] {
+            run.ok(Op::Set {
+                path: path.into(),
+                value: value.into(),
+            });
+        }
+        run
+    }
+
+    #[track_caller]
+    fn apply(&mut self, op: Op) -> Result<(), Errno> {
+        self.backend
+            .apply(&op)
+            .unwrap_or_else(|err| panic!("{op:?}: backend error: {err}"))
+    }
+
+    #[track_caller]
+    fn ok(&mut self, op: Op) {
+        let shown = format!("{op:?}");
+        if let Err(errno) = self.apply(op) {
+            panic!("{shown}: {errno}");
+        }
+    }
+
+    /// Spawns `proc` and maps a 2 MiB-aligned MADV_HUGEPAGE region of `len` at `addr`.
+    fn thp_region(&mut self, proc: ProcId, addr: u64, len: u64) {
+        self.ok(Op::Spawn { proc });
+        self.ok(Op::Mmap {
+            proc,
+            addr,
+            len,
+            prot: Prot::READ_WRITE,
+        });
+        self.ok(Op::Madvise {
+            proc,
+            addr,
+            len,
+            advice: Advice::HugePage,
+        });
+    }
+
+    fn touch(&mut self, proc: ProcId, addr: u64, len: u64, access: Access) -> Result<(), Errno> {
+        self.apply(Op::Touch {
+            proc,
+            addr,
+            len,
+            access,
+            fill: Fill::NonZero,
+            pattern: TouchPattern::All,
+        })
+    }
+
+    #[track_caller]
+    fn observe(&mut self, regions: &[(ProcId, u64, u64)]) -> Observation {
+        let refs: Vec<RegionRef> = regions
+            .iter()
+            .enumerate()
+            .map(|(i, &(proc, addr, len))| RegionRef {
+                proc,
+                proc_name: format!("p{}", proc.0 + 1),
+                name: format!("R{i}"),
+                addr,
+                len,
+            })
+            .collect();
+        self.backend.observe(&refs).expect("observing")
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        for warning in self.backend.take_warnings() {
+            eprintln!("backend warning: {warning}");
+        }
+    }
+}
+
+fn counter(obs: &Observation, name: &str) -> i64 {
+    *obs.vmstat
+        .get(name)
+        .unwrap_or_else(|| panic!("no vmstat counter {name} in {:?}", obs.vmstat))
+}
+
+fn mthp(obs: &Observation, key: &str) -> i64 {
+    *obs.mthp
+        .get(key)
+        .unwrap_or_else(|| panic!("no per-size stat {key} in {:?}", obs.mthp))
+}
+
+fn pages(obs: &Observation, proc: usize, region: usize) -> &[PageObs] {
+    &obs.procs[proc].regions[region].pages
+}
+
+fn region_base(test: u64) -> u64 {
+    BASE + test * GIB
+}
+
+// 0     2M
+// |AAAAA|    one write fault: one PMD-mapped order-9 folio
+#[test]
+fn write_fault_maps_one_pmd_thp() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(1);
+    let mut run = Run::start();
+    run.thp_region(P1, a, PMD);
+    run.ok(Op::Touch {
+        proc: P1,
+        addr: a,
+        len: PAGE,
+        access: Access::Write,
+        fill: Fill::NonZero,
+        pattern: TouchPattern::All,
+    });
+    let obs = run.observe(&[(P1, a, PMD)]);
+
+    let region = &obs.procs[0].regions[0];
+    assert_eq!(region.pages.len(), 512);
+    for (i, page) in region.pages.iter().enumerate() {
+        assert_eq!(page.state, PageState::Present, "page {i}");
+        assert_eq!(page.folio, Some(0), "page {i}");
+        assert_eq!(page.order, 9, "page {i}");
+        assert!(page.pmd_mapped, "page {i}");
+        assert_eq!(page.mapcount, 1, "page {i}");
+        assert!(page.exclusive, "page {i}");
+        assert!(!page.zero_page, "page {i}");
+    }
+    assert_eq!(region.vmas.len(), 1);
+    let vma = &region.vmas[0];
+    assert_eq!((vma.start, vma.end), (a, a + PMD));
+    assert_eq!(
+        (vma.rss_kb, vma.anonymous_kb, vma.anon_huge_pages_kb),
+        (2048, 2048, 2048)
+    );
+    assert!(vma.thp_eligible);
+    assert_eq!(vma.vm_flags, vec!["hg", "rd", "wr"]);
+    assert_eq!(counter(&obs, "thp_fault_alloc"), 1);
+    assert_eq!(counter(&obs, "thp_fault_fallback"), 0);
+    assert_eq!(mthp(&obs, "2048kB/anon_fault_alloc"), 1);
+    assert_eq!(mthp(&obs, "2048kB/nr_anon"), 1);
+    // A PUD table and a PMD table for the region's own 512 GiB slot, plus
+    // the PTE table deposited under the PMD THP.
+    assert_eq!(
+        obs.procs[0].vm_pte_kb, 12,
+        "VmPTE: PUD + PMD + deposited PTE table"
+    );
+}
+
+// Two THPs: the deposit shows as one PTE table per THP.
+#[test]
+fn vm_pte_counts_one_deposited_table_per_thp() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(2);
+    let mut run = Run::start();
+    run.thp_region(P1, a, 2 * PMD);
+    run.touch(P1, a, 2 * PMD, Access::Write).unwrap();
+    let obs = run.observe(&[(P1, a, 2 * PMD)]);
+    assert!(pages(&obs, 0, 0)
+        .iter()
+        .all(|p| p.pmd_mapped && p.order == 9));
+    assert_eq!(pages(&obs, 0, 0)[511].folio, Some(0));
+    assert_eq!(pages(&obs, 0, 0)[512].folio, Some(1));
+    assert_eq!(counter(&obs, "thp_fault_alloc"), 2);
+    assert_eq!(
+        obs.procs[0].vm_pte_kb, 16,
+        "VmPTE: PUD + PMD + two deposited PTE tables"
+    );
+}
+
+#[test]
+fn read_fault_maps_the_huge_zero_page() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(3);
+    let mut run = Run::start();
+    run.thp_region(P1, a, PMD);
+    run.touch(P1, a, PMD, Access::Read).unwrap();
+    let obs = run.observe(&[(P1, a, PMD)]);
+    for (i, page) in pages(&obs, 0, 0).iter().enumerate() {
+        assert_eq!(page.state, PageState::Present, "page {i}");
+        assert!(page.zero_page, "page {i}");
+        assert_eq!(page.folio, None, "page {i}");
+        assert_eq!(page.order, 9, "page {i}");
+        assert!(page.pmd_mapped, "page {i}");
+        assert_eq!(page.mapcount, 0, "page {i}");
+    }
+    let vma = &obs.procs[0].regions[0].vmas[0];
+    assert_eq!(vma.rss_kb, 0);
+    assert_eq!(vma.anon_huge_pages_kb, 0);
+    assert_eq!(counter(&obs, "thp_fault_alloc"), 0);
+
+    // 6.18: a write fault on the huge zero PMD allocates a fresh THP.
+    run.touch(P1, a, PAGE, Access::Write).unwrap();
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert!(pages(&obs, 0, 0)
+        .iter()
+        .all(|p| p.pmd_mapped && p.order == 9 && !p.zero_page && p.folio == Some(0)));
+    assert_eq!(counter(&obs, "thp_fault_alloc"), 1);
+    assert_eq!(counter(&obs, "thp_split_pmd"), 0);
+}
+
+// p1 |AAAAA|  PMD-mapped, then shared with p2 by fork
+// p2 |A4AAA|  p2 writes page 1: its PMD is split, page 1 copied
+#[test]
+fn child_write_after_fork_splits_only_the_childs_pmd() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(4);
+    let mut run = Run::start();
+    run.thp_region(P1, a, PMD);
+    run.touch(P1, a, PMD, Access::Write).unwrap();
+    run.ok(Op::Fork {
+        parent: P1,
+        child: P2,
+    });
+    let obs = run.observe(&[(P1, a, PMD), (P2, a, PMD)]);
+    assert!(pages(&obs, 0, 0)
+        .iter()
+        .all(|p| p.pmd_mapped && p.mapcount == 2 && p.folio == Some(0)));
+    assert!(pages(&obs, 1, 0)
+        .iter()
+        .all(|p| p.pmd_mapped && p.mapcount == 2 && p.folio == Some(0)));
+    assert_eq!(
+        obs.procs[1].vm_pte_kb, 12,
+        "the child copies PUD, PMD and the deposited table"
+    );
+
+    run.touch(P2, a + PAGE, PAGE, Access::Write).unwrap();
+    let obs = run.observe(&[(P1, a, PMD), (P2, a, PMD)]);
+    let (parent, child) = (pages(&obs, 0, 0), pages(&obs, 1, 0));
+    assert!(parent
+        .iter()
+        .all(|p| p.pmd_mapped && p.order == 9 && p.folio == Some(0)));
+    for (i, page) in child.iter().enumerate() {
+        if i == 1 {
+            assert_eq!(
+                (page.order, page.folio, page.mapcount, page.pmd_mapped),
+                (0, Some(1), 1, false),
+                "page 1"
+            );
+            assert!(page.exclusive);
+        } else {
+            assert_eq!(
+                (page.order, page.folio, page.mapcount, page.pmd_mapped),
+                (9, Some(0), 2, false),
+                "page {i}"
+            );
+        }
+    }
+    // The parent's page 1 is now mapped by its PMD only.
+    assert_eq!(parent[1].mapcount, 1);
+    assert_eq!(obs.procs[1].regions[0].vmas[0].anon_huge_pages_kb, 0);
+    assert_eq!(obs.procs[0].regions[0].vmas[0].anon_huge_pages_kb, 2048);
+    assert_eq!(counter(&obs, "thp_split_pmd"), 1);
+    assert_eq!(counter(&obs, "thp_deferred_split_page"), 0);
+
+    // The child exits: the parent's folio is mapped once again.
+    let child_pid = run.backend.pid(P2).unwrap();
+    run.ok(Op::Exit { proc: P2 });
+    assert!(
+        !Path::new(&format!("/proc/{child_pid}")).exists(),
+        "the child's process is gone"
+    );
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert_eq!(obs.procs.len(), 1);
+    assert!(pages(&obs, 0, 0)
+        .iter()
+        .all(|p| p.pmd_mapped && p.mapcount == 1));
+}
+
+// |AAAA AAA|  munmap of one page: PMD split, folio queued for deferred split;
+//             the shrinker then splits it into 511 order-0 pages.
+#[test]
+fn munmap_inside_a_thp_defers_the_split_to_the_shrinker() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(5);
+    let mut run = Run::start();
+    run.thp_region(P1, a, PMD);
+    run.touch(P1, a, PMD, Access::Write).unwrap();
+    run.ok(Op::Munmap {
+        proc: P1,
+        addr: a + 100 * PAGE,
+        len: PAGE,
+    });
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert_eq!(counter(&obs, "thp_split_pmd"), 1);
+    assert_eq!(counter(&obs, "thp_deferred_split_page"), 1);
+    assert_eq!(counter(&obs, "thp_split_page"), 0);
+    assert_eq!(mthp(&obs, "2048kB/nr_anon_partially_mapped"), 1);
+    assert_eq!(obs.procs[0].regions[0].vmas.len(), 2);
+    for (i, page) in pages(&obs, 0, 0).iter().enumerate() {
+        if i == 100 {
+            assert_eq!(page.state, PageState::None);
+        } else {
+            assert_eq!(
+                (page.order, page.pmd_mapped, page.folio),
+                (9, false, Some(0)),
+                "page {i}"
+            );
+        }
+    }
+
+    run.ok(Op::Shrink);
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert_eq!(counter(&obs, "thp_split_page"), 1);
+    assert_eq!(mthp(&obs, "2048kB/nr_anon_partially_mapped"), 0);
+    let present: Vec<&PageObs> = pages(&obs, 0, 0)
+        .iter()
+        .filter(|p| p.state == PageState::Present)
+        .collect();
+    assert_eq!(present.len(), 511);
+    assert!(present
+        .iter()
+        .all(|p| p.order == 0 && !p.pmd_mapped && p.mapcount == 1));
+    let mut folios: Vec<u32> = present.iter().map(|p| p.folio.unwrap()).collect();
+    folios.dedup();
+    assert_eq!(folios.len(), 511, "511 distinct order-0 folios");
+}
+
+#[test]
+fn mmap_over_a_mapping_answers_eexist() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(6);
+    let mut run = Run::start();
+    run.ok(Op::Spawn { proc: P1 });
+    run.ok(Op::Mmap {
+        proc: P1,
+        addr: a,
+        len: PMD,
+        prot: Prot::READ_WRITE,
+    });
+    assert_eq!(
+        run.apply(Op::Mmap {
+            proc: P1,
+            addr: a + PAGE,
+            len: PAGE,
+            prot: Prot::READ
+        }),
+        Err(Errno::Exist)
+    );
+    assert_eq!(
+        run.apply(Op::Munmap {
+            proc: P1,
+            addr: a + 1,
+            len: PAGE
+        }),
+        Err(Errno::Inval)
+    );
+}
+
+#[test]
+fn touching_what_the_process_may_not_access_answers_efault() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(7);
+    let mut run = Run::start();
+    run.ok(Op::Spawn { proc: P1 });
+    run.ok(Op::Mmap {
+        proc: P1,
+        addr: a,
+        len: PMD,
+        prot: Prot::READ,
+    });
+    // Unmapped, read-only for a store, PROT_NONE: EFAULT, nothing touched.
+    assert_eq!(
+        run.touch(P1, a + PMD, PAGE, Access::Read),
+        Err(Errno::Fault)
+    );
+    assert_eq!(run.touch(P1, a, PMD, Access::Write), Err(Errno::Fault));
+    run.ok(Op::Mprotect {
+        proc: P1,
+        addr: a + PAGE,
+        len: PAGE,
+        prot: Prot::NONE,
+    });
+    assert_eq!(run.touch(P1, a, 4 * PAGE, Access::Read), Err(Errno::Fault));
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert!(
+        pages(&obs, 0, 0).iter().all(|p| p.state == PageState::None),
+        "nothing was touched"
+    );
+    // Reading what is readable works; the worker is still alive.
+    run.touch(P1, a + 2 * PAGE, PAGE, Access::Read).unwrap();
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert_eq!(pages(&obs, 0, 0)[2].state, PageState::Present);
+    assert!(pages(&obs, 0, 0)[2].zero_page);
+    assert_eq!(obs.procs[0].regions[0].vmas.len(), 3);
+}
+
+// A pin (io_uring fixed buffer, FOLL_PIN | FOLL_LONGTERM) keeps the folio
+// from being split, and MADV_COLLAPSE answers EAGAIN; unpinned, both work.
+//
+// A |AAAA AAA|  pinned, munmap of one page: the shrinker cannot split it
+// B |BBBBBBBB|  pinned, PTE-mapped by an mprotect round trip: no collapse
+#[test]
+fn a_pin_blocks_split_and_collapse() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(8);
+    let b = a + PMD;
+    let (pin_a, pin_b) = (PinRef(0), PinRef(1));
+    let mut run = Run::start();
+    run.thp_region(P1, a, 2 * PMD);
+    run.touch(P1, a, 2 * PMD, Access::Write).unwrap();
+    run.ok(Op::Pin {
+        proc: P1,
+        pin: pin_a,
+        addr: a,
+        len: PMD,
+        longterm: true,
+    });
+    run.ok(Op::Pin {
+        proc: P1,
+        pin: pin_b,
+        addr: b,
+        len: PMD,
+        longterm: false,
+    });
+    run.ok(Op::Munmap {
+        proc: P1,
+        addr: a + 100 * PAGE,
+        len: PAGE,
+    });
+    run.ok(Op::Mprotect {
+        proc: P1,
+        addr: b + 7 * PAGE,
+        len: PAGE,
+        prot: Prot::READ,
+    });
+    run.ok(Op::Mprotect {
+        proc: P1,
+        addr: b + 7 * PAGE,
+        len: PAGE,
+        prot: Prot::READ_WRITE,
+    });
+    run.ok(Op::Shrink);
+    let obs = run.observe(&[(P1, a, PMD), (P1, b, PMD)]);
+    assert_eq!(
+        counter(&obs, "thp_split_pmd"),
+        2,
+        "munmap and mprotect still split the PMDs"
+    );
+    assert_eq!(counter(&obs, "thp_deferred_split_page"), 1);
+    assert_eq!(
+        counter(&obs, "thp_split_page"),
+        0,
+        "the pinned folio is not split"
+    );
+    assert!(
+        counter(&obs, "thp_split_page_failed") >= 1,
+        "the shrinker tried and failed"
+    );
+    assert!(pages(&obs, 0, 0)
+        .iter()
+        .filter(|p| p.state == PageState::Present)
+        .all(|p| p.order == 9));
+    assert!(pages(&obs, 0, 1)
+        .iter()
+        .all(|p| p.order == 9 && !p.pmd_mapped));
+    assert_eq!(obs.procs[0].regions[1].vmas.len(), 1, "the VMA merged back");
+    assert_eq!(
+        run.apply(Op::Madvise {
+            proc: P1,
+            addr: b,
+            len: PMD,
+            advice: Advice::Collapse
+        }),
+        Err(Errno::Again)
+    );
+
+    run.ok(Op::Unpin { pin: pin_a });
+    run.ok(Op::Unpin { pin: pin_b });
+    assert_eq!(
+        run.apply(Op::Unpin { pin: pin_a }),
+        Err(Errno::Inval),
+        "a pin is released once"
+    );
+    run.ok(Op::Shrink);
+    run.ok(Op::Madvise {
+        proc: P1,
+        addr: b,
+        len: PMD,
+        advice: Advice::Collapse,
+    });
+    let obs = run.observe(&[(P1, a, PMD), (P1, b, PMD)]);
+    assert_eq!(
+        counter(&obs, "thp_split_page"),
+        1,
+        "unpinned, the shrinker splits A"
+    );
+    assert!(pages(&obs, 0, 0)
+        .iter()
+        .filter(|p| p.state == PageState::Present)
+        .all(|p| p.order == 0));
+    assert!(
+        pages(&obs, 0, 1)
+            .iter()
+            .all(|p| p.order == 9 && p.pmd_mapped),
+        "B collapsed"
+    );
+    assert_eq!(counter(&obs, "thp_collapse_alloc"), 1);
+}
+
+// 4K pages first (no MADV_HUGEPAGE yet), then MADV_HUGEPAGE and one
+// khugepaged full scan: collapsed into a PMD THP.
+#[test]
+fn khugepaged_step_collapses_a_populated_block() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(9);
+    let mut run = Run::start();
+    run.ok(Op::Spawn { proc: P1 });
+    run.ok(Op::Mmap {
+        proc: P1,
+        addr: a,
+        len: PMD,
+        prot: Prot::READ_WRITE,
+    });
+    run.touch(P1, a, PMD, Access::Write).unwrap();
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert!(pages(&obs, 0, 0).iter().all(|p| p.order == 0));
+    let collapsed_before = read_knob("khugepaged/pages_collapsed")
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    run.ok(Op::Madvise {
+        proc: P1,
+        addr: a,
+        len: PMD,
+        advice: Advice::HugePage,
+    });
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert!(
+        pages(&obs, 0, 0).iter().all(|p| p.order == 0),
+        "khugepaged stayed quiet"
+    );
+    run.ok(Op::Khugepaged { full_scans: 1 });
+    let obs = run.observe(&[(P1, a, PMD)]);
+    assert!(pages(&obs, 0, 0)
+        .iter()
+        .all(|p| p.order == 9 && p.pmd_mapped && p.folio == Some(0)));
+    assert_eq!(counter(&obs, "thp_collapse_alloc"), 1);
+    let collapsed_after = read_knob("khugepaged/pages_collapsed")
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert_eq!(collapsed_after, collapsed_before + 1);
+    assert_eq!(
+        read_knob("khugepaged/scan_sleep_millisecs").unwrap(),
+        "3600000",
+        "quiet again"
+    );
+}
+
+#[test]
+fn prctl_except_advised_keeps_thp_only_where_asked() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let a = region_base(10);
+    let (advised, plain) = (a, a + PMD);
+    let mut run = Run::start();
+    run.ok(Op::Set {
+        path: "enabled".into(),
+        value: "always".into(),
+    });
+    run.ok(Op::Spawn { proc: P1 });
+    run.ok(Op::Prctl {
+        proc: P1,
+        disable: ThpDisable::ExceptAdvised,
+    });
+    run.ok(Op::Mmap {
+        proc: P1,
+        addr: a,
+        len: 2 * PMD,
+        prot: Prot::READ_WRITE,
+    });
+    run.ok(Op::Madvise {
+        proc: P1,
+        addr: advised,
+        len: PMD,
+        advice: Advice::HugePage,
+    });
+    run.touch(P1, a, 2 * PMD, Access::Write).unwrap();
+    let obs = run.observe(&[(P1, advised, PMD), (P1, plain, PMD)]);
+    assert!(pages(&obs, 0, 0)
+        .iter()
+        .all(|p| p.order == 9 && p.pmd_mapped));
+    assert!(pages(&obs, 0, 1).iter().all(|p| p.order == 0));
+    // `enabled=always` is system-wide: other processes on the host fault
+    // THPs too while it is set, so the counter can only be checked softly.
+    assert!(counter(&obs, "thp_fault_alloc") >= 1, "{:?}", obs.vmstat);
+}
+
+#[test]
+fn an_empty_fork_owns_no_page_tables() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let mut run = Run::start();
+    run.ok(Op::Spawn { proc: P1 });
+    run.ok(Op::Fork {
+        parent: P1,
+        child: P2,
+    });
+    let obs = run.observe(&[]);
+    assert_eq!(obs.procs.len(), 2);
+    assert_eq!(
+        (obs.procs[0].name.as_str(), obs.procs[1].name.as_str()),
+        ("p1", "p2")
+    );
+    assert_eq!((obs.procs[0].vm_pte_kb, obs.procs[1].vm_pte_kb), (0, 0));
+}
+
+#[test]
+fn set_refuses_paths_outside_the_thp_directory() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let mut run = Run::start();
+    let bad = |path: &str| Op::Set {
+        path: path.into(),
+        value: "1".into(),
+    };
+    assert_eq!(
+        run.apply(bad("../../../../proc/sys/vm/drop_caches")),
+        Err(Errno::Inval)
+    );
+    assert_eq!(
+        run.apply(bad("khugepaged/../../enabled")),
+        Err(Errno::Inval)
+    );
+    assert_eq!(run.apply(bad("no_such_knob")), Err(Errno::Inval));
+    assert_eq!(
+        run.apply(Op::Set {
+            path: "enabled".into(),
+            value: "sometimes".into()
+        }),
+        Err(Errno::Inval)
+    );
+    assert_eq!(
+        run.apply(Op::Set {
+            path: "khugepaged/pages_to_scan".into(),
+            value: "0".into()
+        }),
+        Err(Errno::Inval)
+    );
+}
+
+/// Every knob a scenario might change, set to something else.
+fn change_everything(run: &mut Run) {
+    for (path, value) in [
+        ("enabled", "always"),
+        ("defrag", "never"),
+        ("use_zero_page", "0"),
+        ("shrink_underused", "0"),
+        ("hugepages-64kB/enabled", "always"),
+        ("hugepages-2048kB/enabled", "never"),
+        ("khugepaged/max_ptes_none", "17"),
+        ("khugepaged/max_ptes_shared", "3"),
+        ("khugepaged/pages_to_scan", "777"),
+        ("khugepaged/scan_sleep_millisecs", "5"),
+    ] {
+        run.ok(Op::Set {
+            path: path.into(),
+            value: value.into(),
+        });
+    }
+}
+
+fn assert_no_workers(pids: &[i32]) {
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} is still there"
+        );
+    }
+}
+
+#[test]
+fn settings_and_processes_are_restored_after_drop() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let before = ThpSettings::read().unwrap();
+    let mut pids = Vec::new();
+    {
+        let mut run = Run::start();
+        change_everything(&mut run);
+        run.thp_region(P1, region_base(11), PMD);
+        run.ok(Op::Fork {
+            parent: P1,
+            child: P2,
+        });
+        pids.extend([run.backend.pid(P1).unwrap(), run.backend.pid(P2).unwrap()]);
+        assert_ne!(ThpSettings::read().unwrap(), before);
+    }
+    assert_eq!(ThpSettings::read().unwrap(), before);
+    assert_no_workers(&pids);
+    assert!(
+        !Path::new("/run/thpsim-oracle.settings").exists(),
+        "the saved-settings file is removed"
+    );
+}
+
+#[test]
+fn settings_and_processes_are_restored_after_a_panic() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let before = ThpSettings::read().unwrap();
+    let mut pids = Vec::new();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let mut run = Run::start();
+        change_everything(&mut run);
+        run.thp_region(P1, region_base(12), PMD);
+        pids.push(run.backend.pid(P1).unwrap());
+        panic!("a test failing half-way");
+    }));
+    assert!(outcome.is_err());
+    assert_eq!(ThpSettings::read().unwrap(), before);
+    assert_no_workers(&pids);
+}
+
+#[test]
+fn an_error_shuts_the_backend_down_at_once() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let before = ThpSettings::read().unwrap();
+    let mut run = Run::start();
+    change_everything(&mut run);
+    run.ok(Op::Spawn { proc: P1 });
+    let pid = run.backend.pid(P1).unwrap();
+    // An operation on a process that does not exist is the caller's bug.
+    assert!(run
+        .backend
+        .apply(&Op::Munmap {
+            proc: P2,
+            addr: BASE,
+            len: PAGE
+        })
+        .is_err());
+    assert_eq!(
+        ThpSettings::read().unwrap(),
+        before,
+        "restored before the backend is dropped"
+    );
+    assert_no_workers(&[pid]);
+    assert!(
+        run.backend.apply(&Op::Spawn { proc: P2 }).is_err(),
+        "no more work after an error"
+    );
+}
+
+/// Set in the environment of the helper process the signal tests start.
+const HELPER_ENV: &str = "THPSIM_LINUX_SIGNAL_HELPER";
+/// The helper's command name as /proc/<pid>/comm shows it (15 characters),
+/// which its workers inherit.
+const HELPER_COMM: &str = "signal_helper_p";
+
+/// Not a test by itself: the body of the process the signal tests start
+/// (this test binary again, with `HELPER_ENV` set). It changes every knob,
+/// starts two workers with a THP, says READY and waits to be signalled.
+#[test]
+fn signal_helper_process() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    let mut run = Run::start();
+    change_everything(&mut run);
+    let a = region_base(13);
+    run.thp_region(P1, a, PMD);
+    run.touch(P1, a, PMD, Access::Write).unwrap();
+    run.ok(Op::Fork {
+        parent: P1,
+        child: P2,
+    });
+    println!(
+        "READY {} {}",
+        run.backend.pid(P1).unwrap(),
+        run.backend.pid(P2).unwrap()
+    );
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// Live (not zombie) processes whose command name is `comm`.
+fn processes_named(comm: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`; a zombie has no memory left to matter.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let state = stat[close + 1..].split_whitespace().next();
+        if &stat[open + 1..close] == comm && state != Some("Z") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Starts the helper, waits for READY, sends `signal`, and returns the
+/// helper's exit status once it is gone and its workers are gone.
+fn signal_the_helper(signal: Signal) -> std::process::ExitStatus {
+    let exe = std::env::current_exe().unwrap();
+    // `ulimit -c 0`: SIGQUIT's default action dumps core.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -c 0; exec \"$0\" \"$@\"")
+        .arg(exe)
+        .args([
+            "--exact",
+            "signal_helper_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER_ENV, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // libtest prints `test signal_helper_process ... ` first, on the same line.
+    let ready = loop {
+        match lines.next() {
+            Some(Ok(line)) => match line.find("READY ") {
+                Some(at) => break line[at..].to_string(),
+                None => continue,
+            },
+            other => panic!(
+                "the helper ended before it was ready: {other:?}, {:?}",
+                child.wait()
+            ),
+        }
+    };
+    let workers: Vec<i32> = ready
+        .split_whitespace()
+        .skip(1)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+    let status = child.wait().unwrap();
+    // Workers see their socket close and exit on their own after SIGKILL;
+    // give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_named(HELPER_COMM).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        processes_named(HELPER_COMM),
+        Vec::<i32>::new(),
+        "workers {workers:?} and the sentinel are gone"
+    );
+    status
+}
+
+#[test]
+fn settings_are_restored_on_sigint_sigterm_sighup_sigquit() {
+    use std::os::unix::process::ExitStatusExt;
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let before = ThpSettings::read().unwrap();
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        let status = signal_the_helper(signal);
+        assert_eq!(
+            status.signal(),
+            Some(signal as i32),
+            "{signal}: the helper dies of the signal itself"
+        );
+        assert_eq!(
+            ThpSettings::read().unwrap(),
+            before,
+            "{signal}: settings restored"
+        );
+        assert!(
+            !Path::new("/run/thpsim-oracle.settings").exists(),
+            "{signal}: saved-settings file removed"
+        );
+    }
+}
+
+#[test]
+fn settings_left_by_a_sigkill_are_restored_at_the_next_start() {
+    let _serial = serial();
+    if !host_ready() {
+        return;
+    }
+    let before = ThpSettings::read().unwrap();
+    signal_the_helper(Signal::SIGKILL);
+    assert_ne!(
+        ThpSettings::read().unwrap(),
+        before,
+        "nothing can restore on SIGKILL"
+    );
+    assert!(
+        Path::new("/run/thpsim-oracle.settings").exists(),
+        "the saved settings are left behind"
+    );
+    let restored_at_start;
+    {
+        let run = Run::start();
+        restored_at_start = run
+            .backend
+            .warnings()
+            .iter()
+            .any(|w| w.contains("did not finish"));
+    }
+    assert!(
+        restored_at_start,
+        "the next backend says it restored a killed run's settings"
+    );
+    assert_eq!(ThpSettings::read().unwrap(), before);
+}

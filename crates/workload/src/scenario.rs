@@ -1,0 +1,122 @@
+//! A parsed scenario: the machine it needs and the steps it takes, each
+//! with the line that stated it. docs/scenario.md is the language reference.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Expectation, Op, RegionRef};
+
+/// The most steps one scenario may expand to (operations, observations and
+/// expectations; a statement that creates a process counts twice).
+pub const MAX_STEPS: usize = 100_000;
+/// The most region entries all `observe` and `expect` steps together may
+/// carry, which bounds the work of observing a scenario.
+pub const MAX_OBSERVED_REGIONS: usize = 1_000_000;
+/// The most full scans one `khugepaged` statement may ask for.
+pub const MAX_KHUGEPAGED_SCANS: u32 = 1000;
+
+/// A scenario, ready for a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// The file stem of the scenario's file (`fault_pmd` for
+    /// `scenarios/examples/fault_pmd.thp`).
+    pub name: String,
+    pub machine: Machine,
+    /// Process names by `ProcId` index, in order of first appearance.
+    pub procs: Vec<String>,
+    pub steps: Vec<Step>,
+    /// Every live process's regions after the last step, as `Observe`
+    /// carries them: for a final observation of the whole scenario.
+    pub final_regions: Vec<RegionRef>,
+}
+
+/// The `machine` statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// Bytes of RAM.
+    pub ram: u64,
+    /// Bytes of swap.
+    pub swap: u64,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine {
+            ram: 16 << 30,
+            swap: 0,
+        }
+    }
+}
+
+/// One step, with the scenario line it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// 1-based line number.
+    pub line: u32,
+    /// The statement as written: the line without its comment, trimmed.
+    pub source: String,
+    pub kind: StepKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepKind {
+    Op(Op),
+    /// Observe these regions: every region of every live process for a bare
+    /// `observe`, in `ProcId` then creation order; a process's regions for
+    /// `observe p1`; the named ones for `observe p1 A B`.
+    Observe(Vec<RegionRef>),
+    /// Check an expectation against an observation of `regions`, which are
+    /// every region of every live process (in `ProcId` then creation order).
+    Expect {
+        expectation: Expectation,
+        regions: Vec<RegionRef>,
+    },
+}
+
+/// A scenario the parser does not understand, pointing at where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// The file label given to `parse_scenario`.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub column: u32,
+    /// What was expected and what was found.
+    pub message: String,
+    /// The whole line, as in the file.
+    pub source_line: String,
+}
+
+impl fmt::Display for ParseError {
+    /// ```text
+    /// scenarios/x.thp:3:14: error: expected a size such as 4K, 2M, 1G or 64kB, found "2MB"
+    ///   | p1: A = mmap 2MB
+    ///   |              ^
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file, self.line, self.column, self.message
+        )?;
+        writeln!(f, "  | {}", self.source_line)?;
+        // Keep tabs so that the caret lines up under a tab-indented line.
+        let pad: String = self
+            .source_line
+            .chars()
+            .take((self.column as usize).saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        write!(f, "  | {pad}^")
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses a scenario. `file_label` names the file in errors and gives the
+/// scenario its name (the file stem).
+pub fn parse_scenario(file_label: &str, text: &str) -> Result<Scenario, ParseError> {
+    crate::parse::parse(file_label, text)
+}
