@@ -64,11 +64,7 @@ impl BackendFactory for HostBackends {
 }
 
 fn model_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
-    let _ = scenario;
-    Err(BackendError::Unsupported {
-        backend: "model",
-        what: "the model backend is not wired into thpsim yet".into(),
-    })
+    Ok(Box::new(thpsim_oracle::ModelBackend::new(scenario.machine.ram)))
 }
 
 /// The live kernel. Needs root; takes the host-wide oracle lock for the

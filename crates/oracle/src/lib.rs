@@ -6,9 +6,11 @@
 pub mod backend;
 pub mod diff;
 pub mod linux;
+pub mod model;
 pub mod expect;
 pub mod observation;
 pub mod runner;
 
 pub use backend::*;
+pub use model::ModelBackend;
 pub use observation::*;

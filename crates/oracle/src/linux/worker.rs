@@ -268,8 +268,8 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
         // SAFETY: scenario addresses; the controller keeps them apart from
         // the worker's own memory (see `LinuxBackend` docs).
         Cmd::Munmap => check(unsafe { libc::munmap(ptr(a[0]), a[1] as usize) }),
-        // SAFETY: as for munmap.
         Cmd::Mprotect => {
+            // SAFETY: as for munmap.
             check(unsafe { libc::mprotect(ptr(a[0]), a[1] as usize, prot_bits(a[2])) })
         }
         Cmd::Mremap => {
@@ -290,12 +290,14 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
                 }
             }
         }
-        // SAFETY: madvise takes an address range and an advice number.
         Cmd::Madvise => {
+            // SAFETY: madvise takes an address range and an advice number;
+            // the range is the scenario's, as for munmap.
             check(unsafe { libc::madvise(ptr(a[0]), a[1] as usize, a[2] as libc::c_int) })
         }
-        // SAFETY: as for madvise; errors are for the controller to ignore.
         Cmd::Populate => {
+            // SAFETY: as for madvise; MADV_POPULATE_READ only faults pages
+            // in. Errors are for the controller to ignore.
             check(unsafe { libc::madvise(ptr(a[0]), a[1] as usize, MADV_POPULATE_READ) })
         }
         Cmd::Touch => touch(a, msg),

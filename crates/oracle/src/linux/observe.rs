@@ -1,0 +1,194 @@
+//! Observing: smaps, `VmPTE`, pagemap, kpageflags, kpagecount and
+//! PAGEMAP_SCAN per process and region, and the counter deltas, gathered
+//! into the `Observation` both backends produce.
+
+use std::io;
+
+use super::procfs::{self, Kpages, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP};
+use super::{executor::Worker, io_error, pagemap_scan, sysfs, LinuxBackend, PAGE_SIZE};
+use crate::{
+    normalise_folios, BackendError, Observation, PageObs, PageState, ProcObs, RegionObs, RegionRef,
+    VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+};
+
+/// The smaps `VmFlags` mnemonics an observation carries.
+const MODELLED_VM_FLAGS: [&str; 6] = ["rd", "wr", "ex", "hg", "nh", "dc"];
+
+impl LinuxBackend {
+    pub(super) fn observe_inner(
+        &mut self,
+        regions: &[RegionRef],
+    ) -> Result<Observation, BackendError> {
+        self.refresh_stats();
+        let Some(mut kpages) = self.kpages.take() else {
+            return Err(BackendError::Executor("kpageflags reader missing".into()));
+        };
+        kpages.clear();
+        let result = self.observe_procs(&mut kpages, regions);
+        self.kpages = Some(kpages);
+        let (mut procs, raw) = result?;
+        normalise_folios(&mut procs, &raw);
+
+        let vmstat_now = procfs::read_vmstat().map_err(io_error("reading /proc/vmstat"))?;
+        let vmstat = VMSTAT_COUNTERS
+            .iter()
+            .filter_map(|name| {
+                Some((
+                    name.to_string(),
+                    vmstat_now.get(*name)? - self.base_vmstat.get(*name)?,
+                ))
+            })
+            .collect();
+        let mthp_now = sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS)
+            .map_err(io_error("reading the per-size THP stats"))?;
+        let mthp = mthp_now
+            .iter()
+            .filter_map(|(key, now)| Some((key.clone(), now - self.base_mthp.get(key)?)))
+            .collect();
+        Ok(Observation {
+            procs,
+            vmstat,
+            mthp,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn observe_procs(
+        &self,
+        kpages: &mut Kpages,
+        regions: &[RegionRef],
+    ) -> Result<(Vec<ProcObs>, Vec<Vec<Vec<Option<u64>>>>), BackendError> {
+        let mut procs = Vec::new();
+        let mut raw = Vec::new();
+        for (&id, proc) in &self.procs {
+            let worker = &proc.worker;
+            let mine: Vec<&RegionRef> = regions.iter().filter(|r| r.proc == id).collect();
+            let name = mine
+                .first()
+                .map(|r| r.proc_name.clone())
+                .unwrap_or_else(|| format!("p{}", id.0 + 1));
+            let vm_pte_kb = worker.vm_pte_kb()?.saturating_sub(proc.vm_pte_base_kb);
+            let smaps = procfs::read_smaps(worker.pid)
+                .map_err(io_error(format!("reading the smaps of {}", worker.label)))?;
+            let mut region_obs = Vec::new();
+            let mut raw_regions = Vec::new();
+            for region in mine {
+                let end = region.addr + region.len;
+                let vmas = smaps
+                    .iter()
+                    .filter(|vma| vma.start < end && vma.end > region.addr)
+                    .map(|vma| VmaObs {
+                        start: vma.start,
+                        end: vma.end,
+                        rss_kb: vma.rss_kb,
+                        anonymous_kb: vma.anonymous_kb,
+                        anon_huge_pages_kb: vma.anon_huge_pages_kb,
+                        swap_kb: vma.swap_kb,
+                        thp_eligible: vma.thp_eligible,
+                        vm_flags: modelled_vm_flags(&vma.vm_flags),
+                    })
+                    .collect();
+                let (pages, keys) = observe_pages(worker, kpages, region.addr, region.len)
+                    .map_err(io_error(format!(
+                        "reading the pages of {} region {}",
+                        worker.label, region.name
+                    )))?;
+                region_obs.push(RegionObs {
+                    name: region.name.clone(),
+                    addr: region.addr,
+                    len: region.len,
+                    vmas,
+                    pages,
+                });
+                raw_regions.push(keys);
+            }
+            procs.push(ProcObs {
+                proc: id,
+                name,
+                vm_pte_kb,
+                regions: region_obs,
+            });
+            raw.push(raw_regions);
+        }
+        Ok((procs, raw))
+    }
+}
+
+/// The `VmFlags` mnemonics thpsim models, sorted.
+fn modelled_vm_flags(all: &[String]) -> Vec<String> {
+    let mut flags: Vec<String> = all
+        .iter()
+        .filter(|f| MODELLED_VM_FLAGS.contains(&f.as_str()))
+        .cloned()
+        .collect();
+    flags.sort();
+    flags
+}
+
+/// pagemap, kpageflags, kpagecount and PAGEMAP_SCAN for each base page of
+/// [addr, addr + len); also the raw folio keys (head PFNs).
+fn observe_pages(
+    worker: &Worker,
+    kpages: &mut Kpages,
+    addr: u64,
+    len: u64,
+) -> io::Result<(Vec<PageObs>, Vec<Option<u64>>)> {
+    let start = addr & !(PAGE_SIZE - 1);
+    let end = (addr + len).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let nr_pages = (end - start) / PAGE_SIZE;
+    let entries = procfs::read_pagemap(&worker.pagemap, start, nr_pages)?;
+    let huge = pagemap_scan::pmd_mapped_ranges(&worker.pagemap, start, end)?;
+    let mut huge = huge.iter().peekable();
+    let mut pages = Vec::with_capacity(nr_pages as usize);
+    let mut keys = Vec::with_capacity(nr_pages as usize);
+    for (i, &entry) in entries.iter().enumerate() {
+        let va = start + i as u64 * PAGE_SIZE;
+        while huge.peek().is_some_and(|&&(_, range_end)| range_end <= va) {
+            huge.next();
+        }
+        let mut page = PageObs {
+            exclusive: entry & PM_MMAP_EXCLUSIVE != 0,
+            ..PageObs::default()
+        };
+        let mut key = None;
+        if entry & PM_PRESENT != 0 {
+            page.state = PageState::Present;
+            let pfn = entry & PM_PFN_MASK;
+            if pfn == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("pagemap shows no PFN for present page {va:#x} (CAP_SYS_ADMIN needed)"),
+                ));
+            }
+            let folio = kpages.folio_of(pfn)?;
+            page.order = folio.order;
+            page.zero_page = folio.zero;
+            page.mapcount = kpages.mapcount(&folio, pfn)?;
+            page.pmd_mapped = huge
+                .peek()
+                .is_some_and(|&&(range_start, _)| range_start <= va);
+            if !folio.zero {
+                key = Some(folio.head);
+            }
+        } else if entry & PM_SWAP != 0 {
+            page.state = PageState::Swapped;
+        }
+        pages.push(page);
+        keys.push(key);
+    }
+    Ok((pages, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_flags_are_filtered_and_sorted() {
+        let all: Vec<String> = "rd wr mr mw me ac sd hg"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        assert_eq!(modelled_vm_flags(&all), vec!["hg", "rd", "wr"]);
+    }
+}

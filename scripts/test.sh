@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (the README's second command; .ci/run calls it).
+# 1. Unit, property and behaviour tests of every crate (the model's
+#    invariant checker runs after every operation in these builds).
+# 2. The scenario corpus on both backends: the model and the live kernel.
+# 3. A bounded random differential run, model against kernel.
+# Needs root for steps 2 and 3 (the Linux backend says so clearly if not).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --workspace --no-fail-fast
+cargo build --release -p thpsim
+./target/release/thpsim oracle scenarios/
+./target/release/thpsim oracle --random "${THPSIM_RANDOM:-300}" --seed "${THPSIM_SEED:-1}" --out target/oracle-failures
