@@ -56,10 +56,8 @@ impl BenchResult {
 }
 
 /// The model's own benchmarks.
-// FIXME(lead): the model benchmarks (faults, fork, split, collapse per
-// second on a large simulated machine) go here.
 fn model_benchmarks() -> Vec<BenchResult> {
-    Vec::new()
+    crate::model_bench::model_benchmarks()
 }
 
 pub fn main(args: &BenchArgs) -> Result<Status, CliError> {

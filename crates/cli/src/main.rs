@@ -12,6 +12,7 @@
 
 mod backends;
 mod bench;
+mod model_bench;
 mod examples;
 #[cfg(test)]
 mod fake;

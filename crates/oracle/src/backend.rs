@@ -38,4 +38,10 @@ pub trait Backend {
     /// Describes the given regions of the live processes, and the counter
     /// deltas since the backend was created.
     fn observe(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError>;
+    /// Returns and forgets the warnings gathered so far: what did not stop
+    /// the scenario but may make an observation less trustworthy (on Linux,
+    /// khugepaged collapsing in the background during a step). None by default.
+    fn take_warnings(&mut self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -912,6 +912,21 @@ fn set_refuses_paths_outside_the_thp_directory() {
     );
     assert_eq!(run.apply(bad("no_such_knob")), Err(Errno::Inval));
     assert_eq!(
+        run.apply(bad("khugepaged/full_scans")),
+        Err(Errno::Inval),
+        "a counter"
+    );
+    assert_eq!(
+        run.apply(bad("hugepages-2048kB/stats/split")),
+        Err(Errno::Inval),
+        "a stat"
+    );
+    assert_eq!(
+        run.apply(bad("khugepaged")),
+        Err(Errno::Inval),
+        "a directory"
+    );
+    assert_eq!(
         run.apply(Op::Set {
             path: "enabled".into(),
             value: "sometimes".into()
@@ -1038,9 +1053,6 @@ fn an_error_shuts_the_backend_down_at_once() {
 
 /// Set in the environment of the helper process the signal tests start.
 const HELPER_ENV: &str = "THPSIM_LINUX_SIGNAL_HELPER";
-/// The helper's command name as /proc/<pid>/comm shows it (15 characters),
-/// which its workers inherit.
-const HELPER_COMM: &str = "signal_helper_p";
 
 /// Not a test by itself: the body of the process the signal tests start
 /// (this test binary again, with `HELPER_ENV` set). It changes every knob,
@@ -1067,26 +1079,49 @@ fn signal_helper_process() {
     std::thread::sleep(Duration::from_secs(120));
 }
 
-/// Live (not zombie) processes whose command name is `comm`.
-fn processes_named(comm: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
+/// `pid` and its live (not zombie) descendants.
+fn process_tree(pid: i32) -> Vec<i32> {
+    let mut parents: Vec<(i32, i32)> = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
             continue;
         };
-        // `pid (comm) state ...`; a zombie has no memory left to matter.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        // `pid (comm) state ppid ...`; a zombie has no memory left to matter.
+        let Some(close) = stat.rfind(')') else {
             continue;
         };
-        let state = stat[close + 1..].split_whitespace().next();
-        if &stat[open + 1..close] == comm && state != Some("Z") {
-            pids.push(pid);
+        let mut rest = stat[close + 1..].split_whitespace();
+        let (Some(state), Some(ppid)) = (rest.next(), rest.next()) else {
+            continue;
+        };
+        if state != "Z" {
+            parents.push((child, ppid.parse().unwrap_or(0)));
         }
     }
-    pids
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|&&(_, p)| p == parent)
+                .map(|&(c, _)| c),
+        );
+        i += 1;
+    }
+    tree
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            != Some("Z")
+    })
 }
 
 /// Starts the helper, waits for READY, sends `signal`, and returns the
@@ -1127,18 +1162,25 @@ fn signal_the_helper(signal: Signal) -> std::process::ExitStatus {
         .skip(1)
         .map(|p| p.parse().unwrap())
         .collect();
+    // The helper's workers: the sentinel, p1, and p1's child p2.
+    let tree = process_tree(child.id() as i32);
+    assert!(
+        tree.len() >= 4 && workers.iter().all(|w| tree.contains(w)),
+        "{tree:?} {workers:?}"
+    );
     kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let status = child.wait().unwrap();
     // Workers see their socket close and exit on their own after SIGKILL;
     // give them a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_named(HELPER_COMM).is_empty() && Instant::now() < deadline {
+    while tree.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let left: Vec<i32> = tree.iter().copied().filter(|&pid| alive(pid)).collect();
     assert_eq!(
-        processes_named(HELPER_COMM),
+        left,
         Vec::<i32>::new(),
-        "workers {workers:?} and the sentinel are gone"
+        "the helper {tree:?} and its workers are gone"
     );
     status
 }

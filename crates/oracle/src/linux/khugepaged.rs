@@ -127,20 +127,21 @@ impl From<io::Error> for RunError {
 /// Lets khugepaged complete `full_scans` full passes over its mm list: the
 /// pass in progress when we start does not count, so we wait for
 /// `full_scans + 1` increments of the counter. Fails when the counter stops
-/// moving for `stall_timeout`. Quiets khugepaged again in every case.
+/// moving for `stall_timeout`. Quiets khugepaged again in every case; the
+/// result says whether it was then seen idle.
 pub(crate) fn run_full_scans(
     full_scans: u32,
     pages_to_scan: &str,
     stall_timeout: Duration,
-) -> Result<(), RunError> {
+) -> Result<bool, RunError> {
     let result = run_inner(full_scans, pages_to_scan, stall_timeout);
     let quieted = quiet();
     // A pass may still be running with the large budget it read at its
     // start; let it finish before the scenario goes on.
-    wait_idle(Duration::from_secs(5));
+    let idle = wait_idle(Duration::from_secs(5));
     result?;
     quieted?;
-    Ok(())
+    Ok(idle)
 }
 
 fn run_inner(

@@ -264,11 +264,6 @@ impl LinuxBackend {
         &self.warnings
     }
 
-    /// Returns the warnings and forgets them.
-    pub fn take_warnings(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.warnings)
-    }
-
     /// The host pid of a scenario process, while it runs.
     pub fn pid(&self, proc: ProcId) -> Option<i32> {
         self.procs.get(&proc).map(|p| p.worker.pid)
@@ -353,7 +348,7 @@ impl Backend for LinuxBackend {
                 if after != before {
                     self.warnings.push(format!(
                         "noise: khugepaged collapsed {} PMD(s) in the background during {op:?} (pages_collapsed {before} -> {after})",
-                        after - before
+                        after.abs_diff(before)
                     ));
                 }
             }
@@ -364,6 +359,10 @@ impl Backend for LinuxBackend {
     fn observe(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError> {
         self.usable()?;
         self.observe_inner(regions).map_err(|err| self.fail(err))
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
     }
 }
 

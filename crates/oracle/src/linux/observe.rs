@@ -14,7 +14,14 @@ use crate::{
 /// The smaps `VmFlags` mnemonics an observation carries.
 const MODELLED_VM_FLAGS: [&str; 6] = ["rd", "wr", "ex", "hg", "nh", "dc"];
 
+/// Raw folio keys (head PFNs) per process, region and page, beside the
+/// pages they belong to, for `normalise_folios`.
+type RawKeys = Vec<Vec<Vec<Option<u64>>>>;
+
 impl LinuxBackend {
+    /// The observation of `regions` now. Regions of processes that are not
+    /// running are left out; processes without a listed region appear with
+    /// no regions, named `p<N+1>`.
     pub(super) fn observe_inner(
         &mut self,
         regions: &[RegionRef],
@@ -52,12 +59,12 @@ impl LinuxBackend {
         })
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Every running process, in `ProcId` order, with its listed regions.
     fn observe_procs(
         &self,
         kpages: &mut Kpages,
         regions: &[RegionRef],
-    ) -> Result<(Vec<ProcObs>, Vec<Vec<Vec<Option<u64>>>>), BackendError> {
+    ) -> Result<(Vec<ProcObs>, RawKeys), BackendError> {
         let mut procs = Vec::new();
         let mut raw = Vec::new();
         for (&id, proc) in &self.procs {

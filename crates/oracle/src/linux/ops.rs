@@ -141,6 +141,10 @@ impl LinuxBackend {
                     .call(op, proc, Cmd::Prctl, [arg2, arg3, 0, 0, 0, 0, 0])?
                     .0)
             }
+            // io_uring pins with FOLL_LONGTERM either way. For anonymous
+            // memory outside ZONE_MOVABLE and CMA (all of it on this host)
+            // a long-term pin differs from a short one only in that it would
+            // first migrate the pages out of those zones.
             Op::Pin {
                 proc,
                 pin,
@@ -207,7 +211,9 @@ impl LinuxBackend {
                         "the THP settings are no longer saved".into(),
                     ));
                 };
-                if settings.track(path).is_err() {
+                // Only knobs: a counter or stat file (read-only) would fail
+                // the write, and then fail again at restore.
+                if !sysfs::is_writable_knob(path) || settings.track(path).is_err() {
                     return Ok(Err(Errno::Inval));
                 }
                 Ok(match sysfs::write_knob(path, value) {
@@ -333,7 +339,15 @@ impl LinuxBackend {
             .clone()
             .unwrap_or_else(|| khugepaged::RUN_PAGES_TO_SCAN.to_string());
         match khugepaged::run_full_scans(full_scans, &pages, self.options.khugepaged_stall_timeout) {
-            Ok(()) => Ok(Ok(())),
+            Ok(idle) => {
+                if !idle {
+                    self.warnings.push(
+                        "khugepaged was still busy 5 s after its step; it may collapse during the next one"
+                            .into(),
+                    );
+                }
+                Ok(Ok(()))
+            }
             Err(khugepaged::RunError::Io(err)) => Err(io_error("running khugepaged")(err)),
             Err(khugepaged::RunError::Stalled { from, reached, wanted, stalled }) => Err(BackendError::Executor(format!(
                 "khugepaged: full_scans went from {from} to {reached}, wanted {wanted}, then did not move for {stalled:?}"

@@ -107,8 +107,8 @@ fn word(bytes: &[u8], i: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(chunk.try_into().ok()?))
 }
 
-/// Writes a request into `out`; returns its length. `out` must hold
-/// `HEADER_BYTES + 8 * payload.len()` bytes.
+/// Writes a request into `out` (cleared first): `HEADER_BYTES` plus eight
+/// bytes per payload word. Used by the controller only.
 pub(crate) fn encode_request(cmd: Cmd, args: [u64; 7], payload: &[u64], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&(cmd as u64).to_ne_bytes());

@@ -40,6 +40,12 @@ pub(crate) fn is_safe_knob_path(rel: &str) -> bool {
         && !rel.contains('\0')
 }
 
+/// Whether `rel` names a writable file (a knob, not a counter or a stat).
+pub(crate) fn is_writable_knob(rel: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(knob_path(rel)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o222 != 0)
+}
+
 /// A knob's current value as written back: the bracketed choice of an
 /// enum knob (`always [madvise] never` gives `madvise`), else the trimmed text.
 pub(crate) fn parse_knob(text: &str) -> String {

@@ -39,6 +39,9 @@ const MAX_BUFFERS_PER_PIN: usize = 64;
 pub(crate) fn run(socket: OwnedFd, buf: &mut [u8]) -> ! {
     signals::reset_in_worker();
     adopt_channel(socket);
+    // So that `ps` and `pgrep thpsim-worker` tell workers from the controller.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"thpsim-worker".as_ptr()) };
     prefault_stack();
     // The controller runs with THP disabled so that its memory, which the
     // worker inherits, holds no THP; a new scenario process starts with the
