@@ -14,11 +14,13 @@ use crate::types::{FolioId, MmId, Order, Pfn};
 /// `GUP_PIN_COUNTING_BIAS`: what one FOLL_PIN adds to a small folio's refcount.
 pub const GUP_PIN_COUNTING_BIAS: u32 = 1024;
 
-/// One bit per page of a folio. Inline for folios of up to 64 pages.
+/// One bit per page of a folio. Inline for folios of up to 64 pages; for
+/// larger ones the words are allocated on the first set bit, so a fresh THP
+/// costs no allocation here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PageBits {
     Inline(u64),
-    Boxed(Box<[u64]>),
+    Heap { words: u32, bits: Option<Box<[u64]>> },
 }
 
 impl PageBits {
@@ -26,21 +28,26 @@ impl PageBits {
         if nr_pages <= 64 {
             PageBits::Inline(0)
         } else {
-            PageBits::Boxed(vec![0; nr_pages.div_ceil(64) as usize].into_boxed_slice())
+            PageBits::Heap { words: nr_pages.div_ceil(64) as u32, bits: None }
         }
     }
     #[inline]
     pub fn get(&self, i: u64) -> bool {
         match self {
             PageBits::Inline(w) => w >> i & 1 != 0,
-            PageBits::Boxed(ws) => ws[(i / 64) as usize] >> (i % 64) & 1 != 0,
+            PageBits::Heap { bits: None, .. } => false,
+            PageBits::Heap { bits: Some(ws), .. } => ws[(i / 64) as usize] >> (i % 64) & 1 != 0,
         }
     }
     #[inline]
     pub fn set(&mut self, i: u64, value: bool) {
         let (word, bit) = match self {
             PageBits::Inline(w) => (w, i),
-            PageBits::Boxed(ws) => (&mut ws[(i / 64) as usize], i % 64),
+            PageBits::Heap { bits: None, .. } if !value => return,
+            PageBits::Heap { words, bits } => {
+                let ws = bits.get_or_insert_with(|| vec![0; *words as usize].into_boxed_slice());
+                (&mut ws[(i / 64) as usize], i % 64)
+            }
         };
         if value {
             *word |= 1 << bit;
@@ -51,7 +58,8 @@ impl PageBits {
     pub fn count_ones(&self) -> u64 {
         match self {
             PageBits::Inline(w) => w.count_ones() as u64,
-            PageBits::Boxed(ws) => ws.iter().map(|w| w.count_ones() as u64).sum(),
+            PageBits::Heap { bits: None, .. } => 0,
+            PageBits::Heap { bits: Some(ws), .. } => ws.iter().map(|w| w.count_ones() as u64).sum(),
         }
     }
     /// The bits of pages `first..first + nr` as a new set.
@@ -73,6 +81,8 @@ pub struct DeferredState {
     pub queued: bool,
     /// `folio_test_partially_mapped()`.
     pub partially_mapped: bool,
+    /// The queue entry's sequence number while queued.
+    pub seq: u64,
 }
 
 /// An anonymous folio.

@@ -338,7 +338,7 @@ impl World {
     /// `deferred_split_scan()` over the whole queue: splits partially mapped
     /// folios and underused ones; returns how many it split.
     fn deferred_split_scan(&mut self) -> u64 {
-        let queued: Vec<FolioId> = self.deferred_queue.values().copied().collect();
+        let queued = self.deferred_split_queue();
         let mut split = 0;
         for id in queued {
             let partially_mapped = self.folios[id].deferred.partially_mapped;

@@ -163,6 +163,10 @@ fn check_folios(w: &World, op: &str, seen: &BTreeMap<FolioId, Seen>) {
         *pins.entry(f).or_default() += 1;
     }
     let empty = Seen::default();
+    let queue = w.deferred_split_queue();
+    assert_eq!(queue.len(), w.deferred_len, "after {op}: deferred queue holds {} folios but split_queue_len is {}", queue.len(), w.deferred_len);
+    let queued: std::collections::BTreeSet<FolioId> = queue.iter().copied().collect();
+    assert_eq!(queued.len(), queue.len(), "after {op}: a folio is queued twice for deferred split");
     for (id, f) in w.folios.iter() {
         let s = seen.get(&id).unwrap_or(&empty);
         let pte_total: u32 = s.pte_maps.values().sum();
@@ -195,7 +199,7 @@ fn check_folios(w: &World, op: &str, seen: &BTreeMap<FolioId, Seen>) {
             assert_eq!(f.pincount, pinned, "after {op}: {id:?}: pincount {} but pins hold {pinned} pages", f.pincount);
         }
         assert!(f.refcount > 0, "after {op}: {id:?} is live with refcount 0");
-        assert_eq!(f.deferred.queued, w.deferred_seq.contains_key(&id), "after {op}: {id:?} queued flag disagrees with the deferred-split queue");
+        assert_eq!(f.deferred.queued, queued.contains(&id), "after {op}: {id:?} queued flag disagrees with the deferred-split queue");
         assert!(!f.deferred.partially_mapped || f.deferred.queued, "after {op}: {id:?} partially mapped but not queued");
     }
     for id in seen.keys() {

@@ -7,8 +7,6 @@
 //! `pte_alloc()`/`pmd_alloc()`/`pud_alloc()` (mm/memory.c),
 //! `folio_put()` (mm/swap.c).
 
-use std::collections::BTreeMap;
-
 use crate::config::Config;
 use crate::events::{EventLog, MmEvent};
 use crate::folio::{Folio, FolioTable};
@@ -104,9 +102,11 @@ pub struct World {
     pub(crate) pt: PageTables,
     pub(crate) mms: Vec<Option<Mm>>,
     pub(crate) stats: Stats,
-    /// The deferred-split queue in list order: sequence number → folio.
-    pub(crate) deferred_queue: BTreeMap<u64, FolioId>,
-    pub(crate) deferred_seq: BTreeMap<FolioId, u64>,
+    /// The deferred-split queue in list order. Removal is lazy: an entry
+    /// counts only while its folio is queued under the same sequence number.
+    pub(crate) deferred_queue: Vec<(FolioId, u64)>,
+    /// `split_queue_len`: live entries of `deferred_queue`.
+    pub(crate) deferred_len: usize,
     pub(crate) next_deferred_seq: u64,
     pub(crate) huge_zero: Option<HugeZero>,
     pub(crate) pins: Vec<Option<Pin>>,
@@ -132,8 +132,8 @@ impl World {
             pt: PageTables::default(),
             mms: Vec::new(),
             stats: Stats::default(),
-            deferred_queue: BTreeMap::new(),
-            deferred_seq: BTreeMap::new(),
+            deferred_queue: Vec::new(),
+            deferred_len: 0,
             next_deferred_seq: 0,
             huge_zero: None,
             pins: Vec::new(),
@@ -376,18 +376,34 @@ impl World {
     pub(crate) fn deferred_split_add_tail(&mut self, id: FolioId) {
         let seq = self.next_deferred_seq;
         self.next_deferred_seq += 1;
-        self.deferred_queue.insert(seq, id);
-        self.deferred_seq.insert(id, seq);
-        self.folios[id].deferred.queued = true;
+        self.deferred_queue.push((id, seq));
+        self.deferred_len += 1;
+        let d = &mut self.folios[id].deferred;
+        d.queued = true;
+        d.seq = seq;
+        // Drop dead entries once they outnumber the live ones.
+        if self.deferred_queue.len() > 2 * self.deferred_len + 64 {
+            let folios = &self.folios;
+            self.deferred_queue.retain(|&(f, s)| Self::deferred_entry_live(folios, f, s));
+        }
+    }
+
+    fn deferred_entry_live(folios: &FolioTable, id: FolioId, seq: u64) -> bool {
+        folios.get(id).is_some_and(|f| f.deferred.queued && f.deferred.seq == seq)
+    }
+
+    /// The queued folios in list order.
+    pub(crate) fn deferred_split_queue(&self) -> Vec<FolioId> {
+        self.deferred_queue.iter().filter(|&&(f, s)| Self::deferred_entry_live(&self.folios, f, s)).map(|&(f, _)| f).collect()
     }
 
     /// Takes a folio off the queue, clearing `partially_mapped` with its
     /// gauge, as `folio_unqueue_deferred_split()` does.
     pub(crate) fn deferred_split_remove(&mut self, id: FolioId) {
-        let seq = self.deferred_seq.remove(&id).expect("folio not on the deferred queue");
-        self.deferred_queue.remove(&seq);
         let folio = &mut self.folios[id];
+        assert!(folio.deferred.queued, "{id:?} is not on the deferred queue");
         folio.deferred.queued = false;
+        self.deferred_len -= 1;
         if folio.deferred.partially_mapped {
             folio.deferred.partially_mapped = false;
             let order = folio.order;
@@ -396,7 +412,7 @@ impl World {
     }
 
     pub fn deferred_split_queue_len(&self) -> usize {
-        self.deferred_queue.len()
+        self.deferred_len
     }
 
     // ----- operation bracketing -----------------------------------------
