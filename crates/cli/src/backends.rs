@@ -64,7 +64,9 @@ impl BackendFactory for HostBackends {
 }
 
 fn model_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(thpsim_oracle::ModelBackend::new(scenario.machine.ram)))
+    Ok(Box::new(thpsim_oracle::ModelBackend::new(
+        scenario.machine.ram,
+    )))
 }
 
 /// The live kernel. Needs root; takes the host-wide oracle lock for the

@@ -2,8 +2,8 @@
 //! (`{"name": ..., "value": ..., "unit": ...}`, in the spirit of
 //! `perf stat -j`), or aligned text.
 //!
-//! Two groups: the model's own benchmarks (`model_benchmarks`), and with
-//! `--scenario FILE` the same scenario timed on the model and on the live
+//! Without arguments, the model's own benchmarks (`model_bench.rs`); with
+//! `--scenario FILE`, that scenario timed on the model and on the live
 //! kernel, with the ratio of the two wall times.
 
 use std::io::Write;
@@ -26,8 +26,8 @@ pub struct BenchArgs {
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Time this scenario on the model and on the live kernel, and print
-    /// both wall times and their ratio.
+    /// Instead of the model's benchmarks, time this scenario on the model
+    /// and on the live kernel, and print both wall times and their ratio.
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
     /// Runs per backend; the median wall time is reported.
@@ -71,13 +71,12 @@ pub fn bench_with(
     factory: &dyn BackendFactory,
     out: &mut dyn Write,
 ) -> Result<Status, CliError> {
-    for result in model_benchmarks() {
+    let results = match &args.scenario {
+        Some(path) => time_scenario(&ScenarioText::read(path)?, args.repeat, factory)?,
+        None => model_benchmarks(),
+    };
+    for result in results {
         write_out(out, &result.render(args.json))?;
-    }
-    if let Some(path) = &args.scenario {
-        for result in time_scenario(&ScenarioText::read(path)?, args.repeat, factory)? {
-            write_out(out, &result.render(args.json))?;
-        }
     }
     Ok(Status::Ok)
 }

@@ -12,10 +12,10 @@
 
 mod backends;
 mod bench;
-mod model_bench;
 mod examples;
 #[cfg(test)]
 mod fake;
+mod model_bench;
 mod oracle;
 mod random;
 mod report;
@@ -60,8 +60,9 @@ enum Command {
     /// Benchmarks, one JSON object per line with --json:
     /// `{"name": ..., "value": ..., "unit": ...}`.
     ///
-    /// With --scenario, times that scenario on the model and on the live
-    /// kernel and prints both wall times and their ratio.
+    /// Without arguments, the model's own benchmarks. With --scenario, that
+    /// scenario timed on the model and on the live kernel instead: both
+    /// wall times and their ratio.
     Bench(bench::BenchArgs),
 }
 

@@ -55,8 +55,14 @@ pub struct OracleArgs {
     pub out: PathBuf,
     /// Compare every counter exactly, including those the live kernel moves
     /// for reasons outside the scenario (see `thpsim_oracle::diff::DiffPolicy`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "noisy_host")]
     pub exact: bool,
+    /// Other processes on this host may fault or split THPs meanwhile (a
+    /// shared machine): Linux's system-wide event counters need only reach
+    /// the model's, and gauges are not compared. Per-process pages and
+    /// smaps fields stay exact.
+    #[arg(long)]
+    pub noisy_host: bool,
 }
 
 /// Parses `123` or `0x7b`.
@@ -110,10 +116,27 @@ impl Problem {
         match self {
             Problem::BadInput { .. } => None,
             Problem::Backend { backend, .. } => Some(format!("backend {backend}")),
-            Problem::Invariant { .. } => Some("invariant".to_string()),
+            Problem::Invariant { message } => Some(format!("invariant {}", panic_site(message))),
             Problem::Diverged { divergence, .. } => Some(divergence.signature.clone()),
             Problem::ExpectFailed { backend, .. } => Some(format!("expect {backend}")),
         }
+    }
+}
+
+/// Where a caught panic was raised (`crates/mm/src/invariants.rs:42`), which
+/// names the broken invariant better than its message, whose ids and
+/// addresses change as a scenario shrinks; without a location, the message
+/// with its digits removed.
+fn panic_site(message: &str) -> String {
+    match message.rsplit_once(" (at ") {
+        Some((_, at)) => at.trim_end_matches(')').to_string(),
+        None => message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect(),
     }
 }
 
@@ -274,6 +297,8 @@ pub fn oracle_with(
 ) -> Result<Status, CliError> {
     let policy = if args.exact {
         DiffPolicy::exact()
+    } else if args.noisy_host {
+        DiffPolicy::noisy_host()
     } else {
         DiffPolicy::linux_oracle()
     };
@@ -349,21 +374,41 @@ fn random_mode(
             text: generated.text.clone(),
         };
         let result = check_text(&file, factory, policy);
-        let shrunk_path = if result.passed() {
-            None
-        } else {
-            Some(shrink_and_write(
-                &result, &generated, &name, &args.out, factory, policy,
-            )?)
-        };
-        let text = if args.json {
-            json_line(&result, Some(&generated), shrunk_path.as_deref())
-        } else {
-            let mut text = result.render();
-            if let Some(path) = &shrunk_path {
-                let _ = writeln!(text, "  shrunk scenario written to {}", path.display());
+        let text = if result.passed() {
+            if args.json {
+                json_line(&result, Some(&generated), None)
+            } else {
+                result.render()
             }
-            text
+        } else {
+            let written = shrink_and_write(&result, &generated, &name, &args.out, factory, policy)?;
+            // Report the shrunk scenario, whose lines and path the reader can
+            // open, when it still fails; otherwise the generated one.
+            let shown = written.result.as_ref().unwrap_or(&result);
+            if args.json {
+                let mut line = json_line(shown, Some(&generated), Some(&written.path));
+                line.insert_str(
+                    line.len() - 2,
+                    &format!(",\"statements\":[{},{}]", written.before, written.after),
+                );
+                line
+            } else {
+                let mut text = shown.render();
+                let _ = writeln!(
+                    text,
+                    "  shrunk from {} to {} statements in {} runs{}: {}",
+                    written.before,
+                    written.after,
+                    written.runs,
+                    if written.result.is_some() {
+                        ""
+                    } else {
+                        " (it did not fail again)"
+                    },
+                    written.path.display()
+                );
+                text
+            }
         };
         write_out(out, &text)?;
         tally.add(&result);
@@ -401,7 +446,20 @@ fn preflight(factory: &dyn BackendFactory) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Shrinks a failing generated scenario and writes it to `dir`.
+/// A shrunk failing scenario, as written.
+struct Written {
+    path: PathBuf,
+    /// The shrunk scenario's own verdict, if it failed again when re-run.
+    result: Option<CaseResult>,
+    /// Statements (lines other than comments) before and after shrinking.
+    before: usize,
+    after: usize,
+    runs: usize,
+}
+
+/// Shrinks a failing generated scenario, re-runs the result once for a
+/// report whose lines match the file, and writes it to `dir` with that
+/// report as a comment at the top.
 fn shrink_and_write(
     result: &CaseResult,
     generated: &Generated,
@@ -409,9 +467,10 @@ fn shrink_and_write(
     dir: &Path,
     factory: &dyn BackendFactory,
     policy: &DiffPolicy,
-) -> Result<PathBuf, CliError> {
-    let label = format!("{name}.thp");
-    let text = match result.signature() {
+) -> Result<Written, CliError> {
+    let path = dir.join(format!("{name}.thp"));
+    let label = path.display().to_string();
+    let (text, runs) = match result.signature() {
         Some(signature) => {
             quiet_panics(true);
             let shrunk = shrink(&generated.text, MAX_SHRINK_RUNS, |candidate| {
@@ -424,21 +483,52 @@ fn shrink_and_write(
                         == Some(signature.as_str())
             });
             quiet_panics(false);
-            shrunk.text
+            (shrunk.text, shrunk.runs)
         }
-        None => generated.text.clone(),
+        None => (generated.text.clone(), 0),
     };
-    let path = dir.join(&label);
-    let mut body = format!("# replay: thpsim oracle {}\n", path.display());
-    for problem in result.render().lines() {
-        let _ = writeln!(body, "# {problem}");
+    // A one-line header, so that the lines of the re-run's report are the
+    // file's lines; the report itself goes at the end.
+    let scenario = format!("# replay: thpsim oracle {label}\n{text}");
+    let rerun = check_text(
+        &ScenarioText {
+            label: label.clone(),
+            text: scenario.clone(),
+        },
+        factory,
+        policy,
+    );
+    let final_result = (!rerun.passed()).then_some(rerun);
+    let report = match &final_result {
+        Some(rerun) => rerun.render(),
+        None => format!(
+            "{}(the lines above are the generated scenario's; this one passed when re-run)\n",
+            result.render()
+        ),
+    };
+    let mut written_text = scenario;
+    written_text.push_str("\n# What thpsim oracle reported for this file:\n");
+    for line in report.lines() {
+        let _ = writeln!(written_text, "# {line}");
     }
-    body.push_str(&text);
     std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&path, body))
+        .and_then(|()| std::fs::write(&path, &written_text))
         .with_context(|| format!("cannot write {}", path.display()))
         .map_err(CliError::bad_input)?;
-    Ok(path)
+    Ok(Written {
+        path,
+        result: final_result,
+        before: statements(&generated.text),
+        after: statements(&text),
+        runs,
+    })
+}
+
+/// Lines other than comments and blank lines.
+fn statements(text: &str) -> usize {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .count()
 }
 
 /// Whether a scenario parses and does something beyond setting knobs and
@@ -542,6 +632,7 @@ observe p2
             seed: None,
             out: PathBuf::new(),
             exact: false,
+            noisy_host: false,
         }
     }
 
@@ -649,7 +740,7 @@ observe p2
         assert!(out.ends_with(" failed\n"));
         let written: Vec<PathBuf> = out
             .lines()
-            .filter_map(|l| l.strip_prefix("  shrunk scenario written to "))
+            .filter_map(|l| l.strip_prefix("  shrunk from ")?.split_once(": ").map(|(_, path)| path))
             .map(PathBuf::from)
             .collect();
         assert!(!written.is_empty(), "no failure among 12 scenarios:\n{out}");
@@ -683,6 +774,15 @@ observe p2
             .collect();
         assert_eq!(first, second);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_broken_invariant_is_known_by_where_it_broke() {
+        assert_eq!(
+            panic_site("folio 3: entire_mapcount is 1 but 0 PMDs map it (at crates/mm/src/invariants.rs:42)"),
+            "crates/mm/src/invariants.rs:42"
+        );
+        assert_eq!(panic_site("folio 3 of 0x200"), "folio  of x");
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl Coverage {
             }
             let nr = (i - start) as u64;
             let order = page.order;
-            if nr == 1u64 << order && order <= PMD_ORDER {
+            if order <= PMD_ORDER && nr == 1u64 << order {
                 let vpn = first_vpn + start as u64;
                 let bucket = if vpn.is_multiple_of(nr) {
                     &mut cov.pte_aligned_kb

@@ -102,3 +102,34 @@ fn an_oracle_run_over_a_file_that_does_not_parse_fails_it() {
     assert!(text.contains("p1 has no region named \"B\""), "{text}");
     assert!(text.ends_with("0 passed, 1 failed\n"), "{text}");
 }
+
+/// The README's first command, on the model.
+#[test]
+fn run_example_reports_the_fork_and_the_childs_write() {
+    let out = thpsim(&["run", "--example"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(
+            "scenario fork_child_write (scenarios/examples/fork_child_write.thp) on model\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("AnonHugePages:      2048 kB\n"), "{text}");
+    assert!(
+        text.contains("anon-thp-pmd-aligned-2048kB:        2048 kB (100%)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("anon-thp-pte-partial:               2044 kB (100%)\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nthp_split_pmd 1\n"), "{text}");
+    assert!(text.ends_with(", 0 expectations failed\n"), "{text}");
+
+    let out = thpsim(&["run", "--example", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(value["scenario"], "fork_child_write");
+    assert_eq!(value["final"]["observation"]["vmstat"]["thp_split_pmd"], 1);
+}

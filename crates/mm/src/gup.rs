@@ -21,14 +21,14 @@ impl World {
     pub(crate) fn gup_fault(&mut self, pid: Pid, addr: Vaddr, write: bool) -> Result<Option<(FolioId, u64)>, Errno> {
         const MAX_FAULT_RETRIES: u32 = 3;
         for _ in 0..MAX_FAULT_RETRIES {
-            let vma = self.mm_ref(pid).vmas.find(addr).ok_or(Errno::Fault)?;
+            let vma = self.mm_ref(pid).vmas.find(addr).ok_or(Errno::Fault)?.clone();
             if (write && !vma.writable()) || !vma.readable() {
                 return Err(Errno::Fault);
             }
             if let Some(found) = self.follow_page(pid, addr, write) {
                 return Ok(found);
             }
-            self.handle_mm_fault(pid, addr, write).map_err(|_| Errno::NoMem)?;
+            self.handle_mm_fault(pid, &vma, addr, write).map_err(|_| Errno::NoMem)?;
         }
         panic!("{pid:?} {addr}: GUP still faulting after {MAX_FAULT_RETRIES} faults");
     }

@@ -111,7 +111,6 @@ impl World {
                 return Err(e);
             }
         };
-        let vma = self.mm_ref(pid).vmas.find(addr).expect("vma").clone();
         self.map_anon_folio_pmd(pid, &vma, haddr, folio, pmd, pi);
         self.deposit(pmd, table);
         self.deferred_split_folio(folio, false);
@@ -148,7 +147,6 @@ impl World {
             Entry::Zero => {
                 let may_compact = self.config.fault_may_compact(vma.flags.contains(VmFlags::HUGEPAGE));
                 if let Some(folio) = self.alloc_user_folio(Order::PMD, may_compact, 0, pid) {
-                    let vma = self.mm_ref(pid).vmas.find(addr).expect("vma").clone();
                     self.map_anon_folio_pmd(pid, &vma, haddr, folio, pmd, pi);
                     self.events.emit(|| MmEvent::TlbFlush { pid, start: haddr, end: haddr.add(PMD_SIZE) });
                     self.events.emit(|| MmEvent::Fault { pid, addr, write: true, order: Order::PMD, fallback: false });

@@ -146,8 +146,9 @@ impl World {
             if self.access_mapped(pid, addr, write, fill) {
                 return Ok(());
             }
+            let vma = self.mm_ref(pid).vmas.find(addr).expect("vma checked above").clone();
             self.stats.count(VmEvent::PgFault);
-            self.handle_mm_fault(pid, addr, write).map_err(|_| Errno::NoMem)?;
+            self.handle_mm_fault(pid, &vma, addr, write).map_err(|_| Errno::NoMem)?;
         }
         panic!("{pid:?} {addr}: access still faulting after {MAX_FAULT_RETRIES} faults");
     }
@@ -184,20 +185,21 @@ impl World {
     }
 
     /// `handle_mm_fault()` → `__handle_mm_fault()`.
-    pub(crate) fn handle_mm_fault(&mut self, pid: Pid, addr: Vaddr, write: bool) -> Result<(), FaultError> {
+    /// `vma` is the VMA containing `addr`, as the caller found it.
+    pub(crate) fn handle_mm_fault(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, write: bool) -> Result<(), FaultError> {
+        debug_assert!(vma.contains(addr), "fault at {addr} outside {vma:?}");
         let (pmd, pi) = self.pmd_alloc(pid, addr)?;
-        let vma = self.mm_ref(pid).vmas.find(addr).expect("fault outside a vma").clone();
         match self.pt[pmd].entries[pi] {
             Entry::None => {
-                if self.thp_vma_allowable_orders(pid, &vma, Tva::PageFault, 1 << Order::PMD.get()) != 0
-                    && self.do_huge_pmd_anonymous_page(pid, &vma, addr, write, pmd, pi)? == HugeFault::Done
+                if self.thp_vma_allowable_orders(pid, vma, Tva::PageFault, 1 << Order::PMD.get()) != 0
+                    && self.do_huge_pmd_anonymous_page(pid, vma, addr, write, pmd, pi)? == HugeFault::Done
                 {
                     return Ok(());
                 }
             }
             Entry::Page(_) | Entry::Zero => {
                 if write {
-                    if self.do_huge_pmd_wp_page(pid, &vma, addr, pmd, pi)? == HugeFault::Done {
+                    if self.do_huge_pmd_wp_page(pid, vma, addr, pmd, pi)? == HugeFault::Done {
                         return Ok(());
                     }
                 } else {
@@ -206,7 +208,7 @@ impl World {
             }
             Entry::Table(_) => {}
         }
-        self.handle_pte_fault(pid, &vma, addr, write, pmd, pi)
+        self.handle_pte_fault(pid, vma, addr, write, pmd, pi)
     }
 
     /// `handle_pte_fault()`.
@@ -238,7 +240,6 @@ impl World {
         let order = self.folios[folio].order;
         let nr = order.nr_pages();
         let base = addr.align_down(order.bytes());
-        let vma = self.mm_ref(pid).vmas.find(addr).expect("vma").clone();
         self.folios[folio].index = vma.linear_page_index(base);
         self.folios[folio].refcount = nr as u32;
         self.stats.mthp(order, MthpStat::AnonFaultAlloc, 1);
@@ -354,7 +355,6 @@ impl World {
         self.anon_vma_prepare(pid, vma.start);
         let family = self.mm_ref(pid).family;
         let new = self.alloc_folio(Order::BASE, AllocFlags::WMARK_MIN, 0, family).map_err(|_| FaultError::Oom)?;
-        let vma = self.mm_ref(pid).vmas.find(addr).expect("vma").clone();
         self.folios[new].index = vma.linear_page_index(addr);
         let old = self.pt[pte].entries[ti];
         match old {

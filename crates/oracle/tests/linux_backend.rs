@@ -3,8 +3,9 @@
 //! this kernel does.
 //!
 //! Needs root, THP and PAGEMAP_SCAN. Without them a test prints why and
-//! returns, except with CI=true, where it fails. Tests take a static mutex
-//! (and the backend its host lock), so they run one at a time.
+//! returns, except with CI=true, where it fails. Each test holds a static
+//! mutex and the host lock for its whole run, so tests run one at a time
+//! and no other thpsim run on the host changes the THP knobs under them.
 
 use std::io::{BufRead, BufReader};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,7 +18,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use thpsim_mm::Errno;
-use thpsim_oracle::linux::{read_knob, LinuxBackend, ThpSettings};
+use thpsim_oracle::linux::{
+    read_knob, HostLock, LinuxBackend, LinuxOptions, ThpSettings, DEFAULT_LOCK_PATH,
+};
 use thpsim_oracle::{Backend, Observation, PageObs, PageState, RegionRef};
 use thpsim_workload::{Access, Advice, Fill, Op, PinRef, ProcId, Prot, ThpDisable, TouchPattern};
 
@@ -47,10 +50,30 @@ fn host_ready() -> bool {
     }
 }
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
+/// What a test holds while it runs: this binary's tests one at a time, and
+/// the host lock, so that no other thpsim run changes the THP knobs between
+/// a test's "before" and "after" (each backend then runs with
+/// `lock_path: None`).
+struct Host {
+    _lock: HostLock,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// Takes the test mutex and the host lock; `None` (after saying why) when
+/// the host cannot run the backend.
+fn host() -> Option<Host> {
+    let serial = SERIAL
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !host_ready() {
+        return None;
+    }
+    let lock = HostLock::acquire(Path::new(DEFAULT_LOCK_PATH), Duration::from_secs(600))
+        .expect("taking the host lock");
+    Some(Host {
+        _lock: lock,
+        _serial: serial,
+    })
 }
 
 /// A backend plus the scenario's bookkeeping, with short helpers.
@@ -62,8 +85,13 @@ impl Run {
     /// Starts a backend with the settings the notes were measured with
     /// (THP on MADV_HUGEPAGE, zero page on), whatever the host had.
     fn start() -> Run {
+        // The test holds the host lock (see `host`).
+        let options = LinuxOptions {
+            lock_path: None,
+            ..LinuxOptions::default()
+        };
         let mut run = Run {
-            backend: LinuxBackend::new().expect("starting the Linux backend"),
+            backend: LinuxBackend::with_options(options).expect("starting the Linux backend"),
         };
         for (path, value) in [
             ("enabled", "madvise"),
@@ -164,6 +192,18 @@ fn pages(obs: &Observation, proc: usize, region: usize) -> &[PageObs] {
     &obs.procs[proc].regions[region].pages
 }
 
+/// The backend saw no other process change `nr_anon_transparent_hugepages`.
+#[track_caller]
+fn assert_no_host_noise(run: &Run) {
+    let noise: Vec<&String> = run
+        .backend
+        .warnings()
+        .iter()
+        .filter(|w| w.starts_with("host noise"))
+        .collect();
+    assert!(noise.is_empty(), "{noise:?}");
+}
+
 fn region_base(test: u64) -> u64 {
     BASE + test * GIB
 }
@@ -192,10 +232,7 @@ fn with_retries(check: impl Fn()) {
 // |AAAAA|    one write fault: one PMD-mapped order-9 folio
 #[test]
 fn write_fault_maps_one_pmd_thp() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(1);
         let mut run = Run::start();
@@ -234,6 +271,7 @@ fn write_fault_maps_one_pmd_thp() {
         assert_eq!(counter(&obs, "thp_fault_fallback"), 0);
         assert_eq!(mthp(&obs, "2048kB/anon_fault_alloc"), 1);
         assert_eq!(mthp(&obs, "2048kB/nr_anon"), 1);
+        assert_no_host_noise(&run);
         // A PUD table and a PMD table for the region's own 512 GiB slot, plus
         // the PTE table deposited under the PMD THP.
         assert_eq!(
@@ -246,10 +284,7 @@ fn write_fault_maps_one_pmd_thp() {
 // Two THPs: the deposit shows as one PTE table per THP.
 #[test]
 fn vm_pte_counts_one_deposited_table_per_thp() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(2);
         let mut run = Run::start();
@@ -271,10 +306,7 @@ fn vm_pte_counts_one_deposited_table_per_thp() {
 
 #[test]
 fn read_fault_maps_the_huge_zero_page() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(3);
         let mut run = Run::start();
@@ -309,10 +341,7 @@ fn read_fault_maps_the_huge_zero_page() {
 // p2 |A4AAA|  p2 writes page 1: its PMD is split, page 1 copied
 #[test]
 fn child_write_after_fork_splits_only_the_childs_pmd() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(4);
         let mut run = Run::start();
@@ -362,6 +391,10 @@ fn child_write_after_fork_splits_only_the_childs_pmd() {
         assert_eq!(obs.procs[0].regions[0].vmas[0].anon_huge_pages_kb, 2048);
         assert_eq!(counter(&obs, "thp_split_pmd"), 1);
         assert_eq!(counter(&obs, "thp_deferred_split_page"), 0);
+        // One folio, PMD-mapped by the parent and PTE-mapped by the child,
+        // counts once in nr_anon_transparent_hugepages: no foreign THPs.
+        assert_eq!(counter(&obs, "nr_anon_transparent_hugepages"), 1);
+        assert_no_host_noise(&run);
 
         // The child exits: the parent's folio is mapped once again.
         let child_pid = run.backend.pid(P2).unwrap();
@@ -382,10 +415,7 @@ fn child_write_after_fork_splits_only_the_childs_pmd() {
 //             the shrinker then splits it into 511 order-0 pages.
 #[test]
 fn munmap_inside_a_thp_defers_the_split_to_the_shrinker() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(5);
         let mut run = Run::start();
@@ -434,10 +464,7 @@ fn munmap_inside_a_thp_defers_the_split_to_the_shrinker() {
 
 #[test]
 fn mmap_over_a_mapping_answers_eexist() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let a = region_base(6);
     let mut run = Run::start();
     run.ok(Op::Spawn { proc: P1 });
@@ -468,10 +495,7 @@ fn mmap_over_a_mapping_answers_eexist() {
 
 #[test]
 fn touching_what_the_process_may_not_access_answers_efault() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let a = region_base(7);
     let mut run = Run::start();
     run.ok(Op::Spawn { proc: P1 });
@@ -514,10 +538,7 @@ fn touching_what_the_process_may_not_access_answers_efault() {
 // B |BBBBBBBB|  pinned, PTE-mapped by an mprotect round trip: no collapse
 #[test]
 fn a_pin_blocks_split_and_collapse() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(8);
         let b = a + PMD;
@@ -629,10 +650,7 @@ fn a_pin_blocks_split_and_collapse() {
 // khugepaged full scan: collapsed into a PMD THP.
 #[test]
 fn khugepaged_step_collapses_a_populated_block() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(9);
         let mut run = Run::start();
@@ -682,10 +700,7 @@ fn khugepaged_step_collapses_a_populated_block() {
 
 #[test]
 fn prctl_except_advised_keeps_thp_only_where_asked() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(10);
         let (advised, plain) = (a, a + PMD);
@@ -728,10 +743,7 @@ fn prctl_except_advised_keeps_thp_only_where_asked() {
 // region's THP is its only one.
 #[test]
 fn worker_memory_gets_no_thp_under_enabled_always() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let a = region_base(14);
     let mut run = Run::start();
     run.ok(Op::Set {
@@ -774,10 +786,7 @@ fn worker_memory_gets_no_thp_under_enabled_always() {
 // steps: unmapping everything brings it back to 0.
 #[test]
 fn vm_pte_returns_to_zero_when_the_scenario_unmaps_everything() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let a = region_base(15);
     let mut run = Run::start();
     run.thp_region(P1, a, 4 * PMD);
@@ -822,10 +831,7 @@ fn vm_pte_returns_to_zero_when_the_scenario_unmaps_everything() {
 // instead of them: the outcome depends on page contents.
 #[test]
 fn split_maps_zero_filled_subpages_to_the_zero_page() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     with_retries(|| {
         let a = region_base(16);
         let mut run = Run::start();
@@ -872,10 +878,7 @@ fn split_maps_zero_filled_subpages_to_the_zero_page() {
 
 #[test]
 fn an_empty_fork_owns_no_page_tables() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let mut run = Run::start();
     run.ok(Op::Spawn { proc: P1 });
     run.ok(Op::Fork {
@@ -893,10 +896,7 @@ fn an_empty_fork_owns_no_page_tables() {
 
 #[test]
 fn set_refuses_paths_outside_the_thp_directory() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let mut run = Run::start();
     let bad = |path: &str| Op::Set {
         path: path.into(),
@@ -974,10 +974,7 @@ fn assert_no_workers(pids: &[i32]) {
 
 #[test]
 fn settings_and_processes_are_restored_after_drop() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let before = ThpSettings::read().unwrap();
     let mut pids = Vec::new();
     {
@@ -1001,10 +998,7 @@ fn settings_and_processes_are_restored_after_drop() {
 
 #[test]
 fn settings_and_processes_are_restored_after_a_panic() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let before = ThpSettings::read().unwrap();
     let mut pids = Vec::new();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -1021,10 +1015,7 @@ fn settings_and_processes_are_restored_after_a_panic() {
 
 #[test]
 fn an_error_shuts_the_backend_down_at_once() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let before = ThpSettings::read().unwrap();
     let mut run = Run::start();
     change_everything(&mut run);
@@ -1188,10 +1179,7 @@ fn signal_the_helper(signal: Signal) -> std::process::ExitStatus {
 #[test]
 fn settings_are_restored_on_sigint_sigterm_sighup_sigquit() {
     use std::os::unix::process::ExitStatusExt;
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let before = ThpSettings::read().unwrap();
     for signal in [
         Signal::SIGINT,
@@ -1219,10 +1207,7 @@ fn settings_are_restored_on_sigint_sigterm_sighup_sigquit() {
 
 #[test]
 fn settings_left_by_a_sigkill_are_restored_at_the_next_start() {
-    let _serial = serial();
-    if !host_ready() {
-        return;
-    }
+    let Some(_host) = host() else { return };
     let before = ThpSettings::read().unwrap();
     signal_the_helper(Signal::SIGKILL);
     assert_ne!(

@@ -1,5 +1,8 @@
 //! The host-wide lock: one Linux backend at a time, since THP knobs and
-//! counters are shared by the whole machine.
+//! counters are shared by the whole machine. A backend takes it for its
+//! lifetime; a caller that runs many backends in a row (a corpus, a test
+//! that compares the knobs before and after) can hold it across all of them
+//! and start each backend with `LinuxOptions::lock_path = None`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -11,8 +14,25 @@ use std::time::{Duration, Instant};
 use super::{precondition, sys};
 use crate::BackendError;
 
+/// Where the lock lives unless told otherwise.
+pub const DEFAULT_LOCK_PATH: &str = "/run/thpsim-oracle.lock";
+
+/// The held lock: an exclusive `flock` on the lock file, released when
+/// dropped (or when the process dies).
+#[derive(Debug)]
+pub struct HostLock {
+    _file: File,
+}
+
+impl HostLock {
+    /// Takes the lock at `path`, waiting up to `wait` for whoever holds it.
+    pub fn acquire(path: &Path, wait: Duration) -> Result<HostLock, BackendError> {
+        acquire_lock(path, wait).map(|file| HostLock { _file: file })
+    }
+}
+
 /// Takes the host-wide lock, waiting up to `wait` for another backend.
-pub(crate) fn acquire_lock(path: &Path, wait: Duration) -> Result<File, BackendError> {
+fn acquire_lock(path: &Path, wait: Duration) -> Result<File, BackendError> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -11,11 +11,16 @@
 //! and the per-size stats as deltas since the backend started.
 //!
 //! The host is shared, so the backend: takes an exclusive `flock` on a lock
-//! file for its lifetime; saves every THP knob and restores it on drop, on
-//! the first error, on SIGINT/SIGTERM/SIGHUP/SIGQUIT, and at the next start
-//! after a SIGKILL (sysfs.rs, signals.rs); keeps khugepaged asleep except in
-//! the scenario's khugepaged steps, and warns when `pages_collapsed` moved
-//! during any other step (khugepaged.rs).
+//! file for its lifetime (lock.rs; or runs under a `HostLock` its caller
+//! holds across many backends); saves every THP knob and restores it on
+//! drop, on the first error, on SIGINT/SIGTERM/SIGHUP/SIGQUIT, and at the
+//! next start after a SIGKILL (sysfs.rs, signals.rs); keeps khugepaged
+//! asleep except in the scenario's khugepaged steps, and warns when
+//! `pages_collapsed` moved during any other step (khugepaged.rs).
+//! System-wide counters also carry other processes' THP activity; an
+//! observation warns when `nr_anon_transparent_hugepages` moved by more
+//! than the scenario's own PMD-mapped THPs (observe.rs). Warnings come out
+//! through `Backend::take_warnings`.
 //!
 //! What differs from a fresh process: a worker is forked from the
 //! controller, so it also maps the controller's memory. Scenario addresses
@@ -54,6 +59,7 @@ use procfs::Kpages;
 use protocol::Cmd;
 use sysfs::SettingsGuard;
 
+pub use lock::{HostLock, DEFAULT_LOCK_PATH};
 pub use sysfs::{read_knob, ThpSettings, THP_ROOT};
 
 /// The byte a `Fill::NonZero` store writes at the first byte of each page.
@@ -65,8 +71,9 @@ const PAGE_SIZE: u64 = 4096;
 /// Where and how long the backend waits for the host.
 #[derive(Clone, Debug)]
 pub struct LinuxOptions {
-    /// The lock file; one Linux backend per host at a time.
-    pub lock_path: PathBuf,
+    /// The lock file; one Linux backend per host at a time. `None`: the
+    /// caller holds a `HostLock` for the whole life of the backend.
+    pub lock_path: Option<PathBuf>,
     /// Where the saved THP settings are kept while a scenario runs, so that
     /// the next start can restore them after a SIGKILL.
     pub saved_settings_path: PathBuf,
@@ -79,7 +86,7 @@ pub struct LinuxOptions {
 impl Default for LinuxOptions {
     fn default() -> Self {
         LinuxOptions {
-            lock_path: PathBuf::from("/run/thpsim-oracle.lock"),
+            lock_path: Some(PathBuf::from(DEFAULT_LOCK_PATH)),
             saved_settings_path: PathBuf::from("/run/thpsim-oracle.settings"),
             lock_wait: Duration::from_secs(300),
             khugepaged_stall_timeout: Duration::from_secs(60),
@@ -112,11 +119,14 @@ pub struct LinuxBackend {
     base_vmstat: BTreeMap<String, i64>,
     base_mthp: BTreeMap<String, i64>,
     kpages: Option<Kpages>,
+    /// `nr_anon_transparent_hugepages` moved by other processes, as last
+    /// reported (see `observe.rs`).
+    foreign_thps: i64,
     warnings: Vec<String>,
     /// Set after the first `BackendError`: the host was cleaned up and the
     /// backend refuses further work.
     failed: Option<String>,
-    lock: Option<File>,
+    lock: Option<HostLock>,
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> BackendError {
@@ -186,7 +196,10 @@ impl LinuxBackend {
     /// khugepaged, and reads the counters' baseline.
     pub fn with_options(options: LinuxOptions) -> Result<LinuxBackend, BackendError> {
         LinuxBackend::check_host()?;
-        let lock = lock::acquire_lock(&options.lock_path, options.lock_wait)?;
+        let lock = match &options.lock_path {
+            Some(path) => Some(HostLock::acquire(path, options.lock_wait)?),
+            None => None,
+        };
         let warnings =
             sysfs::recover_stale(&options.saved_settings_path).map_err(io_error(format!(
                 "restoring settings from {}",
@@ -207,9 +220,10 @@ impl LinuxBackend {
             base_vmstat: BTreeMap::new(),
             base_mthp: BTreeMap::new(),
             kpages: None,
+            foreign_thps: 0,
             warnings,
             failed: None,
-            lock: Some(lock),
+            lock,
         };
         backend.start()?;
         Ok(backend)

@@ -2,6 +2,7 @@
 //! PAGEMAP_SCAN per process and region, and the counter deltas, gathered
 //! into the `Observation` both backends produce.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use super::procfs::{self, Kpages, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP};
@@ -10,6 +11,11 @@ use crate::{
     normalise_folios, BackendError, Observation, PageObs, PageState, ProcObs, RegionObs, RegionRef,
     VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
+
+/// The end of user space with 4-level page tables (x86-64 `TASK_SIZE`).
+const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
+/// Bytes a PMD maps.
+const PMD_SIZE: u64 = 2 << 20;
 
 /// The smaps `VmFlags` mnemonics an observation carries.
 const MODELLED_VM_FLAGS: [&str; 6] = ["rd", "wr", "ex", "hg", "nh", "dc"];
@@ -31,13 +37,18 @@ impl LinuxBackend {
             return Err(BackendError::Executor("kpageflags reader missing".into()));
         };
         kpages.clear();
-        let result = self.observe_procs(&mut kpages, regions);
+        let result = self
+            .observe_procs(&mut kpages, regions)
+            .and_then(|observed| {
+                let own_thps = self.pmd_mapped_folios(&mut kpages)?;
+                Ok((observed, own_thps))
+            });
         self.kpages = Some(kpages);
-        let (mut procs, raw) = result?;
+        let ((mut procs, raw), own_thps) = result?;
         normalise_folios(&mut procs, &raw);
 
         let vmstat_now = procfs::read_vmstat().map_err(io_error("reading /proc/vmstat"))?;
-        let vmstat = VMSTAT_COUNTERS
+        let vmstat: BTreeMap<String, i64> = VMSTAT_COUNTERS
             .iter()
             .filter_map(|name| {
                 Some((
@@ -46,6 +57,7 @@ impl LinuxBackend {
                 ))
             })
             .collect();
+        self.check_foreign_thps(&vmstat, own_thps);
         let mthp_now = sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS)
             .map_err(io_error("reading the per-size THP stats"))?;
         let mthp = mthp_now
@@ -57,6 +69,55 @@ impl LinuxBackend {
             vmstat,
             mthp,
         })
+    }
+
+    /// The distinct folios PMD-mapped anywhere in the scenario's processes
+    /// (the huge zero page aside): what the scenario adds to
+    /// `nr_anon_transparent_hugepages`, which counts folios with at least one
+    /// PMD mapping.
+    fn pmd_mapped_folios(&self, kpages: &mut Kpages) -> Result<i64, BackendError> {
+        let mut heads = BTreeSet::new();
+        for proc in self.procs.values() {
+            let worker = &proc.worker;
+            let context = || format!("scanning {} for PMD mappings", worker.label);
+            let ranges = pagemap_scan::pmd_mapped_ranges(&worker.pagemap, 0, USER_SPACE_END)
+                .map_err(|e| io_error(context())(e))?;
+            for (start, end) in ranges {
+                for addr in (start..end).step_by(PMD_SIZE as usize) {
+                    let entry = procfs::read_pagemap(&worker.pagemap, addr, 1)
+                        .map_err(|e| io_error(context())(e))?[0];
+                    if entry & PM_PRESENT == 0 {
+                        continue;
+                    }
+                    let folio = kpages
+                        .folio_of(entry & PM_PFN_MASK)
+                        .map_err(|e| io_error(context())(e))?;
+                    if !folio.zero {
+                        heads.insert(folio.head);
+                    }
+                }
+            }
+        }
+        Ok(heads.len() as i64)
+    }
+
+    /// Warns when `nr_anon_transparent_hugepages` moved by more than the
+    /// scenario's own PMD-mapped THPs: other processes on the host faulted,
+    /// split or freed THPs, and the system-wide counters carry their
+    /// activity too. Warns again only when that difference changes.
+    fn check_foreign_thps(&mut self, vmstat: &BTreeMap<String, i64>, own_thps: i64) {
+        let Some(&delta) = vmstat.get("nr_anon_transparent_hugepages") else {
+            return;
+        };
+        let foreign = delta - own_thps;
+        if foreign != self.foreign_thps {
+            self.foreign_thps = foreign;
+            self.warnings.push(format!(
+                "host noise: nr_anon_transparent_hugepages moved by {delta:+} since the start, \
+                 the scenario's processes hold {own_thps}: other processes hold {foreign:+}; \
+                 system-wide counters (vmstat thp_*, per-size stats) include their activity"
+            ));
+        }
     }
 
     /// Every running process, in `ProcId` order, with its listed regions.
