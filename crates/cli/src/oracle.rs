@@ -386,12 +386,7 @@ fn random_mode(
             // open, when it still fails; otherwise the generated one.
             let shown = written.result.as_ref().unwrap_or(&result);
             if args.json {
-                let mut line = json_line(shown, Some(&generated), Some(&written.path));
-                line.insert_str(
-                    line.len() - 2,
-                    &format!(",\"statements\":[{},{}]", written.before, written.after),
-                );
-                line
+                json_line(shown, Some(&generated), Some(&written))
             } else {
                 let mut text = shown.render();
                 let _ = writeln!(
@@ -542,7 +537,11 @@ fn has_operations(file: &ScenarioText) -> bool {
     })
 }
 
-fn json_line(result: &CaseResult, generated: Option<&Generated>, shrunk: Option<&Path>) -> String {
+fn json_line(
+    result: &CaseResult,
+    generated: Option<&Generated>,
+    shrunk: Option<&Written>,
+) -> String {
     let mut value = json!({
         "name": result.name,
         "file": result.file,
@@ -552,8 +551,14 @@ fn json_line(result: &CaseResult, generated: Option<&Generated>, shrunk: Option<
     if let Some(generated) = generated {
         value["knobs"] = json!(generated.knobs);
     }
-    if let Some(path) = shrunk {
-        value["shrunk"] = json!(path.display().to_string());
+    if let Some(written) = shrunk {
+        value["shrunk"] = json!({
+            "path": written.path.display().to_string(),
+            "statements_before": written.before,
+            "statements_after": written.after,
+            "runs": written.runs,
+            "failed_again": written.result.is_some(),
+        });
     }
     format!("{value}\n")
 }
@@ -723,6 +728,40 @@ observe p2
     }
 
     #[test]
+    fn random_json_lines_carry_the_seed_knobs_and_shrunk_file() {
+        let dir = temp_dir("oracle-random-json");
+        let toys = ToyBackends {
+            model: None,
+            linux: Some(Bug::SplitPmdOnShrinkAfterFork),
+        };
+        let a = OracleArgs {
+            random: Some(12),
+            seed: Some(0x7e57),
+            out: dir.clone(),
+            json: true,
+            ..args(vec![])
+        };
+        let (_, out) = run(&a, toys);
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0], json!({ "seed": "0x7e57", "scenarios": 12 }));
+        assert_eq!(lines.len(), 14);
+        let failed: Vec<&serde_json::Value> =
+            lines.iter().filter(|l| l["result"] == "FAIL").collect();
+        assert!(!failed.is_empty());
+        for line in &failed {
+            assert!(line["knobs"].is_object());
+            assert_eq!(line["shrunk"]["statements_after"], 3);
+            assert_eq!(line["shrunk"]["failed_again"], true);
+            assert_eq!(line["file"], line["shrunk"]["path"]);
+        }
+        assert_eq!(lines[13]["failed"], failed.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn random_failures_are_shrunk_written_and_replay() {
         let dir = temp_dir("oracle-random");
         let toys = ToyBackends {
@@ -740,14 +779,21 @@ observe p2
         assert!(out.ends_with(" failed\n"));
         let written: Vec<PathBuf> = out
             .lines()
-            .filter_map(|l| l.strip_prefix("  shrunk from ")?.split_once(": ").map(|(_, path)| path))
+            .filter_map(|l| {
+                l.strip_prefix("  shrunk from ")?
+                    .split_once(": ")
+                    .map(|(_, path)| path)
+            })
             .map(PathBuf::from)
             .collect();
         assert!(!written.is_empty(), "no failure among 12 scenarios:\n{out}");
         assert_eq!(status, Status::Failed);
         for path in &written {
             let text = std::fs::read_to_string(path).unwrap();
-            let statements: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+            let statements: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .collect();
             // What the bug needs: a process, a fork and a shrink; knob,
             // machine and observe lines go.
             assert_eq!(statements.len(), 3, "{}:\n{text}", path.display());
@@ -760,6 +806,16 @@ observe p2
                 replay.contains("vmstat thp_split_pmd: model +0, linux +1"),
                 "{replay}"
             );
+            // The report at the end of the file is what replaying it prints,
+            // lines and all.
+            let (_, report) = text
+                .split_once("# What thpsim oracle reported for this file:\n")
+                .unwrap();
+            let report: String = report
+                .lines()
+                .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap()))
+                .collect();
+            assert_eq!(format!("{report}0 passed, 1 failed\n"), replay);
         }
         // Deterministic: the same seed writes the same files.
         let first: Vec<String> = written

@@ -265,6 +265,10 @@ impl LinuxBackend {
                 .push("khugepaged did not go idle within 5 s of being quieted".to_string());
         }
         self.kpages = Some(Kpages::open().map_err(io_error("opening /proc/kpageflags"))?);
+        // Drain the system-wide deferred-split queue before the baseline, so
+        // a scenario's `shrink` does not split other processes' folios
+        // queued before it started (their counters would move as its own).
+        procfs::drop_caches().map_err(io_error("draining the deferred-split queue"))?;
         self.refresh_stats();
         self.base_vmstat = procfs::read_vmstat().map_err(io_error("reading /proc/vmstat"))?;
         self.base_mthp = sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS)
