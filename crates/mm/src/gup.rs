@@ -22,7 +22,8 @@ impl World {
         const MAX_FAULT_RETRIES: u32 = 3;
         for _ in 0..MAX_FAULT_RETRIES {
             let vma = self.mm_ref(pid).vmas.find(addr).ok_or(Errno::Fault)?.clone();
-            if (write && !vma.writable()) || !vma.readable() {
+            // check_vma_flags(): a write needs VM_WRITE, a read VM_READ.
+            if (write && !vma.writable()) || (!write && !vma.readable()) {
                 return Err(Errno::Fault);
             }
             if let Some(found) = self.follow_page(pid, addr, write) {

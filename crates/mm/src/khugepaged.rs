@@ -221,7 +221,7 @@ impl World {
     /// ignores them.
     pub(crate) fn hpage_collapse_scan_pmd(&mut self, pid: Pid, addr: Vaddr, khugepaged: bool) -> ScanResult {
         let cfg = self.config.khugepaged;
-        let (mut none_or_zero, mut referenced, mut shared, mut writable) = (0u32, 0u32, 0u32, false);
+        let (mut none_or_zero, mut referenced, mut shared) = (0u32, 0u32, 0u32);
         let unmapped = 0u32;
         let result = 'scan: {
             let Some((pmd, pi)) = self.walk_pmd(pid, addr) else { break 'scan ScanResult::PmdNull };
@@ -243,7 +243,6 @@ impl World {
                     Entry::Page(leaf) => leaf,
                     Entry::Table(_) => unreachable!(),
                 };
-                writable |= leaf.writable;
                 let folio = &self.folios[leaf.folio];
                 if folio.maybe_mapped_shared() {
                     shared += 1;
@@ -260,9 +259,9 @@ impl World {
                     referenced += 1;
                 }
             }
-            if !writable {
-                ScanResult::PageRo
-            } else if khugepaged && (referenced == 0 || (unmapped > 0 && referenced < Order::PMD.nr_pages() as u32 / 2)) {
+            // 6.12 refused ranges without a writable PTE (SCAN_PAGE_RO);
+            // the live 6.18 kernel collapses them (fork-shared ranges included).
+            if khugepaged && (referenced == 0 || (unmapped > 0 && referenced < Order::PMD.nr_pages() as u32 / 2)) {
                 ScanResult::LackReferencedPage
             } else {
                 ScanResult::Succeed
@@ -299,19 +298,34 @@ impl World {
         let (pmd, pi) = self.walk_pmd(pid, addr).expect("scanned PMD vanished");
         let Entry::Table(pte) = self.pt[pmd].entries[pi] else { panic!("scanned PTE table vanished") };
         let mut rss_added = 0;
-        for i in 0..PTRS_PER_TABLE as usize {
+        let mut i = 0;
+        while i < PTRS_PER_TABLE as usize {
             match self.pt[pte].entries[i] {
-                Entry::None => rss_added += 1,
+                Entry::None => {
+                    rss_added += 1;
+                    i += 1;
+                }
                 Entry::Zero => {
                     rss_added += 1;
                     self.pt[pte].set(i, Entry::None);
+                    i += 1;
                 }
                 Entry::Page(leaf) => {
-                    let data = self.folios[leaf.folio].written.get(leaf.page as u64);
-                    self.folios[folio].written.set(i as u64, data);
-                    self.pt[pte].set(i, Entry::None);
-                    self.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, 1, pid);
-                    self.folio_put_refs(leaf.folio, 1);
+                    // Release the source pages a folio batch at a time
+                    // (`__collapse_huge_page_copy_succeeded()` with
+                    // `folio_pte_batch()`), so a large source folio goes from
+                    // fully mapped to unmapped without looking partially
+                    // mapped in between: no deferred split is queued.
+                    let nr = self.pte_batch(pte, i, PTRS_PER_TABLE as usize);
+                    for k in 0..nr {
+                        let Entry::Page(l) = self.pt[pte].entries[i + k] else { unreachable!() };
+                        let data = self.folios[l.folio].written.get(l.page as u64);
+                        self.folios[folio].written.set((i + k) as u64, data);
+                        self.pt[pte].set(i + k, Entry::None);
+                    }
+                    self.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, nr as u64, pid);
+                    self.folio_put_refs(leaf.folio, nr as u32);
+                    i += nr;
                 }
                 Entry::Table(_) => unreachable!(),
             }
@@ -343,6 +357,11 @@ impl World {
             return Err(Errno::Inval);
         }
         let (hstart, hend) = (start.align_up(PMD_SIZE), end.align_down(PMD_SIZE));
+        if hstart > hend {
+            // The kernel's block count underflows here and the call fails
+            // with the errno of SCAN_FAIL.
+            return Err(ScanResult::Fail.collapse_errno());
+        }
         let mut thps = 0;
         let mut last_fail = ScanResult::Fail;
         let mut addr = hstart;

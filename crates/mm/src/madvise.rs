@@ -11,7 +11,7 @@
 //! Not modelled yet: swap-out (a later issue), and reclaim's discarding of
 //! clean lazyfree (MADV_FREE) folios; see docs/fidelity.md.
 
-use crate::mman::{Access, Advice};
+use crate::mman::Advice;
 use crate::mmap::check_range;
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::stats::{MthpStat, VmEvent};
@@ -44,7 +44,7 @@ impl World {
             _ => None,
         };
         if let Some(f) = update {
-            let result = self.modify_vma_flags(pid, start, end, f);
+            let result = self.modify_vma_flags(pid, start, end, false, f);
             if advice == Advice::HugePage {
                 for v in self.mm_ref(pid).vmas.starts_overlapping(start, end) {
                     self.khugepaged_enter_vma(pid, v);
@@ -52,6 +52,9 @@ impl World {
             }
             self.merge_range(pid, Vaddr(start.0.saturating_sub(PAGE_SIZE)), end.add(PAGE_SIZE));
             return result.map(|_| ());
+        }
+        if matches!(advice, Advice::PopulateRead | Advice::PopulateWrite) {
+            return self.madvise_populate(pid, start, end, advice == Advice::PopulateWrite);
         }
         // The rest act on each mapped piece; a hole makes the call fail with
         // ENOMEM after the mapped parts were handled.
@@ -66,20 +69,32 @@ impl World {
                 Advice::Free => self.madvise_free(pid, s, e),
                 Advice::Cold => self.madvise_cold_or_pageout(pid, s, e, false),
                 Advice::PageOut => self.madvise_cold_or_pageout(pid, s, e, true),
-                Advice::PopulateRead | Advice::PopulateWrite => {
-                    let access = if advice == Advice::PopulateWrite { Access::Write } else { Access::Read };
-                    let mut a = s;
-                    while a < e {
-                        self.gup_fault(pid, a, access == Access::Write)?;
-                        a = a.add(PAGE_SIZE);
-                    }
-                }
+                Advice::PopulateRead | Advice::PopulateWrite => unreachable!("handled above"),
                 Advice::Collapse => self.madvise_collapse(pid, s, e)?,
                 Advice::HugePage | Advice::NoHugePage | Advice::DontFork | Advice::DoFork => unreachable!(),
             }
         }
         if hole {
             return Err(Errno::NoMem);
+        }
+        Ok(())
+    }
+
+    /// `madvise_populate()`: faults pages in as GUP does, page by page from
+    /// the start; stops with ENOMEM at the first unmapped page, and with
+    /// EINVAL where the VMA forbids the access (`check_vma_flags()` under
+    /// FOLL_MADV_POPULATE).
+    fn madvise_populate(&mut self, pid: Pid, start: Vaddr, end: Vaddr, write: bool) -> Result<(), Errno> {
+        let mut a = start;
+        while a < end {
+            match self.gup_fault(pid, a, write) {
+                Ok(_) => {}
+                Err(Errno::Fault) => {
+                    return Err(if self.mm_ref(pid).vmas.find(a).is_some() { Errno::Inval } else { Errno::NoMem });
+                }
+                Err(e) => return Err(e),
+            }
+            a = a.add(PAGE_SIZE);
         }
         Ok(())
     }
@@ -103,7 +118,7 @@ impl World {
 
     /// Consecutive PTEs from `ti` (below `last`) that map consecutive pages
     /// of one folio (`folio_pte_batch()`).
-    fn pte_batch(&self, pte: PtId, ti: usize, last: usize) -> usize {
+    pub(crate) fn pte_batch(&self, pte: PtId, ti: usize, last: usize) -> usize {
         let Entry::Page(first) = self.pt[pte].entries[ti] else { return 1 };
         let mut n = 1;
         while ti + n < last {

@@ -140,7 +140,10 @@ impl World {
         const MAX_FAULT_RETRIES: u32 = 3;
         for _ in 0..MAX_FAULT_RETRIES {
             let vma = self.mm_ref(pid).vmas.find(addr).ok_or(Errno::Fault)?;
-            if (write && !vma.writable()) || (!write && !vma.readable()) {
+            // x86 has no write-only or execute-only pages: any access right
+            // makes the page readable (`protection_map[]`).
+            let readable = vma.readable() || vma.writable() || vma.flags.contains(crate::vma::VmFlags::EXEC);
+            if (write && !vma.writable()) || (!write && !readable) {
                 return Err(Errno::Fault);
             }
             if self.access_mapped(pid, addr, write, fill) {

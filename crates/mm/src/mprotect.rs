@@ -19,13 +19,20 @@ impl World {
     /// (`vma_modify_flags()`). Fails with `ENOMEM` if part of the range is
     /// unmapped, after changing the mapped parts before the hole, as the
     /// kernel does.
-    pub(crate) fn modify_vma_flags(&mut self, pid: Pid, start: Vaddr, end: Vaddr, f: impl Fn(VmFlags) -> VmFlags) -> Result<Vec<(Vaddr, Vaddr)>, Errno> {
+    ///
+    /// mprotect stops at the first hole (`do_mprotect_pkey()`); madvise goes
+    /// on past holes (`madvise_walk_vmas()`): `stop_at_hole` chooses.
+    pub(crate) fn modify_vma_flags(&mut self, pid: Pid, start: Vaddr, end: Vaddr, stop_at_hole: bool, f: impl Fn(VmFlags) -> VmFlags) -> Result<Vec<(Vaddr, Vaddr)>, Errno> {
         let mut pieces = Vec::new();
         let mut cursor = start;
+        let mut hole = false;
         for vstart in self.mm_ref(pid).vmas.starts_overlapping(start, end) {
             let vma = self.mm_ref(pid).vmas.get(vstart).expect("vma").clone();
             if vma.start > cursor {
-                return Err(Errno::NoMem);
+                hole = true;
+                if stop_at_hole {
+                    return Err(Errno::NoMem);
+                }
             }
             let (s, e) = (vma.start.max(start), vma.end.min(end));
             if f(vma.flags) != vma.flags {
@@ -37,7 +44,7 @@ impl World {
             pieces.push((s, e));
             cursor = e;
         }
-        if cursor < end {
+        if hole || cursor < end {
             return Err(Errno::NoMem);
         }
         Ok(pieces)
@@ -71,7 +78,7 @@ impl World {
         self.begin_op("mprotect");
         let prot_flags = prot_to_vm_flags(prot);
         let mask = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
-        let result = self.modify_vma_flags(pid, addr, end, |f| f.without(mask).union(prot_flags));
+        let result = self.modify_vma_flags(pid, addr, end, true, |f| f.without(mask).union(prot_flags));
         let pieces = match &result {
             Ok(p) => p.clone(),
             Err(_) => self.mm_ref(pid).vmas.overlapping(addr, end).map(|v| (v.start.max(addr), v.end.min(end))).collect(),

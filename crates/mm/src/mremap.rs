@@ -32,12 +32,18 @@ impl World {
         result
     }
 
+    /// The kernel's order: a fixed destination is cleared first
+    /// (`mremap_to()`); a shrink or same-size call without one only unmaps
+    /// the tail and never looks at the VMA; everything else needs the old
+    /// range inside one VMA (`vma_to_resize()`, `EFAULT` otherwise).
     fn do_mremap(&mut self, pid: Pid, old: Vaddr, old_len: u64, new_len: u64, may_move: bool, new_addr: Option<Vaddr>) -> Result<Vaddr, Errno> {
-        // vma_to_resize(): the old range must lie in one VMA.
-        let vma = self.mm_ref(pid).vmas.find(old).cloned().ok_or(Errno::Fault)?;
-        if old_len > vma.end.0 - old.0 {
-            return Err(Errno::Fault);
-        }
+        let vma_to_resize = |w: &World, len: u64| -> Result<Vma, Errno> {
+            let vma = w.mm_ref(pid).vmas.find(old).cloned().ok_or(Errno::Fault)?;
+            if len > vma.end.0 - old.0 {
+                return Err(Errno::Fault);
+            }
+            Ok(vma)
+        };
         if let Some(dst) = new_addr {
             let dst_end = check_range(dst, new_len)?;
             if dst < old.add(old_len) && old < dst_end {
@@ -49,13 +55,17 @@ impl World {
                 self.do_munmap(pid, old.add(new_len), old.add(old_len));
                 len = new_len;
             }
+            vma_to_resize(self, len)?;
             self.move_vma(pid, old, len, new_len, dst);
             return Ok(dst);
         }
         if new_len <= old_len {
-            self.do_munmap(pid, old.add(new_len), old.add(old_len));
+            if new_len < old_len {
+                self.do_munmap(pid, old.add(new_len), old.add(old_len));
+            }
             return Ok(old);
         }
+        let vma = vma_to_resize(self, old_len)?;
         // Grow in place if the range ends the VMA and the space after is free.
         let grow_end = old.add(new_len);
         if old.add(old_len) == vma.end && grow_end.0 <= TASK_SIZE && self.mm_ref(pid).vmas.overlapping(vma.end, grow_end).next().is_none() {
