@@ -279,26 +279,27 @@ impl LinuxBackend {
         let write = access == Access::Write;
         let worker = &mut self.proc_mut(proc)?.worker;
         // A worker must never fault with SIGSEGV: check each access against
-        // its maps first and answer EFAULT, touching nothing, as a program
-        // that checks before it touches would see.
+        // its maps first. Like a program touching pages in order, it touches
+        // every page before the first one it may not access, then the
+        // operation answers EFAULT (as the model does).
         let maps = procfs::read_maps(worker.pid)
             .map_err(io_error(format!("reading the maps of {}", worker.label)))?;
-        for &addr in addrs {
-            let vma = match maps.partition_point(|vma| vma.end <= addr) {
-                i if i < maps.len() && maps[i].start <= addr => &maps[i],
-                _ => return Ok(Err(Errno::Fault)),
-            };
+        let accessible = |addr: u64| match maps.partition_point(|vma| vma.end <= addr) {
             // x86 lets any accessible mapping be read (access_error() in
             // arch/x86/mm/fault.c); stores need VM_WRITE.
-            let allowed = if write {
-                vma.write
-            } else {
-                vma.read || vma.write || vma.exec
-            };
-            if !allowed {
-                return Ok(Err(Errno::Fault));
+            i if i < maps.len() && maps[i].start <= addr => {
+                let vma = &maps[i];
+                if write {
+                    vma.write
+                } else {
+                    vma.read || vma.write || vma.exec
+                }
             }
-        }
+            _ => false,
+        };
+        let allowed = addrs.iter().take_while(|&&a| accessible(a)).count();
+        let fault = allowed < addrs.len();
+        let addrs = &addrs[..allowed];
         let value = match fill {
             Fill::NonZero => NONZERO_FILL,
             Fill::Zero => 0,
@@ -324,7 +325,7 @@ impl LinuxBackend {
                 return Ok(result);
             }
         }
-        Ok(Ok(()))
+        Ok(if fault { Err(Errno::Fault) } else { Ok(()) })
     }
 
     fn khugepaged(&mut self, full_scans: u32) -> Result<OpResult, BackendError> {
