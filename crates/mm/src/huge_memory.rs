@@ -248,7 +248,14 @@ impl World {
         if !self.can_split_folio(id) {
             return Err(Errno::Again);
         }
-        // unmap_folio(): PMD mappings become PTE mappings first.
+        // unmap_folio() replaces the mappings by migration entries: a PMD in
+        // one go (split with freeze), PTEs one at a time (try_to_migrate_one()),
+        // so a PTE-mapped folio looks partially mapped on the way and is
+        // queued for deferred split, with its counters, before the split
+        // takes it off the queue again.
+        if self.unmap_passes_partially_mapped(id) && !self.folios[id].deferred.partially_mapped {
+            self.deferred_split_folio(id, true);
+        }
         for m in self.rmap_walk(id) {
             if m.level == RmapLevel::Pmd {
                 self.split_huge_pmd(m.pid, m.addr);
@@ -307,6 +314,38 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Whether removing the folio's mappings in rmap-walk order, PMDs whole
+    /// and PTEs one by one, leaves it partially mapped at some point: a page
+    /// loses its last mapping while another page is still mapped.
+    fn unmap_passes_partially_mapped(&self, id: FolioId) -> bool {
+        let folio = &self.folios[id];
+        let nr = folio.nr_pages();
+        let mut entire = folio.entire_mapcount;
+        let mut per_page: Vec<u32> = (0..nr).map(|p| folio.page_pte_mapcount(p)).collect();
+        let mut mapped = folio.nr_pages_mapped as u64;
+        for m in self.rmap_walk(id) {
+            match m.level {
+                RmapLevel::Pmd => {
+                    entire -= 1;
+                    if entire == 0 && mapped > 0 && mapped < nr {
+                        return true;
+                    }
+                }
+                RmapLevel::Pte => {
+                    let c = &mut per_page[m.page as usize];
+                    *c -= 1;
+                    if *c == 0 {
+                        mapped -= 1;
+                        if entire == 0 && mapped > 0 {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// `thp_underused()`: more all-zero pages than `max_ptes_none` allows.

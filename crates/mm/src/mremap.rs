@@ -32,31 +32,43 @@ impl World {
         result
     }
 
-    /// The kernel's order: a fixed destination is cleared first
-    /// (`mremap_to()`); a shrink or same-size call without one only unmaps
-    /// the tail and never looks at the VMA; everything else needs the old
-    /// range inside one VMA (`vma_to_resize()`, `EFAULT` otherwise).
+    /// The order of Linux 6.17+ (`do_mremap()`, `check_prep_vma()`): a VMA
+    /// must exist at `old` (else `EFAULT`) before anything is unmapped; a
+    /// call that expands or moves also needs the kept part of the old range
+    /// inside that VMA, except a fixed move of the same length, which may
+    /// span several VMAs (`remap_move()`). A shrink or same-size call
+    /// without a destination only unmaps the tail.
     fn do_mremap(&mut self, pid: Pid, old: Vaddr, old_len: u64, new_len: u64, may_move: bool, new_addr: Option<Vaddr>) -> Result<Vaddr, Errno> {
-        let vma_to_resize = |w: &World, len: u64| -> Result<Vma, Errno> {
-            let vma = w.mm_ref(pid).vmas.find(old).cloned().ok_or(Errno::Fault)?;
-            if len > vma.end.0 - old.0 {
-                return Err(Errno::Fault);
-            }
-            Ok(vma)
-        };
         if let Some(dst) = new_addr {
             let dst_end = check_range(dst, new_len)?;
             if dst < old.add(old_len) && old < dst_end {
                 return Err(Errno::Inval);
             }
-            self.do_munmap(pid, dst, dst_end);
+        }
+        let vma = self.mm_ref(pid).vmas.find(old).cloned().ok_or(Errno::Fault)?;
+        let expand = new_len > old_len;
+        let multi_vma_move = new_addr.is_some() && new_len == old_len;
+        if (new_addr.is_some() || expand) && !multi_vma_move && old_len.min(new_len) > vma.end.0 - old.0 {
+            return Err(Errno::Fault);
+        }
+        if let Some(dst) = new_addr {
+            self.do_munmap(pid, dst, dst.add(new_len));
             let mut len = old_len;
             if old_len > new_len {
                 self.do_munmap(pid, old.add(new_len), old.add(old_len));
                 len = new_len;
             }
-            vma_to_resize(self, len)?;
-            self.move_vma(pid, old, len, new_len, dst);
+            if multi_vma_move {
+                // Each VMA of the range moves to the same offset in the destination.
+                let pieces: Vec<(Vaddr, Vaddr)> =
+                    self.mm_ref(pid).vmas.overlapping(old, old.add(len)).map(|v| (v.start.max(old), v.end.min(old.add(len)))).collect();
+                for (s, e) in pieces {
+                    let to = dst.add(s.0 - old.0);
+                    self.move_vma(pid, s, e.0 - s.0, e.0 - s.0, to);
+                }
+            } else {
+                self.move_vma(pid, old, len, new_len, dst);
+            }
             return Ok(dst);
         }
         if new_len <= old_len {
@@ -65,7 +77,6 @@ impl World {
             }
             return Ok(old);
         }
-        let vma = vma_to_resize(self, old_len)?;
         // Grow in place if the range ends the VMA and the space after is free.
         let grow_end = old.add(new_len);
         if old.add(old_len) == vma.end && grow_end.0 <= TASK_SIZE && self.mm_ref(pid).vmas.overlapping(vma.end, grow_end).next().is_none() {
