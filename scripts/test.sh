@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --no-fail-fast
 cargo build --release -p thpsim
-./target/release/thpsim oracle scenarios/
-./target/release/thpsim oracle --random "${THPSIM_RANDOM:-300}" --seed "${THPSIM_SEED:-1}" --out target/oracle-failures
+./target/release/thpsim oracle --retries 2 scenarios/
+./target/release/thpsim oracle --retries 2 --random "${THPSIM_RANDOM:-300}" --seed "${THPSIM_SEED:-1}" --out target/oracle-failures

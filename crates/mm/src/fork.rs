@@ -67,29 +67,56 @@ impl World {
         result
     }
 
-    /// `copy_page_range()` for one VMA.
+    /// `copy_page_range()` for one VMA. Like the kernel's
+    /// `copy_p4d_range()`/`copy_pud_range()`/`copy_pmd_range()`, the child
+    /// gets a PUD (PMD) table wherever the parent has one over the VMA, even
+    /// if the entries under it that the VMA covers are all none.
     fn copy_page_range(&mut self, src: Pid, dst: Pid, vma: &Vma) -> Result<(), Errno> {
+        let (spgd, dpgd) = (self.mm_ref(src).pgd, self.mm_ref(dst).pgd);
+        let next_boundary = |a: Vaddr, size: u64| a.align_down(size).add(size).min(vma.end);
         let mut addr = vma.start;
         while addr < vma.end {
-            let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(vma.end);
-            let Some((spmd, si)) = self.walk_pmd(src, addr) else {
-                addr = next;
-                continue;
-            };
-            match self.pt[spmd].entries[si] {
-                Entry::None => {}
-                Entry::Page(_) | Entry::Zero => {
-                    if !self.copy_huge_pmd(src, dst, addr, spmd, si)? {
-                        // A pinned exclusive THP: the source PMD was split;
-                        // copy it page by page.
-                        self.copy_pte_range(src, dst, vma, addr, next)?;
+            let pgd_end = next_boundary(addr, PGDIR_SIZE);
+            let gi = Level::Pgd.index(addr);
+            if let Entry::Table(spud) = self.pt[spgd].entries[gi] {
+                let dpud = self.ensure_table(dst, dpgd, gi, Level::Pud)?;
+                let mut a = addr;
+                while a < pgd_end {
+                    let pud_end = next_boundary(a, PUD_SIZE);
+                    let ui = Level::Pud.index(a);
+                    if let Entry::Table(spmd) = self.pt[spud].entries[ui] {
+                        self.ensure_table(dst, dpud, ui, Level::Pmd)?;
+                        let mut b = a;
+                        while b < pud_end {
+                            let next = next_boundary(b, PMD_SIZE);
+                            match self.pt[spmd].entries[Level::Pmd.index(b)] {
+                                Entry::None => {}
+                                Entry::Page(_) | Entry::Zero => {
+                                    if !self.copy_huge_pmd(src, dst, b, spmd, Level::Pmd.index(b))? {
+                                        // A pinned exclusive THP: the source PMD was
+                                        // split; copy it page by page.
+                                        self.copy_pte_range(src, dst, vma, b, next)?;
+                                    }
+                                }
+                                Entry::Table(_) => self.copy_pte_range(src, dst, vma, b, next)?,
+                            }
+                            b = next;
+                        }
                     }
+                    a = pud_end;
                 }
-                Entry::Table(_) => self.copy_pte_range(src, dst, vma, addr, next)?,
             }
-            addr = next;
+            addr = pgd_end;
         }
         Ok(())
+    }
+
+    /// The table under `parent[index]`, allocating it if the entry is none.
+    fn ensure_table(&mut self, pid: Pid, parent: PtId, index: usize, level: Level) -> Result<PtId, Errno> {
+        match self.pt[parent].entries[index] {
+            Entry::Table(t) => Ok(t),
+            _ => self.install_table(pid, parent, index, level).map_err(|_| Errno::NoMem),
+        }
     }
 
     /// `copy_huge_pmd()`: shares a PMD leaf with the child. Returns false

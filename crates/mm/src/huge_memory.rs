@@ -32,7 +32,7 @@ impl World {
         }
         match &mut self.huge_zero {
             Some(hz) => hz.refcount += 1,
-            None => match self.buddy.alloc(Order::PMD, AllocFlags::WMARK_MIN) {
+            None => match self.buddy.alloc(Order::PMD, AllocFlags::WMARK_MIN.unmovable()) {
                 Ok(pfn) => {
                     self.stats.count(VmEvent::ThpZeroPageAlloc);
                     self.events.emit(|| MmEvent::Zeroed { bytes: PMD_SIZE });

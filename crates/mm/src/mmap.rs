@@ -74,7 +74,12 @@ impl World {
                 }
             },
         };
-        let vma = Vma { start, end: start.add(len), flags: prot_to_vm_flags(prot), pgoff: start.vpn(), anon_vma: None };
+        // accountable_mapping(): a private writable mapping is charged.
+        let mut flags = prot_to_vm_flags(prot);
+        if prot.write {
+            flags = flags.union(VmFlags::ACCOUNT);
+        }
+        let vma = Vma { start, end: start.add(len), flags, pgoff: start.vpn(), anon_vma: None };
         let mm = self.mm_mut(pid);
         mm.vmas.insert(vma);
         mm.vmas.merge_around(start);

@@ -10,7 +10,7 @@ use crate::mmap::{check_range, prot_to_vm_flags};
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::errno::Errno;
 use crate::types::*;
-use crate::vma::VmFlags;
+use crate::vma::{Vma, VmFlags};
 use crate::world::World;
 
 impl World {
@@ -23,6 +23,15 @@ impl World {
     /// mprotect stops at the first hole (`do_mprotect_pkey()`); madvise goes
     /// on past holes (`madvise_walk_vmas()`): `stop_at_hole` chooses.
     pub(crate) fn modify_vma_flags(&mut self, pid: Pid, start: Vaddr, end: Vaddr, stop_at_hole: bool, f: impl Fn(VmFlags) -> VmFlags) -> Result<Vec<(Vaddr, Vaddr)>, Errno> {
+        let (pieces, result) = self.modify_vma_flags_with(pid, start, end, stop_at_hole, |v| f(v.flags));
+        result.map(|()| pieces.into_iter().map(|(s, e, _)| (s, e)).collect())
+    }
+
+    /// `modify_vma_flags()` with the new flags computed from the whole VMA.
+    /// Returns the pieces handled (each saying whether its flags changed),
+    /// also when a hole ends the walk, and the call's result.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn modify_vma_flags_with(&mut self, pid: Pid, start: Vaddr, end: Vaddr, stop_at_hole: bool, f: impl Fn(&Vma) -> VmFlags) -> (Vec<(Vaddr, Vaddr, bool)>, Result<(), Errno>) {
         let mut pieces = Vec::new();
         let mut cursor = start;
         let mut hole = false;
@@ -31,23 +40,22 @@ impl World {
             if vma.start > cursor {
                 hole = true;
                 if stop_at_hole {
-                    return Err(Errno::NoMem);
+                    return (pieces, Err(Errno::NoMem));
                 }
             }
             let (s, e) = (vma.start.max(start), vma.end.min(end));
-            if f(vma.flags) != vma.flags {
+            let flags = f(&vma);
+            let changed = flags != vma.flags;
+            if changed {
                 self.split_vma_at(pid, s);
                 self.split_vma_at(pid, e);
-                let v = self.mm_mut(pid).vmas.get_mut(s).expect("split vma");
-                v.flags = f(v.flags);
+                self.mm_mut(pid).vmas.get_mut(s).expect("split vma").flags = flags;
             }
-            pieces.push((s, e));
+            pieces.push((s, e, changed));
             cursor = e;
         }
-        if hole || cursor < end {
-            return Err(Errno::NoMem);
-        }
-        Ok(pieces)
+        let result = if hole || cursor < end { Err(Errno::NoMem) } else { Ok(()) };
+        (pieces, result)
     }
 
     /// Merges the VMAs in `[start, end)` with their neighbours where they can.
@@ -78,17 +86,28 @@ impl World {
         self.begin_op("mprotect");
         let prot_flags = prot_to_vm_flags(prot);
         let mask = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
-        let result = self.modify_vma_flags(pid, addr, end, true, |f| f.without(mask).union(prot_flags));
-        let pieces = match &result {
-            Ok(p) => p.clone(),
-            Err(_) => self.mm_ref(pid).vmas.overlapping(addr, end).map(|v| (v.start.max(addr), v.end.min(end))).collect(),
+        // VM_ACCOUNT as mprotect_fixup() keeps it: added when a mapping
+        // becomes writable, dropped when an anonymous VMA that never faulted
+        // (no anon_vma) becomes read-only. The flags then decide merges.
+        let new_flags = move |f: VmFlags, has_anon_vma: bool| {
+            let mut n = f.without(mask).union(prot_flags);
+            if prot.write {
+                n = n.union(VmFlags::ACCOUNT);
+            } else if !has_anon_vma {
+                n = n.without(VmFlags::ACCOUNT);
+            }
+            n
         };
-        for (s, e) in pieces {
-            self.change_protection(pid, s, e, prot.write);
+        let (pieces, result) = self.modify_vma_flags_with(pid, addr, end, true, |v| new_flags(v.flags, v.anon_vma.is_some()));
+        for (s, e, changed) in pieces {
+            // mprotect_fixup() returns early when the flags do not change.
+            if changed {
+                self.change_protection(pid, s, e, prot.write);
+            }
         }
         self.merge_range(pid, Vaddr(addr.0.saturating_sub(PAGE_SIZE)), end.add(PAGE_SIZE));
         self.end_op();
-        result.map(|_| ())
+        result
     }
 
     /// `change_protection()`: write-protects entries, or makes writable the

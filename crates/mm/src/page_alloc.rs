@@ -1,26 +1,34 @@
-//! The buddy allocator of one zone: free areas per order, splitting and
-//! merging, zone watermarks, the watermark check with its reserve
-//! reductions, and the fragmentation index.
+//! The buddy allocator of one zone: free areas per order and migratetype,
+//! splitting and merging, grouping by mobility (pageblock migratetypes,
+//! fallback with pageblock claiming and stealing), zone watermarks, the
+//! watermark check with its reserve reductions, and the fragmentation index.
 //!
 //! Models: mm/page_alloc.c (Linux 6.18, checked against the 6.12 source):
-//! `expand()`, `__rmqueue_smallest()`, `__free_one_page()`,
-//! `__zone_watermark_ok()`, `calculate_min_free_kbytes()`,
-//! `__setup_per_zone_wmarks()`; and `__fragmentation_index()` from
-//! mm/vmstat.c.
+//! `expand()`, `__rmqueue()`, `__rmqueue_smallest()`, `__rmqueue_claim()`,
+//! `__rmqueue_steal()`, `try_to_claim_block()` (`try_to_steal_block()` in
+//! 6.12), `should_try_claim_block()` (`can_steal_fallback()` in 6.12),
+//! `fallbacks[]`, `__move_freepages_block()`, `set_pageblock_migratetype()`,
+//! `__free_one_page()`, `__zone_watermark_ok()`,
+//! `calculate_min_free_kbytes()`, `__setup_per_zone_wmarks()`; and
+//! `__fragmentation_index()` from mm/vmstat.c.
 //!
-//! Not modelled: more than one zone or node (so no `lowmem_reserve` and no
-//! zonelist fallback), migratetypes, pageblocks and fallback stealing,
-//! highatomic and CMA reserves, watermark boosting, per-CPU page lists,
-//! guard pages, free-page reporting and shuffling. The kernel's
-//! `MAX_PAGE_ORDER` is 10 on x86-64; this model goes up to `Order::MAX`
-//! (18) so that 1 GiB folios can come from the buddy allocator, which changes
-//! `/proc/buddyinfo`-style counts and the fragmentation index accordingly.
+//! Not modelled: more than one zone or node (so no `lowmem_reserve`, no
+//! zonelist fallback and no `ALLOC_NOFRAGMENT`), the reclaimable,
+//! highatomic, CMA and isolate migratetypes, `page_group_by_mobility_disabled`
+//! (machines under about 12 MiB; the model always groups), watermark
+//! boosting on fallback, per-CPU page lists, guard pages, free-page reporting
+//! and shuffling. The kernel's `MAX_PAGE_ORDER` is 10 on x86-64; this model
+//! goes up to `Order::MAX` (18) so that 1 GiB folios can come from the buddy
+//! allocator, which changes `/proc/buddyinfo`-style counts and the
+//! fragmentation index accordingly. Where the model's grouping by mobility
+//! differs from the kernel's is listed in the doc of `BuddyAllocator`.
 //!
-//! The state is one sparse bitmap of free blocks per order (see `FreeArea`),
-//! never a per-page array, so host memory grows with the number of free
-//! blocks, not with the size of the simulated machine: a freshly booted
-//! 1 TiB zone is 1024 order-18 blocks in 16 words. Allocation and free cost
-//! O(log n) per order split or merged.
+//! The state is one sparse bitmap of free blocks per order and migratetype
+//! (see `FreeArea`) and one sparse bitmap of unmovable pageblocks, never a
+//! per-page or per-pageblock array, so host memory grows with the number of
+//! free blocks and unmovable pageblocks, not with the size of the simulated
+//! machine: a freshly booted 1 TiB zone is 1024 order-18 blocks in 16 words.
+//! Allocation and free cost O(log n) per order split or merged.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +41,21 @@ use crate::types::{Order, Pfn, PAGE_SHIFT, PAGE_SIZE};
 /// Number of orders the allocator manages, `0..=Order::MAX`: the kernel's
 /// `NR_PAGE_ORDERS`.
 pub const NR_PAGE_ORDERS: usize = Order::MAX.get() as usize + 1;
+
+/// `pageblock_order` on x86-64: `HPAGE_PMD_ORDER`, so a pageblock is 2 MiB.
+/// Each pageblock has one migratetype.
+pub const PAGEBLOCK_ORDER: Order = Order::PMD;
+/// `pageblock_nr_pages`.
+pub const PAGEBLOCK_NR_PAGES: u64 = PAGEBLOCK_ORDER.nr_pages();
+/// `PAGEBLOCK_ORDER` as an index: free lists of lower orders are kept per
+/// migratetype, those of this order and above are shared.
+const PB_ORDER: usize = PAGEBLOCK_ORDER.get() as usize;
+/// The orders with a free list per migratetype, `0..PB_ORDER`.
+const NR_TYPED_ORDERS: usize = PB_ORDER;
+/// The orders whose free blocks are whole pageblocks, `PB_ORDER..=Order::MAX`.
+const NR_WHOLE_ORDERS: usize = NR_PAGE_ORDERS - PB_ORDER;
+/// The bits of a mask of non-empty free lists for orders below `PB_ORDER`.
+const TYPED_ORDERS_MASK: u32 = (1 << NR_TYPED_ORDERS) - 1;
 
 /// The lower clamp `calculate_min_free_kbytes()` applies.
 pub const MIN_FREE_KBYTES_FLOOR: u64 = 128;
@@ -123,8 +146,51 @@ pub enum AllocWatermark {
     NoWatermarks,
 }
 
-/// What an allocation may dip into: the subset of the kernel's
-/// `alloc_flags` that `__zone_watermark_ok()` reads.
+/// How movable the pages of a pageblock or an allocation are: the kernel's
+/// `enum migratetype`, reduced to the two types the model allocates.
+///
+/// Anonymous folios are `Movable` (`GFP_HIGHUSER_MOVABLE` and
+/// `GFP_TRANSHUGE`); page tables (`GFP_PGTABLE_USER`) and the huge zero
+/// folio (`GFP_TRANSHUGE & ~__GFP_MOVABLE`) are `Unmovable`. Not modelled:
+/// `MIGRATE_RECLAIMABLE` (slab caches with shrinkers, which the model does
+/// not allocate), `MIGRATE_HIGHATOMIC`, `MIGRATE_CMA` and `MIGRATE_ISOLATE`.
+/// With `MIGRATE_RECLAIMABLE` gone, each type's row of the kernel's
+/// `fallbacks[]` is just the other type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Migratetype {
+    /// `MIGRATE_UNMOVABLE`: page tables, the huge zero folio.
+    Unmovable,
+    /// `MIGRATE_MOVABLE`: user pages, which compaction can migrate. Every
+    /// pageblock is movable at boot, as `memmap_init_range()` marks them.
+    Movable,
+}
+
+/// The number of modelled migratetypes.
+const NR_MIGRATETYPES: usize = 2;
+
+impl Migratetype {
+    /// Both types, in the kernel's order.
+    pub const ALL: [Migratetype; NR_MIGRATETYPES] = [Migratetype::Unmovable, Migratetype::Movable];
+
+    /// The index of this type's free lists, the kernel's enum value.
+    const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The type whose free lists an allocation of this type falls back to:
+    /// the kernel's `fallbacks[]` row without `MIGRATE_RECLAIMABLE`.
+    const fn fallback(self) -> Migratetype {
+        match self {
+            Migratetype::Unmovable => Migratetype::Movable,
+            Migratetype::Movable => Migratetype::Unmovable,
+        }
+    }
+}
+
+/// What an allocation may dip into and what it is for: the subset of the
+/// kernel's `alloc_flags` that `__zone_watermark_ok()` reads, plus the
+/// migratetype that `gfp_migratetype()` derives from the GFP flags
+/// (`ac->migratetype`).
 ///
 /// The reductions apply to the chosen mark in this order: `min_reserve`
 /// halves it (rounding the part kept up), `non_block` together with
@@ -141,6 +207,9 @@ pub struct AllocFlags {
     pub non_block: bool,
     /// `ALLOC_OOM`: an OOM victim exiting may use half of what is left.
     pub oom: bool,
+    /// The free lists searched first, and the type a pageblock is claimed
+    /// for on fallback. `Movable` in every constant below.
+    pub migratetype: Migratetype,
 }
 
 impl AllocFlags {
@@ -161,6 +230,7 @@ impl AllocFlags {
             min_reserve: false,
             non_block: false,
             oom: false,
+            migratetype: Migratetype::Movable,
         }
     }
     /// These flags plus `ALLOC_MIN_RESERVE`.
@@ -180,6 +250,14 @@ impl AllocFlags {
     /// These flags plus `ALLOC_OOM`.
     pub const fn oom(self) -> AllocFlags {
         AllocFlags { oom: true, ..self }
+    }
+    /// These flags for an unmovable allocation: a GFP mask without
+    /// `__GFP_MOVABLE` or `__GFP_RECLAIMABLE`, such as `GFP_KERNEL`.
+    pub const fn unmovable(self) -> AllocFlags {
+        AllocFlags {
+            migratetype: Migratetype::Unmovable,
+            ..self
+        }
     }
 }
 
@@ -201,28 +279,60 @@ pub enum AllocFailure {
 }
 
 /// The buddy allocator of the model's one zone, managing PFNs
-/// `0..nr_total_pages()`.
+/// `0..nr_total_pages()`, with grouping by mobility.
 ///
 /// Allocation takes the lowest-PFN free block of the smallest order that
-/// fits. The kernel instead takes the head of a LIFO free list
-/// (`__rmqueue_smallest()`), so its choice depends on the order in which
-/// blocks were freed; lowest-PFN keeps the model deterministic and makes
-/// its state a function of which pages are free and nothing else, at the
-/// price of not reproducing the kernel's PFNs (which the oracle never
-/// compares). Because every free block merges with its free buddy at once,
-/// the free blocks are exactly the maximal aligned blocks (of order at most
-/// `Order::MAX`) inside the set of free pages.
+/// fits from the requested migratetype's free lists, and falls back to the
+/// other type's lists only when those have none (see `alloc()`). The kernel
+/// instead takes the head of a LIFO free list (`__rmqueue_smallest()`), so
+/// its choice depends on the order in which blocks were freed; lowest-PFN
+/// keeps the model deterministic and makes its state a function of which
+/// pages are free and of the pageblock types and nothing else, at the price
+/// of not reproducing the kernel's PFNs (which the oracle never compares).
+/// Because every free block merges with its free buddy at once, the free
+/// blocks are exactly the maximal aligned blocks (of order at most
+/// `Order::MAX`) inside the set of free pages: a buddy below
+/// `PAGEBLOCK_ORDER` lies in the same pageblock, and above it the two
+/// modelled types merge freely, as in the kernel.
+///
+/// Grouping by mobility, and where the model simplifies it:
+/// - Every pageblock has a migratetype, `Movable` at boot. A free block below
+///   `PAGEBLOCK_ORDER` is on the free list of its pageblock's type, as in the
+///   kernel.
+/// - A free block of `PAGEBLOCK_ORDER` or above is whole free pageblocks, and
+///   the model gives those no type: they sit on one shared list per order,
+///   serve requests of either type without a fallback, and the pageblocks an
+///   allocation takes or splits off them get the requested type. The kernel
+///   keeps a type for free pageblocks too, so its `__rmqueue_smallest()`
+///   prefers a free pageblock of the requested type, and its fallback claims
+///   the largest free block of the other type whole (up to `MAX_PAGE_ORDER`,
+///   two pageblocks on x86-64), where the model types only the pageblock it
+///   allocates from and takes the smallest whole block.
+/// - A pageblock that becomes wholly free forgets its type and reads as
+///   `Movable` again.
+/// - Claiming a pageblock counts its free pages only; see
+///   `try_to_claim_block()`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BuddyAllocator {
     /// Pages managed: PFNs `0..nr_pages` (`zone_managed_pages()`; the model
     /// reserves nothing for the kernel image or the memmap).
     nr_pages: u64,
-    /// `zone->free_area[order]`: the start PFNs of the free blocks of each
-    /// order, ordered by PFN rather than kept as LIFO lists.
-    free_area: [FreeArea; NR_PAGE_ORDERS],
-    /// Bit `o` is set exactly when `free_area[o]` is non-empty, so that the
-    /// smallest fitting order is found without visiting empty orders.
-    nonempty_orders: u32,
+    /// `zone->free_area[order].free_list[migratetype]` for the orders below
+    /// `PAGEBLOCK_ORDER`, indexed `[migratetype][order]`: the start PFNs of
+    /// the free blocks, ordered by PFN rather than kept as LIFO lists.
+    free_lists: [[FreeArea; NR_TYPED_ORDERS]; NR_MIGRATETYPES],
+    /// The free blocks of `PAGEBLOCK_ORDER` and above, indexed by
+    /// `order - PAGEBLOCK_ORDER`: whole free pageblocks, which have no type,
+    /// so one list per order serves both types.
+    free_pageblocks: [FreeArea; NR_WHOLE_ORDERS],
+    /// Per migratetype, bit `o` is set exactly when the list an allocation
+    /// of that type searches first at order `o` is non-empty: its own list
+    /// below `PAGEBLOCK_ORDER`, the shared one from there up (so the two
+    /// masks have the same high bits). The smallest fitting order is found
+    /// without visiting empty lists.
+    nonempty_orders: [u32; NR_MIGRATETYPES],
+    /// The migratetype of every pageblock (`zone->pageblock_flags`).
+    pageblock_types: PageblockTypes,
     /// `NR_FREE_PAGES`: the sum of the sizes of all free blocks.
     nr_free: u64,
     /// `vm.min_free_kbytes`.
@@ -240,14 +350,18 @@ impl fmt::Debug for BuddyAllocator {
             .field("nr_pages", &self.nr_pages)
             .field("nr_free", &self.nr_free)
             .field("buddyinfo", &self.buddyinfo())
+            .field(
+                "nr_unmovable_pageblocks",
+                &self.nr_pageblocks(Migratetype::Unmovable),
+            )
             .field("watermarks", &self.watermarks)
             .finish()
     }
 }
 
 impl BuddyAllocator {
-    /// A zone of `nr_pages` pages, all free, with the kernel's default
-    /// watermarks for a machine whose only memory it is.
+    /// A zone of `nr_pages` pages, all free and every pageblock movable, with
+    /// the kernel's default watermarks for a machine whose only memory it is.
     ///
     /// The range is carved into maximal aligned blocks as
     /// `__free_pages_memory()` does at boot: a 1 TiB zone is 1024 order-18
@@ -268,8 +382,10 @@ impl BuddyAllocator {
         let min_free_kbytes = default_min_free_kbytes(nr_pages * (PAGE_SIZE >> 10));
         let mut zone = BuddyAllocator {
             nr_pages,
-            free_area: std::array::from_fn(FreeArea::new),
-            nonempty_orders: 0,
+            free_lists: std::array::from_fn(|_| std::array::from_fn(FreeArea::new)),
+            free_pageblocks: std::array::from_fn(|index| FreeArea::new(PB_ORDER + index)),
+            nonempty_orders: [0; NR_MIGRATETYPES],
+            pageblock_types: PageblockTypes::new(),
             nr_free: nr_pages,
             min_free_kbytes,
             watermark_scale_factor: DEFAULT_WATERMARK_SCALE_FACTOR,
@@ -290,39 +406,40 @@ impl BuddyAllocator {
             let order = aligned_order
                 .min(fitting_order)
                 .min(Order::MAX.get() as u32) as usize;
-            zone.add_to_free_area(start, order);
+            zone.add_to_free_area(start, order, Migratetype::Movable);
             start += 1 << order;
         }
         zone
     }
 
-    /// Allocates a block of `order`, leaving the watermark in `flags`
-    /// satisfied.
+    /// Allocates a block of `order` for `flags.migratetype`, leaving the
+    /// watermark in `flags` satisfied.
     ///
     /// Mirrors `get_page_from_freelist()` for one zone: the watermark check
     /// of `__zone_watermark_ok()` (skipped for `NoWatermarks`), then
-    /// `__rmqueue_smallest()` and `expand()`. The block is the lowest-PFN
-    /// free block of the smallest sufficient order (see the type's doc); a
-    /// larger block is split and its upper halves go back to the free areas.
+    /// `__rmqueue()`: `__rmqueue_smallest()` takes the lowest-PFN free block
+    /// of the smallest sufficient order from the requested type's lists or
+    /// the whole free pageblocks; if there is none, `rmqueue_fallback()`
+    /// claims or steals from the other type's lists. A larger block is split
+    /// and its upper halves go back to the free lists (`expand()`).
     ///
     /// Fails with `OutOfMemory` if fewer than `order.nr_pages()` pages are
     /// free, else `BelowWatermark` or `NoBlockOfOrder` as the watermark
-    /// check or the search for a block says.
+    /// check or the search for a block says. The migratetype never makes an
+    /// allocation fail: the fallback finds any free block large enough.
     pub fn alloc(&mut self, order: Order, flags: AllocFlags) -> Result<Pfn, AllocFailure> {
         if self.nr_free < order.nr_pages() {
             return Err(AllocFailure::OutOfMemory);
         }
         self.watermark_check(order, flags)?;
-        let Some(found) = self.smallest_nonempty_order_from(order.get() as usize) else {
-            return Err(AllocFailure::NoBlockOfOrder);
+        let low = order.get() as usize;
+        let mt = flags.migratetype;
+        let start = match self.rmqueue_smallest(low, mt) {
+            Some(start) => start,
+            None => self
+                .rmqueue_fallback(low, mt)
+                .ok_or(AllocFailure::NoBlockOfOrder)?,
         };
-        let start = self.free_area[found]
-            .pop_first()
-            .expect("nonempty_orders has a bit for an empty free area");
-        if self.free_area[found].is_empty() {
-            self.nonempty_orders &= !(1 << found);
-        }
-        self.expand(start, order.get() as usize, found);
         self.nr_free -= order.nr_pages();
         Ok(Pfn(start))
     }
@@ -334,8 +451,8 @@ impl BuddyAllocator {
     /// pages and no `lowmem_reserve`: the free pages that would remain
     /// usable after taking all but one page of the request must exceed the
     /// mark as reduced by the reserve flags; then, for order > 0, a free block
-    /// of at least that order must exist. `NoWatermarks` passes without a
-    /// check, as `get_page_from_freelist()` skips it.
+    /// of at least that order must exist, of either migratetype. `NoWatermarks`
+    /// passes without a check, as `get_page_from_freelist()` skips it.
     pub fn watermark_check(&self, order: Order, flags: AllocFlags) -> Result<(), AllocFailure> {
         let mark = match flags.wmark {
             AllocWatermark::Min => self.watermarks.min,
@@ -360,9 +477,7 @@ impl BuddyAllocator {
             return Err(AllocFailure::BelowWatermark);
         }
         if order.is_large()
-            && self
-                .smallest_nonempty_order_from(order.get() as usize)
-                .is_none()
+            && smallest_order_in(self.all_nonempty_orders(), order.get() as usize).is_none()
         {
             return Err(AllocFailure::NoBlockOfOrder);
         }
@@ -372,12 +487,20 @@ impl BuddyAllocator {
     /// Returns the block of `order` at `pfn` to the allocator, merging it
     /// with its buddy for as long as the buddy is free.
     ///
-    /// Mirrors `__free_one_page()`. Panics, as a model bug, if `pfn` is not
-    /// aligned to `order`, if the block runs past the zone, or if it
-    /// overlaps a free block (a double free or a free of pages never
-    /// allocated). The overlap check is complete in debug and test builds
-    /// and with the `check-invariants` feature; otherwise only a double free
-    /// of a block that is itself still free is caught.
+    /// Mirrors `__free_one_page()`: the block goes on the free list of its
+    /// pageblock's migratetype (`get_pfnblock_migratetype()`). Below
+    /// `PAGEBLOCK_ORDER` the buddy lies in the same pageblock, so it is on
+    /// the same type's list; from there up whole free pageblocks merge
+    /// whatever type they had, as the kernel merges unmovable and movable
+    /// blocks, and the pageblocks this free makes wholly free forget their
+    /// type (see the type's doc).
+    ///
+    /// Panics, as a model bug, if `pfn` is not aligned to `order`, if the
+    /// block runs past the zone, or if it overlaps a free block (a double
+    /// free or a free of pages never allocated). The overlap check is
+    /// complete in debug and test builds and with the `check-invariants`
+    /// feature; otherwise only a double free of a block that is itself
+    /// still free is caught.
     pub fn free(&mut self, pfn: Pfn, order: Order) {
         let nr = order.nr_pages();
         self.assert_block_in_zone("free", pfn, order);
@@ -394,17 +517,26 @@ impl BuddyAllocator {
                 );
             }
         }
+        let mt = self.pageblock_types.get(pfn.0);
         let mut start = pfn.0;
         let mut current = order.get() as usize;
         while current < Order::MAX.get() as usize {
             let buddy = start ^ (1 << current);
-            if !self.del_from_free_area(buddy, current) {
+            if !self.del_from_free_area(buddy, current, mt) {
                 break;
             }
             start &= !(1 << current);
             current += 1;
         }
-        let added = self.add_to_free_area(start, current);
+        if current >= PB_ORDER {
+            // The freed pages now lie in whole free pageblocks; any buddy of
+            // pageblock order or above that merged in already was one.
+            let whole = (order.get() as usize).max(PB_ORDER);
+            let first = pfn.0 & !((1u64 << whole) - 1);
+            self.pageblock_types
+                .set_range(first, 1 << whole, Migratetype::Movable);
+        }
+        let added = self.add_to_free_area(start, current, mt);
         assert!(
             added,
             "buddy allocator: double free of pfn {:#x} {order}: block pfn {start:#x} order-{current} is already \
@@ -414,16 +546,18 @@ impl BuddyAllocator {
         self.nr_free += nr;
     }
 
-    /// Takes the free block of `order` at `pfn` out of the free areas, if
+    /// Takes the free block of `order` at `pfn` out of the free lists, if
     /// every page of it is free; returns whether it did.
     ///
     /// For compaction: once migration has emptied an aligned range, the
     /// caller claims it with this. The kernel takes whole free blocks off
     /// their lists with `__isolate_free_page()`; here a larger free block
     /// that contains the range is also accepted and split around it, the
-    /// halves not wanted going back to the free areas. No watermark is
+    /// halves not wanted going back to the free lists. No watermark is
     /// checked: compaction's capture of a freed page (`compaction_capture()`)
-    /// does not check one either.
+    /// does not check one either. Pageblock types do not change: a whole
+    /// free pageblock split or taken here stays `Movable`, the type of what
+    /// compaction puts in it.
     ///
     /// Panics if `pfn` is not aligned to `order` or the block runs past the
     /// zone.
@@ -436,15 +570,16 @@ impl BuddyAllocator {
         else {
             return false;
         };
-        self.del_from_free_area(start, found);
+        let mt = self.pageblock_types.get(pfn.0);
+        self.del_from_free_area(start, found, mt);
         let mut current = found;
         while current > order.get() as usize {
             current -= 1;
             let half = 1u64 << current;
             if pfn.0 & half == 0 {
-                self.add_to_free_area(start + half, current);
+                self.add_to_free_area(start + half, current, mt);
             } else {
-                self.add_to_free_area(start, current);
+                self.add_to_free_area(start, current, mt);
                 start += half;
             }
         }
@@ -507,9 +642,12 @@ impl BuddyAllocator {
     /// for hot paths.
     pub fn free_blocks(&self) -> impl Iterator<Item = (Pfn, Order)> + '_ {
         FreeBlocks {
-            heads: self
-                .nonempty_orders_from(0)
-                .map(|order| (order, self.free_area[order].iter().peekable()))
+            heads: orders_in(self.all_nonempty_orders(), 0)
+                .flat_map(|order| {
+                    self.free_areas_of_order(order)
+                        .filter(|area| !area.is_empty())
+                        .map(move |area| (order, area.iter().peekable()))
+                })
                 .collect(),
         }
     }
@@ -523,14 +661,15 @@ impl BuddyAllocator {
         let first = start.0;
         let end = first.saturating_add(nr);
         let mut blocks: Vec<(Pfn, Order)> = Vec::new();
-        for order in self.nonempty_orders_from(0) {
+        for order in orders_in(self.all_nonempty_orders(), 0) {
             let size = 1u64 << order;
             let last_start = end.saturating_sub(size - 1);
-            blocks.extend(
-                self.free_area[order]
-                    .range(first, last_start)
-                    .map(|block| (Pfn(block), Order::new(order as u8))),
-            );
+            for area in self.free_areas_of_order(order) {
+                blocks.extend(
+                    area.range(first, last_start)
+                        .map(|block| (Pfn(block), Order::new(order as u8))),
+                );
+            }
         }
         blocks.sort_unstable();
         blocks.into_iter()
@@ -538,12 +677,48 @@ impl BuddyAllocator {
 
     /// Free blocks of exactly `order`: `zone->free_area[order].nr_free`.
     pub fn nr_free_blocks(&self, order: Order) -> u64 {
-        self.free_area[order.get() as usize].len()
+        self.free_areas_of_order(order.get() as usize)
+            .map(FreeArea::len)
+            .sum()
+    }
+
+    /// Free blocks of exactly `order` on `mt`'s free list: one cell of the
+    /// free-block table of `/proc/pagetypeinfo`. Whole free pageblocks, which
+    /// the model keeps untyped, count as movable.
+    pub fn nr_free_blocks_of_type(&self, order: Order, mt: Migratetype) -> u64 {
+        let order = order.get() as usize;
+        if order < PB_ORDER || mt == Migratetype::Movable {
+            self.free_area(order, mt).len()
+        } else {
+            0
+        }
     }
 
     /// Free blocks per order, one line of `/proc/buddyinfo`.
     pub fn buddyinfo(&self) -> [u64; NR_PAGE_ORDERS] {
-        std::array::from_fn(|order| self.free_area[order].len())
+        std::array::from_fn(|order| self.free_areas_of_order(order).map(FreeArea::len).sum())
+    }
+
+    /// The migratetype of the pageblock that holds `pfn`
+    /// (`get_pageblock_migratetype()`); `Movable` for a wholly free
+    /// pageblock, and for a PFN outside the zone.
+    pub fn pageblock_migratetype(&self, pfn: Pfn) -> Migratetype {
+        if pfn.0 < self.nr_pages {
+            self.pageblock_types.get(pfn.0)
+        } else {
+            Migratetype::Movable
+        }
+    }
+
+    /// Pageblocks of type `mt`, counting a last pageblock that the zone only
+    /// partly covers: a "Number of blocks type" column of
+    /// `/proc/pagetypeinfo`. Wholly free pageblocks count as movable.
+    pub fn nr_pageblocks(&self, mt: Migratetype) -> u64 {
+        let nr_unmovable = self.pageblock_types.nr_unmovable();
+        match mt {
+            Migratetype::Unmovable => nr_unmovable,
+            Migratetype::Movable => self.nr_pages.div_ceil(PAGEBLOCK_NR_PAGES) - nr_unmovable,
+        }
     }
 
     /// Whether the page at `pfn` is in a free block (false outside the zone).
@@ -557,12 +732,14 @@ impl BuddyAllocator {
         let first = start.0;
         let end = first.saturating_add(nr);
         let mut nr_free = 0;
-        for order in self.nonempty_orders_from(0) {
+        for order in orders_in(self.all_nonempty_orders(), 0) {
             let size = 1u64 << order;
             // A block overlaps the range if it starts within it or fewer
             // than `size` pages before it.
-            for block in self.free_area[order].range(first.saturating_sub(size - 1), end) {
-                nr_free += (block + size).min(end) - block.max(first);
+            for area in self.free_areas_of_order(order) {
+                for block in area.range(first.saturating_sub(size - 1), end) {
+                    nr_free += (block + size).min(end) - block.max(first);
+                }
             }
         }
         nr_free
@@ -570,7 +747,8 @@ impl BuddyAllocator {
 
     /// The order of the largest free block, or `None` if nothing is free.
     pub fn largest_free_order(&self) -> Option<Order> {
-        (self.nonempty_orders != 0).then(|| Order::new(self.nonempty_orders.ilog2() as u8))
+        let mask = self.all_nonempty_orders();
+        (mask != 0).then(|| Order::new(mask.ilog2() as u8))
     }
 
     /// How much a failure to allocate `order` would be due to fragmentation
@@ -589,10 +767,7 @@ impl BuddyAllocator {
         if nr_free_blocks == 0 {
             return 0;
         }
-        if self
-            .smallest_nonempty_order_from(order.get() as usize)
-            .is_some()
-        {
+        if smallest_order_in(self.all_nonempty_orders(), order.get() as usize).is_some() {
             return -1000;
         }
         let requested = order.nr_pages();
@@ -600,26 +775,35 @@ impl BuddyAllocator {
         index as i32
     }
 
-    /// Checks the free areas: every free block lies in the zone and is
+    /// Checks the free lists: every free block lies in the zone and is
     /// aligned to its order, no two overlap, no free block has a free buddy
-    /// of its own order (the two would have merged), the non-empty-order
-    /// bitmap matches the free areas, and `NR_FREE_PAGES` equals the sum of
-    /// the free blocks. Panics on the first break, saying what, where,
-    /// expected and found. Visits every free block.
+    /// of its own order (the two would have merged), every free block below
+    /// `PAGEBLOCK_ORDER` is on the list of its pageblock's migratetype, the
+    /// pageblocks of a larger free block have no type (read `Movable`), the
+    /// non-empty-order masks match the free lists, and `NR_FREE_PAGES` equals
+    /// the sum of the free blocks. Panics on the first break, saying what,
+    /// where, expected and found. Visits every free block.
     pub fn check_invariants(&self) {
+        for mt in Migratetype::ALL {
+            for order in 0..NR_PAGE_ORDERS {
+                let bit = self.nonempty_orders[mt.index()] & (1 << order) != 0;
+                let area = self.free_area(order, mt);
+                assert_eq!(
+                    bit,
+                    !area.is_empty(),
+                    "buddy allocator: the {mt:?} nonempty_orders bit for order-{order} is {bit} but the free \
+                     list it stands for holds {} blocks\n{self:?}",
+                    area.len(),
+                );
+            }
+        }
+        self.pageblock_types.check(self.nr_pages);
         let mut sum = 0u64;
-        for (order, area) in self.free_area.iter().enumerate() {
+        for (order, list_type, area) in self.all_free_areas() {
             let size = 1u64 << order;
-            assert_eq!(
-                self.nonempty_orders & (1 << order) != 0,
-                !area.is_empty(),
-                "buddy allocator: nonempty_orders bit for order-{order} is {} but the free area holds {} blocks\n{self:?}",
-                self.nonempty_orders & (1 << order) != 0,
-                area.len(),
-            );
             area.check();
             for start in area.iter() {
-                // A free area stores block numbers, so this holds unless
+                // A free list stores block numbers, so this holds unless
                 // decoding them is wrong.
                 assert_eq!(
                     start % size,
@@ -638,11 +822,32 @@ impl BuddyAllocator {
                 if order < Order::MAX.get() as usize {
                     let buddy = start ^ size;
                     assert!(
-                        !area.contains(buddy),
+                        !self.free_areas_of_order(order).any(|area| area.contains(buddy)),
                         "buddy allocator: free block pfn {start:#x} order-{order} and its buddy pfn {buddy:#x} \
                          are both free but not merged into order-{}\n{self:?}",
                         order + 1,
                     );
+                }
+                match list_type {
+                    Some(mt) => {
+                        let pageblock_type = self.pageblock_types.get(start);
+                        assert_eq!(
+                            pageblock_type,
+                            mt,
+                            "buddy allocator: free block pfn {start:#x} order-{order} is on the {mt:?} free list \
+                             but its pageblock pfn {:#x} is {pageblock_type:?}\n{self:?}",
+                            start & !(PAGEBLOCK_NR_PAGES - 1),
+                        );
+                    }
+                    None => {
+                        let typed = self.pageblock_types.first_unmovable_in(start, start + size);
+                        assert_eq!(
+                            typed,
+                            None,
+                            "buddy allocator: free block pfn {start:#x} order-{order} is whole free pageblocks, \
+                             which have no type, but a pageblock in it is marked Unmovable\n{self:?}",
+                        );
+                    }
                 }
                 sum += size;
             }
@@ -681,54 +886,249 @@ impl BuddyAllocator {
         );
     }
 
-    /// Splits the free block of order `high` at `start`, already taken off
-    /// its free area, down to order `low`, keeping the lowest part and
-    /// returning each upper half to the free area of its order. Mirrors
-    /// `expand()`.
-    fn expand(&mut self, start: u64, low: usize, high: usize) {
-        for order in (low..high).rev() {
-            self.add_to_free_area(start + (1 << order), order);
+    /// Takes the lowest-PFN free block of the smallest order at or above
+    /// `low` that an allocation of `mt` finds without falling back, splits it
+    /// down to `low` and returns its start. Mirrors `__rmqueue_smallest()`,
+    /// with whole free pageblocks on every type's path (see the type's doc):
+    /// the pageblocks the allocation takes or splits off such a block get
+    /// type `mt`.
+    #[inline]
+    fn rmqueue_smallest(&mut self, low: usize, mt: Migratetype) -> Option<u64> {
+        let found = smallest_order_in(self.nonempty_orders[mt.index()], low)?;
+        let start = self.pop_first_from_free_area(found, mt);
+        if found >= PB_ORDER {
+            let typed = low.max(PB_ORDER);
+            self.pageblock_types.set_range(start, 1 << typed, mt);
         }
+        self.expand(start, low, found, mt);
+        Some(start)
     }
 
-    /// Adds a block to its free area; false if it was already there.
-    #[inline(always)]
-    fn add_to_free_area(&mut self, start: u64, order: usize) -> bool {
-        self.nonempty_orders |= 1 << order;
-        self.free_area[order].insert(start)
+    /// Allocates a block of order `low` from the other migratetype's free
+    /// lists, for when `mt`'s own lists and the whole free pageblocks have
+    /// nothing large enough; returns its start. Mirrors the fallback half of
+    /// `__rmqueue()`:
+    ///
+    /// 1. `__rmqueue_claim()`: from the largest order down to `low`, the
+    ///    lowest-PFN free block of the other type is a candidate, unless
+    ///    `should_try_claim_block()` rules out claiming at that order (which
+    ///    ends the search, as it rules out every lower order too). The
+    ///    candidate's pageblock is claimed if `try_to_claim_block()` agrees,
+    ///    and the allocation is then served from `mt`'s replenished lists.
+    /// 2. `__rmqueue_steal()`: otherwise the lowest-PFN free block of the
+    ///    smallest sufficient order on the other type's lists is split and
+    ///    taken; its remainders stay on the other type's lists and its
+    ///    pageblock keeps its type.
+    ///
+    /// Only orders below `PAGEBLOCK_ORDER` take part: free blocks above are
+    /// whole pageblocks, which `rmqueue_smallest()` has already searched (the
+    /// kernel's claim loop starts at `MAX_PAGE_ORDER` and claims such a block
+    /// outright). The model has one zone, so it never sets
+    /// `ALLOC_NOFRAGMENT`, which would skip the steal.
+    fn rmqueue_fallback(&mut self, low: usize, mt: Migratetype) -> Option<u64> {
+        if low >= PB_ORDER {
+            return None;
+        }
+        let other = mt.fallback();
+        for current in (low..PB_ORDER).rev() {
+            if self.nonempty_orders[other.index()] & (1 << current) == 0 {
+                continue;
+            }
+            if !should_try_claim_block(current, mt) {
+                break;
+            }
+            let candidate = self.free_lists[other.index()][current]
+                .first()
+                .expect("nonempty_orders has a bit for an empty free list");
+            if self.try_to_claim_block(candidate, mt) {
+                let start = self.rmqueue_smallest(low, mt);
+                assert!(
+                    start.is_some(),
+                    "buddy allocator: claimed the pageblock of free block pfn {candidate:#x} order-{current} \
+                     for {mt:?}, but order-{low} is still not on its lists\n{self:?}"
+                );
+                return start;
+            }
+        }
+        let found = smallest_order_in(self.nonempty_orders[other.index()] & TYPED_ORDERS_MASK, low)?;
+        let start = self.pop_first_from_free_area(found, other);
+        self.expand(start, low, found, other);
+        Some(start)
     }
 
-    /// Removes a block from its free area; false if it was not there.
-    #[inline(always)]
-    fn del_from_free_area(&mut self, start: u64, order: usize) -> bool {
-        if self.nonempty_orders & (1 << order) == 0 {
+    /// Claims for `mt` the pageblock holding the free block at `block`, which
+    /// is on the other type's list, if at least half of the pageblock is
+    /// free: moves every free block in it to `mt`'s lists and sets the
+    /// pageblock's type. Returns whether it did.
+    ///
+    /// Mirrors `try_to_claim_block()` below `pageblock_order`, with
+    /// `prep_move_freepages_block()` (a pageblock that runs past the zone's
+    /// end is never claimed) and `__move_freepages_block()`. The kernel also
+    /// counts towards the half the allocated pages that suit the request:
+    /// for a movable request the pageblock's LRU pages, for an unmovable one
+    /// (from a movable pageblock) its pages that are neither free nor on the
+    /// LRU. The allocator keeps no per-page state to tell, so the model
+    /// takes every allocated page to be of its pageblock's type and counts
+    /// free pages only: where earlier steals mixed the types, it claims less
+    /// often than the kernel.
+    fn try_to_claim_block(&mut self, block: u64, mt: Migratetype) -> bool {
+        let first = block & !(PAGEBLOCK_NR_PAGES - 1);
+        let end = first + PAGEBLOCK_NR_PAGES;
+        if end > self.nr_pages {
             return false;
         }
-        let area = &mut self.free_area[order];
+        let old = mt.fallback();
+        let lists = &self.free_lists[old.index()];
+        let nr_free: u64 = (0..NR_TYPED_ORDERS)
+            .map(|order| (lists[order].range(first, end).count() as u64) << order)
+            .sum();
+        if nr_free < PAGEBLOCK_NR_PAGES / 2 {
+            return false;
+        }
+        for order in 0..NR_TYPED_ORDERS {
+            let moving: Vec<u64> = self.free_lists[old.index()][order]
+                .range(first, end)
+                .collect();
+            for start in moving {
+                self.del_from_free_area(start, order, old);
+                self.add_to_free_area(start, order, mt);
+            }
+        }
+        self.pageblock_types.set_range(first, PAGEBLOCK_NR_PAGES, mt);
+        true
+    }
+
+    /// Splits the free block of order `high` at `start`, already taken off
+    /// its free list, down to order `low`, keeping the lowest part and
+    /// returning each upper half to the free list of its order for `mt`.
+    /// Mirrors `expand()`.
+    fn expand(&mut self, start: u64, low: usize, high: usize, mt: Migratetype) {
+        for order in (low..high).rev() {
+            self.add_to_free_area(start + (1 << order), order, mt);
+        }
+    }
+
+    /// The free list that holds blocks of `order` in pageblocks of type
+    /// `mt`: the type's own below `PAGEBLOCK_ORDER`, the shared one above.
+    #[inline(always)]
+    fn free_area(&self, order: usize, mt: Migratetype) -> &FreeArea {
+        if order < PB_ORDER {
+            &self.free_lists[mt.index()][order]
+        } else {
+            &self.free_pageblocks[order - PB_ORDER]
+        }
+    }
+
+    /// `free_area()`, mutably.
+    #[inline(always)]
+    fn free_area_mut(&mut self, order: usize, mt: Migratetype) -> &mut FreeArea {
+        if order < PB_ORDER {
+            &mut self.free_lists[mt.index()][order]
+        } else {
+            &mut self.free_pageblocks[order - PB_ORDER]
+        }
+    }
+
+    /// Every free list of `order`: one per type below `PAGEBLOCK_ORDER`,
+    /// the shared one above.
+    fn free_areas_of_order(&self, order: usize) -> impl Iterator<Item = &FreeArea> {
+        let (first, second) = if order < PB_ORDER {
+            (
+                &self.free_lists[0][order],
+                Some(&self.free_lists[1][order]),
+            )
+        } else {
+            (&self.free_pageblocks[order - PB_ORDER], None)
+        };
+        std::iter::once(first).chain(second)
+    }
+
+    /// Every free list once, as (order, its type or `None` if shared, list).
+    fn all_free_areas(&self) -> impl Iterator<Item = (usize, Option<Migratetype>, &FreeArea)> {
+        let typed = Migratetype::ALL.into_iter().flat_map(move |mt| {
+            self.free_lists[mt.index()]
+                .iter()
+                .enumerate()
+                .map(move |(order, area)| (order, Some(mt), area))
+        });
+        let whole = self
+            .free_pageblocks
+            .iter()
+            .enumerate()
+            .map(|(index, area)| (PB_ORDER + index, None, area));
+        typed.chain(whole)
+    }
+
+    /// The orders with a free block of either type.
+    #[inline(always)]
+    fn all_nonempty_orders(&self) -> u32 {
+        self.nonempty_orders[0] | self.nonempty_orders[1]
+    }
+
+    /// Adds a block to the free list of `order` for `mt`; false if it was
+    /// already there.
+    #[inline(always)]
+    fn add_to_free_area(&mut self, start: u64, order: usize, mt: Migratetype) -> bool {
+        if order < PB_ORDER {
+            self.nonempty_orders[mt.index()] |= 1 << order;
+        } else {
+            for mask in &mut self.nonempty_orders {
+                *mask |= 1 << order;
+            }
+        }
+        self.free_area_mut(order, mt).insert(start)
+    }
+
+    /// Removes a block from the free list of `order` for `mt`; false if it
+    /// was not there.
+    #[inline(always)]
+    fn del_from_free_area(&mut self, start: u64, order: usize, mt: Migratetype) -> bool {
+        if self.nonempty_orders[mt.index()] & (1 << order) == 0 {
+            return false;
+        }
+        let area = self.free_area_mut(order, mt);
         let removed = area.remove(start);
         if area.is_empty() {
-            self.nonempty_orders &= !(1 << order);
+            self.clear_nonempty(order, mt);
         }
         removed
     }
 
-    /// The smallest order at or above `order` with a free block.
-    fn smallest_nonempty_order_from(&self, order: usize) -> Option<usize> {
-        let above = self.nonempty_orders >> order;
-        (above != 0).then(|| order + above.trailing_zeros() as usize)
+    /// Removes and returns the lowest block on the free list of `order` for
+    /// `mt`, which must not be empty.
+    #[inline(always)]
+    fn pop_first_from_free_area(&mut self, order: usize, mt: Migratetype) -> u64 {
+        let area = self.free_area_mut(order, mt);
+        let start = area
+            .pop_first()
+            .expect("nonempty_orders has a bit for an empty free list");
+        if area.is_empty() {
+            self.clear_nonempty(order, mt);
+        }
+        start
     }
 
-    /// The orders at or above `order` with a free block, ascending.
-    fn nonempty_orders_from(&self, order: usize) -> impl Iterator<Item = usize> {
-        let mask = self.nonempty_orders;
-        (order..NR_PAGE_ORDERS).filter(move |&o| mask & (1 << o) != 0)
+    /// Clears the bits that say the free list of `order` for `mt` is
+    /// non-empty.
+    #[inline(always)]
+    fn clear_nonempty(&mut self, order: usize, mt: Migratetype) {
+        if order < PB_ORDER {
+            self.nonempty_orders[mt.index()] &= !(1 << order);
+        } else {
+            for mask in &mut self.nonempty_orders {
+                *mask &= !(1 << order);
+            }
+        }
     }
 
     /// The free block, of `min_order` or larger, that contains page `pfn`.
+    /// Below `PAGEBLOCK_ORDER` only the list of the pageblock's type can
+    /// hold it.
     fn free_block_containing(&self, pfn: u64, min_order: usize) -> Option<(u64, usize)> {
-        self.nonempty_orders_from(min_order).find_map(|order| {
+        let mt = self.pageblock_types.get(pfn);
+        orders_in(self.nonempty_orders[mt.index()], min_order).find_map(|order| {
             let start = pfn & !((1u64 << order) - 1);
-            self.free_area[order]
+            self.free_area(order, mt)
                 .contains(start)
                 .then_some((start, order))
         })
@@ -740,13 +1140,11 @@ impl BuddyAllocator {
         let order = order.get() as usize;
         let end = start + (1u64 << order);
         self.free_block_containing(start, order).or_else(|| {
-            (0..order)
-                .filter(|&o| self.nonempty_orders & (1 << o) != 0)
+            orders_in(self.all_nonempty_orders(), 0)
+                .take_while(|&o| o < order)
                 .find_map(|o| {
-                    self.free_area[o]
-                        .range(start, end)
-                        .next()
-                        .map(|block| (block, o))
+                    self.free_areas_of_order(o)
+                        .find_map(|area| area.range(start, end).next().map(|block| (block, o)))
                 })
         })
     }
@@ -768,6 +1166,106 @@ impl BuddyAllocator {
             pfn.0,
             self.nr_pages,
         );
+    }
+}
+
+/// Whether a fallback for `mt` that found a free block of `order` on the
+/// other type's lists should try to claim the block's whole pageblock.
+///
+/// Mirrors `should_try_claim_block()` (`can_steal_fallback()` in 6.12): yes
+/// for a block of at least half the pageblock order, as a large free block
+/// hints at a mostly free pageblock, and yes for any unmovable request,
+/// whose pages would otherwise pin a movable pageblock that compaction could
+/// never empty. Movable requests only steal what they need from unmovable
+/// pageblocks: compaction can move them out later.
+/// (`page_group_by_mobility_disabled` is not modelled.)
+fn should_try_claim_block(order: usize, mt: Migratetype) -> bool {
+    order >= PB_ORDER / 2 || mt == Migratetype::Unmovable
+}
+
+/// The smallest order at or above `order` whose bit is set in `mask`.
+#[inline(always)]
+fn smallest_order_in(mask: u32, order: usize) -> Option<usize> {
+    let above = mask >> order;
+    (above != 0).then(|| order + above.trailing_zeros() as usize)
+}
+
+/// The orders at or above `order` whose bits are set in `mask`, ascending.
+fn orders_in(mask: u32, order: usize) -> impl Iterator<Item = usize> {
+    (order..NR_PAGE_ORDERS).filter(move |&o| mask & (1 << o) != 0)
+}
+
+/// The migratetype of every pageblock, stored as the set of unmovable ones:
+/// a sparse bitmap over pageblock numbers (a `FreeArea` of
+/// `PAGEBLOCK_ORDER`), so that the few pageblocks page tables fill cost a
+/// few words, whatever the size of the zone. Every other pageblock is
+/// movable, wholly free ones included (see `BuddyAllocator`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PageblockTypes {
+    unmovable: FreeArea,
+}
+
+impl PageblockTypes {
+    fn new() -> Self {
+        PageblockTypes {
+            unmovable: FreeArea::new(PB_ORDER),
+        }
+    }
+
+    /// The type of the pageblock that holds `pfn`.
+    #[inline(always)]
+    fn get(&self, pfn: u64) -> Migratetype {
+        if !self.unmovable.is_empty() && self.unmovable.contains(pfn & !(PAGEBLOCK_NR_PAGES - 1)) {
+            Migratetype::Unmovable
+        } else {
+            Migratetype::Movable
+        }
+    }
+
+    /// Sets the type of the pageblocks in the `nr_pages` pages from `first`;
+    /// both are multiples of `PAGEBLOCK_NR_PAGES`.
+    /// `set_pageblock_migratetype()` over a range.
+    #[inline(always)]
+    fn set_range(&mut self, first: u64, nr_pages: u64, mt: Migratetype) {
+        match mt {
+            // The common case, a movable pageblock staying movable, costs a
+            // load and a branch.
+            Migratetype::Movable if self.unmovable.is_empty() => {}
+            Migratetype::Movable if nr_pages == PAGEBLOCK_NR_PAGES => {
+                self.unmovable.remove(first);
+            }
+            Migratetype::Movable => {
+                while let Some(pageblock) = self.unmovable.range(first, first + nr_pages).next() {
+                    self.unmovable.remove(pageblock);
+                }
+            }
+            Migratetype::Unmovable => {
+                for pageblock in (first..first + nr_pages).step_by(PAGEBLOCK_NR_PAGES as usize) {
+                    self.unmovable.insert(pageblock);
+                }
+            }
+        }
+    }
+
+    /// The first unmovable pageblock in the pages `first..end`.
+    fn first_unmovable_in(&self, first: u64, end: u64) -> Option<u64> {
+        self.unmovable.range(first, end).next()
+    }
+
+    fn nr_unmovable(&self) -> u64 {
+        self.unmovable.len()
+    }
+
+    /// Checks the set's representation and that every unmovable pageblock
+    /// starts inside the zone.
+    fn check(&self, nr_pages: u64) {
+        self.unmovable.check();
+        if let Some(last) = self.unmovable.range(nr_pages, u64::MAX).next() {
+            panic!(
+                "buddy allocator: pageblock pfn {last:#x} is marked Unmovable but starts past the zone's end \
+                 pfn {nr_pages:#x}"
+            );
+        }
     }
 }
 
@@ -1147,6 +1645,7 @@ impl Iterator for FreeBlocks<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     const GIB: u64 = 1 << 30;
     const MIB: u64 = 1 << 20;
@@ -1691,7 +2190,7 @@ mod tests {
         zone.alloc(Order::BASE, AllocFlags::NO_WATERMARKS).unwrap();
         let mut broken = zone.clone();
         // Put the allocated page back behind the allocator's back, unmerged.
-        broken.add_to_free_area(0, 0);
+        broken.add_to_free_area(0, 0, Migratetype::Movable);
         broken.nr_free += 1;
         let message = panic_message(|| broken.check_invariants());
         assert!(
@@ -1716,12 +2215,270 @@ mod tests {
             Ok(Pfn(4))
         );
         let mut broken = zone.clone();
-        broken.add_to_free_area(4, 2);
+        broken.add_to_free_area(4, 2, Migratetype::Movable);
         broken.nr_free += 4;
         let message = panic_message(|| broken.check_invariants());
         assert!(
             message.contains(
                 "free block pfn 0x4 order-2 (pages 0x4..0x8) overlaps free block pfn 0x5 order-0"
+            ),
+            "{message}"
+        );
+    }
+
+    // ---- Grouping by mobility --------------------------------------------
+
+    const MOVABLE: AllocFlags = AllocFlags::NO_WATERMARKS;
+    const UNMOVABLE: AllocFlags = AllocFlags::NO_WATERMARKS.unmovable();
+
+    fn pageblock_of(pfn: &Pfn) -> u64 {
+        pfn.0 / PAGEBLOCK_NR_PAGES
+    }
+
+    fn alloc_n(zone: &mut BuddyAllocator, n: u64, flags: AllocFlags) -> Vec<Pfn> {
+        (0..n)
+            .map(|_| zone.alloc(Order::BASE, flags).unwrap())
+            .collect()
+    }
+
+    /// A 16 MiB zone (8 pageblocks) with pageblock 0 full of unmovable
+    /// pages, then `movable_pageblocks` pageblocks full of movable ones.
+    fn zone_with_full_unmovable_pageblock(movable_pageblocks: u64) -> BuddyAllocator {
+        let mut zone = BuddyAllocator::new(pages(16 * MIB));
+        let unmovable = alloc_n(&mut zone, PAGEBLOCK_NR_PAGES, UNMOVABLE);
+        assert!(unmovable.iter().all(|pfn| pageblock_of(pfn) == 0));
+        alloc_n(&mut zone, movable_pageblocks * PAGEBLOCK_NR_PAGES, MOVABLE);
+        zone.check_invariants();
+        zone
+    }
+
+    fn free_range(zone: &mut BuddyAllocator, pfns: std::ops::Range<u64>) {
+        for pfn in pfns {
+            zone.free(Pfn(pfn), Order::BASE);
+        }
+        zone.check_invariants();
+    }
+
+    #[test]
+    fn unmovable_allocations_interleaved_with_movable_share_one_pageblock() {
+        // 64 MiB, 32 pageblocks: one unmovable page before every 512
+        // movable ones, 8 unmovable and 4096 movable pages in all.
+        let run = |unmovable: AllocFlags| {
+            let mut zone = BuddyAllocator::new(pages(64 * MIB));
+            let (mut unmovable_pfns, mut movable_pfns) = (Vec::new(), Vec::new());
+            for i in 0..4096 {
+                if i % 512 == 0 {
+                    unmovable_pfns.push(zone.alloc(Order::BASE, unmovable).unwrap());
+                }
+                movable_pfns.push(zone.alloc(Order::BASE, MOVABLE).unwrap());
+            }
+            zone.check_invariants();
+            (zone, unmovable_pfns, movable_pfns)
+        };
+        // 0        512                        4608
+        // |U x8    |M M M ...     (8 pageblocks)|free ...
+        let (zone, unmovable, movable) = run(UNMOVABLE);
+        assert_eq!(unmovable, (0..8).map(Pfn).collect::<Vec<_>>());
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 1);
+        assert_eq!(zone.pageblock_migratetype(Pfn(0)), Migratetype::Unmovable);
+        assert!(
+            movable.iter().all(|pfn| pageblock_of(pfn) != 0),
+            "a movable page went into the unmovable pageblock"
+        );
+        let used: BTreeSet<u64> = movable.iter().map(pageblock_of).collect();
+        assert_eq!(used, (1..=8).collect());
+
+        // Without grouping (the same requests, all movable) each of the 8
+        // lands next to the movable pages of its time: 8 pageblocks pinned.
+        let (zone, spread, _) = run(MOVABLE);
+        let pinned: BTreeSet<u64> = spread.iter().map(pageblock_of).collect();
+        assert_eq!(pinned, (0..8).collect());
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 0);
+    }
+
+    #[test]
+    fn unmovable_allocation_takes_a_whole_free_pageblock_when_its_own_are_full() {
+        // 0     512   1024  1536  2048       4096
+        // |U    |M    |M    |free |free o10  |     then one more unmovable page.
+        let mut zone = zone_with_full_unmovable_pageblock(2);
+        assert_eq!(blocks(&zone), vec![(1536, 9), (2048, 10)]);
+        assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(1536)));
+        assert_eq!(zone.pageblock_migratetype(Pfn(1536)), Migratetype::Unmovable);
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 2);
+        // The rest of the new pageblock serves the next unmovable requests;
+        // movable ones take the next free pageblock.
+        assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(1537)));
+        assert_eq!(zone.alloc(Order::BASE, MOVABLE), Ok(Pfn(2048)));
+        zone.check_invariants();
+    }
+
+    #[test]
+    fn unmovable_fallback_claims_a_movable_pageblock_at_least_half_free() {
+        // Every page allocated, then 100 pages of pageblock 2 and 300 of
+        // pageblock 5 freed:
+        // 0     512   1024      1536 ...  2560       3072      4096
+        // |U    |M    |f100 M   |M  ...   |f300 M    |M ...    |
+        let mut zone = zone_with_full_unmovable_pageblock(7);
+        free_range(&mut zone, 1024..1124);
+        free_range(&mut zone, 2560..2860);
+        // The largest movable free block is pageblock 5's order-8 one, and
+        // pageblock 5 is more than half free: claimed whole. Its free pages,
+        // 256 + 32 + 8 + 4, move to the unmovable lists, and the request
+        // takes the smallest of them.
+        assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(2856)));
+        zone.check_invariants();
+        assert_eq!(zone.pageblock_migratetype(Pfn(2560)), Migratetype::Unmovable);
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 2);
+        assert_eq!(zone.nr_free_blocks_of_type(order(8), Migratetype::Unmovable), 1);
+        assert_eq!(zone.nr_free_blocks_of_type(order(8), Migratetype::Movable), 0);
+        // Pageblock 2 is untouched: 64 + 32 + 4 movable pages.
+        assert_eq!(zone.pageblock_migratetype(Pfn(1024)), Migratetype::Movable);
+        assert_eq!(zone.nr_free_blocks_of_type(order(6), Migratetype::Movable), 1);
+        // Later unmovable requests stay in the claimed pageblock.
+        assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(2857)));
+        assert_eq!(zone.alloc(order(3), UNMOVABLE), Ok(Pfn(2848)));
+        // A movable request still finds pageblock 2 first.
+        assert_eq!(zone.alloc(Order::BASE, MOVABLE), Ok(Pfn(1120)));
+        zone.check_invariants();
+    }
+
+    #[test]
+    fn unmovable_fallback_steals_pages_when_no_pageblock_is_half_free() {
+        // As above, but only 200 pages of pageblock 5 are free: no
+        // candidate pageblock has 256 free pages, so the request steals the
+        // smallest movable block (order 2 at 1120) and no type changes.
+        let mut zone = zone_with_full_unmovable_pageblock(7);
+        free_range(&mut zone, 1024..1124);
+        free_range(&mut zone, 2560..2760);
+        assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(1120)));
+        zone.check_invariants();
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 1);
+        assert_eq!(zone.pageblock_migratetype(Pfn(1120)), Migratetype::Movable);
+        // The split-off pages stay on the movable lists.
+        assert_eq!(zone.nr_free_blocks_of_type(order(1), Migratetype::Movable), 1);
+        assert_eq!(zone.nr_free_blocks_of_type(Order::BASE, Migratetype::Movable), 1);
+        assert_eq!(zone.nr_free_blocks_of_type(Order::BASE, Migratetype::Unmovable), 0);
+    }
+
+    #[test]
+    fn movable_fallback_claims_only_through_large_blocks() {
+        // Pageblocks 0 and 1 full of unmovable pages, the rest movable.
+        let fill = || {
+            let mut zone = BuddyAllocator::new(pages(16 * MIB));
+            alloc_n(&mut zone, 2 * PAGEBLOCK_NR_PAGES, UNMOVABLE);
+            alloc_n(&mut zone, 6 * PAGEBLOCK_NR_PAGES, MOVABLE);
+            assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 2);
+            zone
+        };
+        // 300 pages of pageblock 1 free: its order-8 block allows a claim,
+        // and it is more than half free.
+        let mut zone = fill();
+        free_range(&mut zone, 512..812);
+        assert_eq!(zone.alloc(Order::BASE, MOVABLE), Ok(Pfn(808)));
+        assert_eq!(zone.pageblock_migratetype(Pfn(512)), Migratetype::Movable);
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 1);
+        zone.check_invariants();
+
+        // Only order-3 blocks free in pageblocks 0 and 1: below order 4 a
+        // movable request never claims, so it steals the lowest one and the
+        // unmovable pageblocks stay unmovable.
+        let mut zone = fill();
+        free_range(&mut zone, 512..520);
+        free_range(&mut zone, 0..8);
+        assert_eq!(zone.alloc(Order::BASE, MOVABLE), Ok(Pfn(0)));
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 2);
+        assert_eq!(zone.nr_free_blocks_of_type(order(3), Migratetype::Unmovable), 1);
+        zone.check_invariants();
+    }
+
+    #[test]
+    fn a_pageblock_past_the_zone_end_is_never_claimed() {
+        // 1408 pages: pageblock 2 (1024..1536) is cut at 1408. All
+        // allocated, then the partial pageblock freed: 384 free pages, but
+        // `prep_move_freepages_block()` refuses a pageblock the zone does
+        // not span, so the unmovable request steals.
+        let mut zone = BuddyAllocator::new(1408);
+        alloc_n(&mut zone, 1408, MOVABLE);
+        free_range(&mut zone, 1024..1408);
+        assert_eq!(blocks(&zone), vec![(1024, 8), (1280, 7)]);
+        assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(1280)));
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 0);
+        assert_eq!(zone.nr_pageblocks(Migratetype::Movable), 3);
+        zone.check_invariants();
+    }
+
+    #[test]
+    fn freeing_a_pageblock_whole_forgets_its_type_and_merges() {
+        let boot = BuddyAllocator::new(pages(16 * MIB));
+        let mut zone = boot.clone();
+        // An order-10 unmovable block, as two page-table-like pageblocks.
+        assert_eq!(zone.alloc(order(10), UNMOVABLE), Ok(Pfn(0)));
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 2);
+        // The huge zero folio: an unmovable order-9 block.
+        assert_eq!(zone.alloc(Order::PMD, UNMOVABLE), Ok(Pfn(1024)));
+        let page = zone.alloc(Order::BASE, UNMOVABLE).unwrap();
+        assert_eq!(page, Pfn(1536), "a fresh pageblock: the others are full");
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 4);
+        zone.check_invariants();
+        zone.free(Pfn(0), order(10));
+        zone.free(Pfn(1024), Order::PMD);
+        assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 1);
+        // The last page of an unmovable pageblock merges it back to whole,
+        // and whole free pageblocks merge whatever their types were.
+        zone.free(page, Order::BASE);
+        zone.check_invariants();
+        assert!(zone == boot, "did not return to the boot state: {zone:?}");
+    }
+
+    #[test]
+    fn alloc_exact_keeps_pageblock_types() {
+        let boot = BuddyAllocator::new(pages(16 * MIB));
+        let mut zone = boot.clone();
+        assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(0)));
+        // Inside the unmovable pageblock: the halves split off stay on the
+        // unmovable lists.
+        assert!(zone.alloc_exact(Pfn(100), Order::BASE));
+        zone.check_invariants();
+        assert_eq!(zone.pageblock_migratetype(Pfn(100)), Migratetype::Unmovable);
+        assert_eq!(zone.nr_free_blocks_of_type(order(6), Migratetype::Unmovable), 1);
+        assert_eq!(zone.nr_free_blocks_of_type(order(6), Migratetype::Movable), 0);
+        // Out of a whole free block: the pageblock reads movable.
+        assert!(zone.alloc_exact(Pfn(2048 + 5), Order::BASE));
+        assert_eq!(zone.pageblock_migratetype(Pfn(2048)), Migratetype::Movable);
+        zone.check_invariants();
+        zone.free(Pfn(100), Order::BASE);
+        zone.free(Pfn(2048 + 5), Order::BASE);
+        zone.free(Pfn(0), Order::BASE);
+        assert!(zone == boot, "did not return to the boot state: {zone:?}");
+    }
+
+    #[test]
+    fn check_invariants_reports_free_lists_that_disagree_with_pageblock_types() {
+        let mut zone = BuddyAllocator::new(1024);
+        assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(0)));
+        // Move the free page at pfn 1 to the movable list behind the
+        // allocator's back.
+        let mut broken = zone.clone();
+        assert!(broken.del_from_free_area(1, 0, Migratetype::Unmovable));
+        broken.add_to_free_area(1, 0, Migratetype::Movable);
+        let message = panic_message(|| broken.check_invariants());
+        assert!(
+            message.contains(
+                "free block pfn 0x1 order-0 is on the Movable free list but its pageblock pfn 0x0 is Unmovable"
+            ),
+            "{message}"
+        );
+
+        // Mark the wholly free pageblock at 512 unmovable.
+        let mut broken = zone.clone();
+        broken
+            .pageblock_types
+            .set_range(512, PAGEBLOCK_NR_PAGES, Migratetype::Unmovable);
+        let message = panic_message(|| broken.check_invariants());
+        assert!(
+            message.contains(
+                "free block pfn 0x200 order-9 is whole free pageblocks, which have no type, but a pageblock \
+                 in it is marked Unmovable"
             ),
             "{message}"
         );
@@ -1805,19 +2562,45 @@ mod tests {
 
     // ---- Differential testing against a naive model ----------------------
 
-    /// The same allocator, obviously correct and slow: one flag per page.
-    /// Its free blocks are computed by carving each run of free pages into
-    /// maximal aligned blocks; allocation takes the lowest such block of the
-    /// smallest order that fits, as the buddy allocator's policy says, so
-    /// the two must agree on every PFN. (Plain first-fit, the lowest aligned
-    /// free range, would pick differently: it ignores a smaller exact fit
-    /// higher up.)
+    /// The same allocator, obviously correct and slow: one flag per page
+    /// and one type per pageblock. Its free blocks are computed by carving
+    /// each run of free pages into maximal aligned blocks, and allocation
+    /// applies the policy the buddy allocator's docs state directly to that
+    /// list, so the two must agree on every PFN and every pageblock type:
+    ///
+    /// - own blocks first: the lowest of the smallest order among the blocks
+    ///   of at least pageblock order (any type) and the smaller blocks in
+    ///   pageblocks of the requested type;
+    /// - then, below pageblock order, claim: from order 8 down, the lowest
+    ///   block of that order in a pageblock of the other type; stop at the
+    ///   first order below 4 for a movable request; claim the pageblock if
+    ///   it lies in the zone and at least 256 of its pages are free, then
+    ///   take an own block;
+    /// - then steal: the lowest of the smallest order among the blocks below
+    ///   pageblock order in pageblocks of the other type.
+    ///
+    /// Taking a block of pageblock order or above types the pageblocks the
+    /// allocation comes out of; a pageblock whose pages are all free reads
+    /// movable. (Plain first-fit, the lowest aligned free range, would pick
+    /// differently: it ignores a smaller exact fit higher up.)
     struct NaiveFreeSet {
         free: Vec<bool>,
         /// How many of `free` are true.
         nr_free: u64,
         watermarks: Watermarks,
+        /// One per pageblock, the last one possibly partial.
+        pageblock_types: Vec<Migratetype>,
     }
+
+    /// The step of `__rmqueue()` that served an allocation.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum RmqueuePath {
+        Smallest,
+        Claim,
+        Steal,
+    }
+
+    const NAIVE_PAGEBLOCK: u64 = 512;
 
     impl NaiveFreeSet {
         fn new(nr_pages: u64, watermarks: Watermarks) -> Self {
@@ -1825,11 +2608,19 @@ mod tests {
                 free: vec![true; nr_pages as usize],
                 nr_free: nr_pages,
                 watermarks,
+                pageblock_types: vec![
+                    Migratetype::Movable;
+                    nr_pages.div_ceil(NAIVE_PAGEBLOCK) as usize
+                ],
             }
         }
 
         fn is_free(&self, pfn: u64) -> bool {
             self.free.get(pfn as usize).copied().unwrap_or(false)
+        }
+
+        fn type_of(&self, pfn: u64) -> Migratetype {
+            self.pageblock_types[(pfn / NAIVE_PAGEBLOCK) as usize]
         }
 
         fn blocks(&self) -> Vec<(u64, u8)> {
@@ -1859,7 +2650,7 @@ mod tests {
             blocks
         }
 
-        fn alloc(&mut self, order: u8, flags: AllocFlags) -> Result<u64, AllocFailure> {
+        fn alloc(&mut self, order: u8, flags: AllocFlags) -> Result<(u64, RmqueuePath), AllocFailure> {
             let nr = 1u64 << order;
             let nr_free = self.nr_free;
             if nr_free < nr {
@@ -1886,16 +2677,65 @@ mod tests {
                     return Err(AllocFailure::BelowWatermark);
                 }
             }
-            let Some(&(start, _)) = self
-                .blocks()
+            let mt = flags.migratetype;
+            let blocks = self.blocks();
+            if let Some(block) = self.own_block(&blocks, order, mt) {
+                return Ok((self.take(block, order, mt), RmqueuePath::Smallest));
+            }
+            if order >= 9 {
+                return Err(AllocFailure::NoBlockOfOrder);
+            }
+            for current in (order..9).rev() {
+                let Some(&(candidate, _)) = blocks
+                    .iter()
+                    .filter(|&&(pfn, o)| o == current && self.type_of(pfn) != mt)
+                    .min()
+                else {
+                    continue;
+                };
+                if current < 4 && mt == Migratetype::Movable {
+                    break;
+                }
+                let first = candidate / NAIVE_PAGEBLOCK * NAIVE_PAGEBLOCK;
+                let end = first + NAIVE_PAGEBLOCK;
+                let nr_free_in_pageblock = (first..end).filter(|&pfn| self.is_free(pfn)).count() as u64;
+                if end <= self.free.len() as u64 && nr_free_in_pageblock >= NAIVE_PAGEBLOCK / 2 {
+                    self.pageblock_types[(first / NAIVE_PAGEBLOCK) as usize] = mt;
+                    let block = self
+                        .own_block(&blocks, order, mt)
+                        .expect("naive model: a claimed pageblock has no block to allocate");
+                    return Ok((self.take(block, order, mt), RmqueuePath::Claim));
+                }
+            }
+            let Some(&block) = blocks
                 .iter()
-                .filter(|&&(_, o)| o >= order)
+                .filter(|&&(pfn, o)| o >= order && o < 9 && self.type_of(pfn) != mt)
                 .min_by_key(|&&(pfn, o)| (o, pfn))
             else {
                 return Err(AllocFailure::NoBlockOfOrder);
             };
-            self.set_range(start, nr, false);
-            Ok(start)
+            Ok((self.take(block, order, mt), RmqueuePath::Steal))
+        }
+
+        /// The block an allocation of `order` and `mt` takes without falling back.
+        fn own_block(&self, blocks: &[(u64, u8)], order: u8, mt: Migratetype) -> Option<(u64, u8)> {
+            blocks
+                .iter()
+                .copied()
+                .filter(|&(pfn, o)| o >= order && (o >= 9 || self.type_of(pfn) == mt))
+                .min_by_key(|&(pfn, o)| (o, pfn))
+        }
+
+        /// Allocates the first `2^order` pages of the free block `(start, o)`.
+        fn take(&mut self, (start, o): (u64, u8), order: u8, mt: Migratetype) -> u64 {
+            self.set_range(start, 1 << order, false);
+            if o >= 9 {
+                let typed_pages = (1u64 << order).max(NAIVE_PAGEBLOCK);
+                for pfn in (start..start + typed_pages).step_by(NAIVE_PAGEBLOCK as usize) {
+                    self.pageblock_types[(pfn / NAIVE_PAGEBLOCK) as usize] = mt;
+                }
+            }
+            start
         }
 
         fn alloc_exact(&mut self, pfn: u64, order: u8) -> bool {
@@ -1912,6 +2752,14 @@ mod tests {
                 assert!(!self.is_free(p), "naive model: page {p:#x} freed twice");
             }
             self.set_range(pfn, 1 << order, true);
+            let nr_pages = self.free.len() as u64;
+            let first = pfn / NAIVE_PAGEBLOCK * NAIVE_PAGEBLOCK;
+            for pageblock in (first..pfn + (1 << order)).step_by(NAIVE_PAGEBLOCK as usize) {
+                let end = pageblock + NAIVE_PAGEBLOCK;
+                if end <= nr_pages && (pageblock..end).all(|p| self.is_free(p)) {
+                    self.pageblock_types[(pageblock / NAIVE_PAGEBLOCK) as usize] = Migratetype::Movable;
+                }
+            }
         }
 
         fn set_range(&mut self, pfn: u64, nr: u64, free: bool) {
@@ -1956,6 +2804,8 @@ mod tests {
         buddy: BuddyAllocator,
         naive: NaiveFreeSet,
         held: Vec<(u64, u8)>,
+        /// Allocations served by each `RmqueuePath`, in its order.
+        paths: [u64; 3],
     }
 
     impl Differential {
@@ -1966,6 +2816,7 @@ mod tests {
                 buddy,
                 naive,
                 held: Vec::new(),
+                paths: [0; 3],
             }
         }
 
@@ -1978,6 +2829,10 @@ mod tests {
                 Op::Alloc { order, flags } => {
                     let got = self.buddy.alloc(Order::new(order), flags).map(|pfn| pfn.0);
                     let want = self.naive.alloc(order, flags);
+                    if let Ok((_, path)) = want {
+                        self.paths[path as usize] += 1;
+                    }
+                    let want = want.map(|(pfn, _)| pfn);
                     assert_eq!(got, want, "{at}: {op:?}: buddy vs naive");
                     if let Ok(pfn) = got {
                         self.held.push((pfn, order));
@@ -2063,6 +2918,25 @@ mod tests {
                 buddyinfo[o as usize] += 1;
             }
             assert_eq!(self.buddy.buddyinfo(), buddyinfo, "{at}: buddyinfo");
+            for (index, &want) in self.naive.pageblock_types.iter().enumerate() {
+                let pfn = index as u64 * NAIVE_PAGEBLOCK;
+                assert_eq!(
+                    self.buddy.pageblock_migratetype(Pfn(pfn)),
+                    want,
+                    "{at}: {op:?}: type of pageblock pfn {pfn:#x}"
+                );
+            }
+            let nr_unmovable = self
+                .naive
+                .pageblock_types
+                .iter()
+                .filter(|&&mt| mt == Migratetype::Unmovable)
+                .count() as u64;
+            assert_eq!(
+                self.buddy.nr_pageblocks(Migratetype::Unmovable),
+                nr_unmovable,
+                "{at}: unmovable pageblocks"
+            );
             assert_eq!(
                 self.buddy.largest_free_order().map(Order::get),
                 naive_blocks.iter().map(|&(_, o)| o).max(),
@@ -2101,6 +2975,11 @@ mod tests {
             min_reserve: bits & 1 != 0,
             non_block: bits & 2 != 0,
             oom: bits & 4 != 0 && rng.below(4) == 0,
+            migratetype: if rng.below(3) == 0 {
+                Migratetype::Unmovable
+            } else {
+                Migratetype::Movable
+            },
         }
     }
 
@@ -2161,18 +3040,33 @@ mod tests {
                     }] += 1;
                 }
             }
-            println!("seed {seed:#x} nr_pages {nr_pages}: outcomes [ok, oom, below wmark, no block] = {outcomes:?}");
-            // The run must have reached every outcome, or it tested less than it seems.
+            let paths = diff.paths;
+            println!(
+                "seed {seed:#x} nr_pages {nr_pages}: outcomes [ok, oom, below wmark, no block] = {outcomes:?}, \
+                 paths [smallest, claim, steal] = {paths:?}"
+            );
+            // The run must have reached every outcome and every step of
+            // `__rmqueue()`, or it tested less than it seems.
             assert!(
                 outcomes.iter().all(|&n| n > 0),
                 "seed {seed:#x}: outcomes [ok, oom, below wmark, no block] = {outcomes:?}"
+            );
+            assert!(
+                paths.iter().all(|&n| n > 0),
+                "seed {seed:#x}: paths [smallest, claim, steal] = {paths:?}"
             );
         }
     }
 
     fn op_strategy() -> impl Strategy<Value = Op> {
-        let flags = (0..4u8, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-            |(w, min_reserve, non_block, oom)| AllocFlags {
+        let flags = (
+            0..4u8,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(w, min_reserve, non_block, oom, unmovable)| AllocFlags {
                 wmark: [
                     AllocWatermark::Min,
                     AllocWatermark::Low,
@@ -2182,8 +3076,8 @@ mod tests {
                 min_reserve,
                 non_block,
                 oom,
-            },
-        );
+                migratetype: Migratetype::ALL[unmovable as usize],
+            });
         prop_oneof![
             4 => (0..=10u8, flags).prop_map(|(order, flags)| Op::Alloc { order, flags }),
             3 => any::<usize>().prop_map(|index| Op::Free { index }),

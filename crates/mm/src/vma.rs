@@ -20,6 +20,9 @@ impl VmFlags {
     pub const DONTFORK: VmFlags = VmFlags(1 << 3);
     pub const HUGEPAGE: VmFlags = VmFlags(1 << 4);
     pub const NOHUGEPAGE: VmFlags = VmFlags(1 << 5);
+    /// `VM_ACCOUNT`: the mapping is charged to the overcommit accounting.
+    /// Not shown in the model's smaps flags, but it decides VMA merges.
+    pub const ACCOUNT: VmFlags = VmFlags(1 << 6);
 
     pub const fn contains(self, other: VmFlags) -> bool {
         self.0 & other.0 == other.0
@@ -38,6 +41,7 @@ impl VmFlags {
             (VmFlags::WRITE, "wr"),
             (VmFlags::EXEC, "ex"),
             (VmFlags::DONTFORK, "dc"),
+            (VmFlags::ACCOUNT, "ac"),
             (VmFlags::HUGEPAGE, "hg"),
             (VmFlags::NOHUGEPAGE, "nh"),
         ];

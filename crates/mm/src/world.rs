@@ -209,7 +209,7 @@ impl World {
 
     /// Creates an mm with an empty address space (`mm_alloc()` + `pgd_alloc()`).
     pub(crate) fn mm_alloc(&mut self, family: u32) -> Result<Pid, Errno> {
-        let pgd_pfn = self.buddy.alloc(PGD_ALLOCATION_ORDER, AllocFlags::WMARK_MIN).map_err(|_| Errno::NoMem)?;
+        let pgd_pfn = self.buddy.alloc(PGD_ALLOCATION_ORDER, AllocFlags::WMARK_MIN.unmovable()).map_err(|_| Errno::NoMem)?;
         self.stats.nr_page_table_pages += PGD_ALLOCATION_ORDER.nr_pages() as i64;
         let pgd = self.pt.insert(PtNode::new(pgd_pfn, Level::Pgd));
         let mm_id = self.alloc_mm_id();
@@ -258,7 +258,7 @@ impl World {
     /// Allocates one page-table page (`pte_alloc_one()` and friends), with
     /// `GFP_PGTABLE_USER` (the min watermark).
     pub(crate) fn alloc_pt_page(&mut self, pid: Pid, level: Level) -> Result<Pfn, FaultError> {
-        let pfn = self.buddy.alloc(Order::BASE, AllocFlags::WMARK_MIN).map_err(|_| FaultError::Oom)?;
+        let pfn = self.buddy.alloc(Order::BASE, AllocFlags::WMARK_MIN.unmovable()).map_err(|_| FaultError::Oom)?;
         self.account_pt(pid, level, 1);
         self.events.emit(|| MmEvent::PtAlloc { level: level.event_level() });
         Ok(pfn)

@@ -63,7 +63,7 @@ pub struct VmaObs {
     pub swap_kb: u64,
     /// smaps `THPeligible`.
     pub thp_eligible: bool,
-    /// smaps `VmFlags` mnemonics that thpsim models (`rd wr ex hg nh dc`), sorted.
+    /// smaps `VmFlags` mnemonics that thpsim models (`rd wr ex hg nh dc ac`), sorted.
     pub vm_flags: Vec<String>,
 }
 

@@ -18,7 +18,7 @@ const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
 const PMD_SIZE: u64 = 2 << 20;
 
 /// The smaps `VmFlags` mnemonics an observation carries.
-const MODELLED_VM_FLAGS: [&str; 6] = ["rd", "wr", "ex", "hg", "nh", "dc"];
+const MODELLED_VM_FLAGS: [&str; 7] = ["rd", "wr", "ex", "hg", "nh", "dc", "ac"];
 
 /// Raw folio keys (head PFNs) per process, region and page, beside the
 /// pages they belong to, for `normalise_folios`.
