@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (the README's second command; .ci/run calls it).
+# 0. Formatting and lints.
 # 1. Unit, property and behaviour tests of every crate (the model's
 #    invariant checker runs after every operation in these builds).
 # 2. The scenario corpus on both backends: the model and the live kernel.
@@ -7,6 +8,8 @@
 # Needs root for steps 2 and 3 (the Linux backend says so clearly if not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast
 cargo build --release -p thpsim
 ./target/release/thpsim oracle --retries 2 scenarios/

@@ -40,22 +40,14 @@ impl BackendKind {
 /// Makes fresh backends for each run. The oracle and bench take one so that
 /// tests can stand in small fakes for the model and the kernel.
 pub trait BackendFactory {
-    fn make(
-        &self,
-        kind: BackendKind,
-        scenario: &Scenario,
-    ) -> Result<Box<dyn Backend>, BackendError>;
+    fn make(&self, kind: BackendKind, scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError>;
 }
 
 /// The real backends.
 pub struct HostBackends;
 
 impl BackendFactory for HostBackends {
-    fn make(
-        &self,
-        kind: BackendKind,
-        scenario: &Scenario,
-    ) -> Result<Box<dyn Backend>, BackendError> {
+    fn make(&self, kind: BackendKind, scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
         match kind {
             BackendKind::Model => model_backend(scenario),
             BackendKind::Linux => linux_backend(scenario),
@@ -64,9 +56,7 @@ impl BackendFactory for HostBackends {
 }
 
 fn model_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(thpsim_oracle::ModelBackend::new(
-        scenario.machine.ram,
-    )))
+    Ok(Box::new(thpsim_oracle::ModelBackend::new(scenario.machine.ram)))
 }
 
 /// The live kernel. Needs root; takes the host-wide oracle lock for the
@@ -100,11 +90,7 @@ fn install_hook() {
         panic::set_hook(Box::new(move |info| {
             let message = match info.payload().downcast_ref::<&str>() {
                 Some(s) => s.to_string(),
-                None => info
-                    .payload()
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .unwrap_or_else(|| "panic".to_string()),
+                None => info.payload().downcast_ref::<String>().cloned().unwrap_or_else(|| "panic".to_string()),
             };
             let located = match info.location() {
                 Some(at) => format!("{message} (at {}:{})", at.file(), at.line()),
@@ -131,11 +117,7 @@ pub fn run_guarded(factory: &dyn BackendFactory, kind: BackendKind, scenario: &S
 
 /// `run_guarded`, also returning the wall time of the run itself (making
 /// the backend is not counted).
-pub fn run_guarded_timed(
-    factory: &dyn BackendFactory,
-    kind: BackendKind,
-    scenario: &Scenario,
-) -> (RunEnd, Duration) {
+pub fn run_guarded_timed(factory: &dyn BackendFactory, kind: BackendKind, scenario: &Scenario) -> (RunEnd, Duration) {
     install_hook();
     let mut elapsed = Duration::ZERO;
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -149,16 +131,12 @@ pub fn run_guarded_timed(
         Ok(Ok(outcome)) => RunEnd::Done(outcome),
         Ok(Err(err)) => RunEnd::Backend(err),
         Err(_) => {
-            let message = LAST_PANIC
-                .with(|p| p.borrow_mut().take())
-                .unwrap_or_else(|| "panic".to_string());
+            let message = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "panic".to_string());
             match kind {
                 BackendKind::Model => RunEnd::Invariant(message),
                 // The Linux backend has no invariants of its own: a panic
                 // there is the executor failing.
-                BackendKind::Linux => {
-                    RunEnd::Backend(BackendError::Executor(format!("panicked: {message}")))
-                }
+                BackendKind::Linux => RunEnd::Backend(BackendError::Executor(format!("panicked: {message}"))),
             }
         }
     };

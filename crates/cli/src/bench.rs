@@ -47,8 +47,7 @@ impl BenchResult {
     fn render(&self, json: bool) -> String {
         if json {
             // serde_json cannot fail on this shape; fall back to text if it ever does.
-            serde_json::to_string(self)
-                .map_or_else(|_| self.render(false), |line| format!("{line}\n"))
+            serde_json::to_string(self).map_or_else(|_| self.render(false), |line| format!("{line}\n"))
         } else {
             format!("{:<48} {:>14.3} {}\n", self.name, self.value, self.unit)
         }
@@ -66,11 +65,7 @@ pub fn main(args: &BenchArgs) -> Result<Status, CliError> {
 }
 
 /// `thpsim bench` with the backends and output given.
-pub fn bench_with(
-    args: &BenchArgs,
-    factory: &dyn BackendFactory,
-    out: &mut dyn Write,
-) -> Result<Status, CliError> {
+pub fn bench_with(args: &BenchArgs, factory: &dyn BackendFactory, out: &mut dyn Write) -> Result<Status, CliError> {
     let results = match &args.scenario {
         Some(path) => time_scenario(&ScenarioText::read(path)?, args.repeat, factory)?,
         None => model_benchmarks(),
@@ -113,16 +108,8 @@ pub fn time_scenario(
     let (model, linux) = (medians[0], medians[1]);
     let name = |what: &str| format!("scenario.{}.{what}", scenario.name);
     let mut results = vec![
-        BenchResult {
-            name: name("model.wall"),
-            value: ms(model),
-            unit: "ms",
-        },
-        BenchResult {
-            name: name("linux.wall"),
-            value: ms(linux),
-            unit: "ms",
-        },
+        BenchResult { name: name("model.wall"), value: ms(model), unit: "ms" },
+        BenchResult { name: name("linux.wall"), value: ms(linux), unit: "ms" },
     ];
     if model > Duration::ZERO {
         results.push(BenchResult {
@@ -145,19 +132,9 @@ mod tests {
 
     #[test]
     fn results_render_as_json_lines_and_text() {
-        let result = BenchResult {
-            name: "scenario.x.model.wall".into(),
-            value: 1.5,
-            unit: "ms",
-        };
-        assert_eq!(
-            result.render(true),
-            "{\"name\":\"scenario.x.model.wall\",\"value\":1.5,\"unit\":\"ms\"}\n"
-        );
-        assert_eq!(
-            result.render(false),
-            "scenario.x.model.wall                                     1.500 ms\n"
-        );
+        let result = BenchResult { name: "scenario.x.model.wall".into(), value: 1.5, unit: "ms" };
+        assert_eq!(result.render(true), "{\"name\":\"scenario.x.model.wall\",\"value\":1.5,\"unit\":\"ms\"}\n");
+        assert_eq!(result.render(false), "scenario.x.model.wall                                     1.500 ms\n");
     }
 
     #[test]
@@ -166,27 +143,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("touch.thp");
         std::fs::write(&path, "p1: A = mmap 8M\np1: touch A write\n").unwrap();
-        let args = BenchArgs {
-            json: true,
-            scenario: Some(path),
-            repeat: 2,
-        };
+        let args = BenchArgs { json: true, scenario: Some(path), repeat: 2 };
         let mut out = Vec::new();
         let status = bench_with(&args, &crate::fake::ToyBackends::default(), &mut out).unwrap();
         assert_eq!(status, Status::Ok);
-        let lines: Vec<serde_json::Value> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let names: Vec<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
         assert_eq!(
             names,
-            [
-                "scenario.touch.model.wall",
-                "scenario.touch.linux.wall",
-                "scenario.touch.linux_over_model"
-            ]
+            ["scenario.touch.model.wall", "scenario.touch.linux.wall", "scenario.touch.linux_over_model"]
         );
         assert_eq!(lines[0]["unit"], "ms");
         assert!(lines[2]["value"].as_f64().is_some_and(|r| r > 0.0));

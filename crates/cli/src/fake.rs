@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 
 use thpsim_mm::{Errno, PAGE_SIZE};
 use thpsim_oracle::{
-    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageState, ProcObs,
-    RegionObs, VmaObs,
+    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageState, ProcObs, RegionObs, VmaObs,
 };
 use thpsim_workload::{Advice, Op, ProcId, RegionRef, Scenario};
 
@@ -36,20 +35,13 @@ struct ToyProc {
 
 impl ToyProc {
     fn is_mapped(&self, addr: u64) -> bool {
-        self.mapped
-            .range(..=addr)
-            .next_back()
-            .is_some_and(|(_, &end)| addr < end)
+        self.mapped.range(..=addr).next_back().is_some_and(|(_, &end)| addr < end)
     }
 
     fn unmap(&mut self, addr: u64, len: u64) {
         let end = addr + len;
-        let overlapping: Vec<(u64, u64)> = self
-            .mapped
-            .range(..end)
-            .filter(|(_, &e)| e > addr)
-            .map(|(&s, &e)| (s, e))
-            .collect();
+        let overlapping: Vec<(u64, u64)> =
+            self.mapped.range(..end).filter(|(_, &e)| e > addr).map(|(&s, &e)| (s, e)).collect();
         for (s, e) in overlapping {
             self.mapped.remove(&s);
             if s < addr {
@@ -83,10 +75,7 @@ pub struct Toy {
 
 impl Toy {
     pub fn new(bug: Option<Bug>) -> Self {
-        Toy {
-            bug,
-            ..Toy::default()
-        }
+        Toy { bug, ..Toy::default() }
     }
 
     fn count(&mut self, counter: &str, by: i64) {
@@ -110,22 +99,14 @@ impl Toy {
             Op::Exit { proc } => {
                 self.procs.remove(&proc).ok_or(Errno::Srch)?;
             }
-            Op::Mmap {
-                proc, addr, len, ..
-            } => {
+            Op::Mmap { proc, addr, len, .. } => {
                 self.proc(proc)?.mapped.insert(addr, addr + len);
             }
             Op::Munmap { proc, addr, len } => self.proc(proc)?.unmap(addr, len),
             Op::Mprotect { .. } if self.bug == Some(Bug::PanicOnMprotect) => {
                 panic!("toy invariant: mprotect is not allowed here")
             }
-            Op::Mremap {
-                proc,
-                old_addr,
-                old_len,
-                new_len,
-                new_addr,
-            } => {
+            Op::Mremap { proc, old_addr, old_len, new_len, new_addr } => {
                 let p = self.proc(proc)?;
                 let dest = new_addr.unwrap_or(old_addr);
                 let moved: Vec<(u64, u64)> = p
@@ -136,23 +117,11 @@ impl Toy {
                 p.unmap(old_addr, old_len);
                 p.mapped.insert(dest, dest + new_len);
                 for (vpn, folio) in moved {
-                    p.pages
-                        .insert(vpn - old_addr / PAGE_SIZE + dest / PAGE_SIZE, folio);
+                    p.pages.insert(vpn - old_addr / PAGE_SIZE + dest / PAGE_SIZE, folio);
                 }
             }
-            Op::Madvise {
-                proc,
-                addr,
-                len,
-                advice: Advice::DontNeed,
-            } => self.proc(proc)?.drop_pages(addr, len),
-            Op::Touch {
-                proc,
-                addr,
-                len,
-                pattern,
-                ..
-            } => {
+            Op::Madvise { proc, addr, len, advice: Advice::DontNeed } => self.proc(proc)?.drop_pages(addr, len),
+            Op::Touch { proc, addr, len, pattern, .. } => {
                 for index in pattern.page_indices(len / PAGE_SIZE) {
                     let page = addr + index * PAGE_SIZE;
                     let next = self.next_folio;
@@ -160,9 +129,7 @@ impl Toy {
                     if !p.is_mapped(page) {
                         return Err(Errno::Fault);
                     }
-                    if let std::collections::btree_map::Entry::Vacant(slot) =
-                        p.pages.entry(page / PAGE_SIZE)
-                    {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = p.pages.entry(page / PAGE_SIZE) {
                         slot.insert(next);
                         self.next_folio += 1;
                         self.count("nr_anon_pages", 1);
@@ -216,11 +183,7 @@ impl Backend for Toy {
                 let folio = p.pages.get(&vpn).copied();
                 let count = folio.map_or(0, |f| mapcount[&f]);
                 pages.push(PageObs {
-                    state: if folio.is_some() {
-                        PageState::Present
-                    } else {
-                        PageState::None
-                    },
+                    state: if folio.is_some() { PageState::Present } else { PageState::None },
                     folio: None,
                     order: 0,
                     pmd_mapped: false,
@@ -251,11 +214,7 @@ impl Backend for Toy {
             }
         }
         normalise_folios(&mut procs, &raw);
-        Ok(Observation {
-            procs,
-            vmstat: self.vmstat.clone(),
-            mthp: BTreeMap::new(),
-        })
+        Ok(Observation { procs, vmstat: self.vmstat.clone(), mthp: BTreeMap::new() })
     }
 }
 

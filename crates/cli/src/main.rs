@@ -93,22 +93,13 @@ pub struct CliError {
 
 impl CliError {
     pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
-        CliError {
-            status: Status::BadInput,
-            error: error.into(),
-        }
+        CliError { status: Status::BadInput, error: error.into() }
     }
     pub fn backend(error: impl Into<anyhow::Error>) -> Self {
-        CliError {
-            status: Status::Backend,
-            error: error.into(),
-        }
+        CliError { status: Status::Backend, error: error.into() }
     }
     pub fn invariant(message: String) -> Self {
-        CliError {
-            status: Status::Invariant,
-            error: anyhow::anyhow!("the model broke an invariant: {message}"),
-        }
+        CliError { status: Status::Invariant, error: anyhow::anyhow!("the model broke an invariant: {message}") }
     }
 }
 
@@ -123,11 +114,7 @@ fn main() -> ExitCode {
         Ok(status) => ExitCode::from(status as u8),
         Err(err) => {
             // A parse error prints its own `file:line:column: error:` and caret.
-            if err
-                .error
-                .downcast_ref::<thpsim_workload::ParseError>()
-                .is_some()
-            {
+            if err.error.downcast_ref::<thpsim_workload::ParseError>().is_some() {
                 eprintln!("{}", err.error);
             } else {
                 eprintln!("error: {:#}", err.error);

@@ -21,9 +21,7 @@ use thpsim_oracle::diff::{diff_outcomes, DiffPolicy, Divergence};
 use thpsim_oracle::runner::{ExpectFailure, RunOutcome};
 use thpsim_workload::{Op, Scenario, StepKind};
 
-use crate::backends::{
-    quiet_panics, run_guarded, BackendFactory, BackendKind, HostBackends, RunEnd,
-};
+use crate::backends::{quiet_panics, run_guarded, BackendFactory, BackendKind, HostBackends, RunEnd};
 use crate::random::{self, Generated};
 use crate::run::write_out;
 use crate::scenario_file::{collect, ScenarioText};
@@ -46,12 +44,7 @@ pub struct OracleArgs {
     #[arg(long, value_name = "S", requires = "random", value_parser = parse_seed)]
     pub seed: Option<u64>,
     /// Where --random writes each shrunk failing scenario.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "oracle-failures",
-        requires = "random"
-    )]
+    #[arg(long, value_name = "DIR", default_value = "oracle-failures", requires = "random")]
     pub out: PathBuf,
     /// Compare every counter exactly, including those the live kernel moves
     /// for reasons outside the scenario (see `thpsim_oracle::diff::DiffPolicy`).
@@ -89,22 +82,13 @@ pub enum Problem {
     /// It does not parse.
     BadInput { message: String },
     /// A backend could not be made or failed mid-run.
-    Backend {
-        backend: &'static str,
-        message: String,
-    },
+    Backend { backend: &'static str, message: String },
     /// The model panicked.
     Invariant { message: String },
     /// The backends disagree; `source` is the diverging step's text.
-    Diverged {
-        divergence: Divergence,
-        source: Option<String>,
-    },
+    Diverged { divergence: Divergence, source: Option<String> },
     /// An expectation failed on one backend.
-    ExpectFailed {
-        backend: &'static str,
-        failure: ExpectFailure,
-    },
+    ExpectFailed { backend: &'static str, failure: ExpectFailure },
 }
 
 impl Problem {
@@ -137,13 +121,7 @@ impl Problem {
 fn panic_site(message: &str) -> String {
     match message.rsplit_once(" (at ") {
         Some((_, at)) => at.trim_end_matches(')').to_string(),
-        None => message
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_ascii_digit())
-            .collect(),
+        None => message.lines().next().unwrap_or("").chars().filter(|c| !c.is_ascii_digit()).collect(),
     }
 }
 
@@ -163,10 +141,7 @@ impl CaseResult {
     }
 
     pub fn status(&self) -> Status {
-        self.problems
-            .iter()
-            .map(Problem::status)
-            .fold(Status::Ok, Status::worst)
+        self.problems.iter().map(Problem::status).fold(Status::Ok, Status::worst)
     }
 
     fn signature(&self) -> Option<String> {
@@ -226,34 +201,21 @@ impl CaseResult {
 }
 
 /// Parses and runs one scenario on both backends, and compares them.
-pub fn check_text(
-    file: &ScenarioText,
-    factory: &dyn BackendFactory,
-    policy: &DiffPolicy,
-) -> CaseResult {
-    let fallback_name = Path::new(&file.label)
-        .file_stem()
-        .map_or(file.label.clone(), |s| s.to_string_lossy().into());
+pub fn check_text(file: &ScenarioText, factory: &dyn BackendFactory, policy: &DiffPolicy) -> CaseResult {
+    let fallback_name = Path::new(&file.label).file_stem().map_or(file.label.clone(), |s| s.to_string_lossy().into());
     let scenario = match file.parse() {
         Ok(scenario) => scenario,
         Err(err) => {
             return CaseResult {
                 name: fallback_name,
                 file: file.label.clone(),
-                problems: vec![Problem::BadInput {
-                    message: err.to_string(),
-                }],
+                problems: vec![Problem::BadInput { message: err.to_string() }],
                 retried: 0,
             }
         }
     };
     let problems = check_scenario(&scenario, factory, policy);
-    CaseResult {
-        name: scenario.name.clone(),
-        file: file.label.clone(),
-        problems,
-        retried: 0,
-    }
+    CaseResult { name: scenario.name.clone(), file: file.label.clone(), problems, retried: 0 }
 }
 
 /// `check_text`, re-run up to `retries` times while the only problems are
@@ -284,20 +246,13 @@ pub fn check_text_retrying(
     result
 }
 
-fn check_scenario(
-    scenario: &Scenario,
-    factory: &dyn BackendFactory,
-    policy: &DiffPolicy,
-) -> Vec<Problem> {
+fn check_scenario(scenario: &Scenario, factory: &dyn BackendFactory, policy: &DiffPolicy) -> Vec<Problem> {
     let mut problems = Vec::new();
     let outcome = |kind: BackendKind, problems: &mut Vec<Problem>| -> Option<RunOutcome> {
         match run_guarded(factory, kind, scenario) {
             RunEnd::Done(outcome) => Some(outcome),
             RunEnd::Backend(err) => {
-                problems.push(Problem::Backend {
-                    backend: kind.name(),
-                    message: err.to_string(),
-                });
+                problems.push(Problem::Backend { backend: kind.name(), message: err.to_string() });
                 None
             }
             RunEnd::Invariant(message) => {
@@ -320,10 +275,7 @@ fn check_scenario(
     }
     for (kind, outcome) in [(BackendKind::Model, &model), (BackendKind::Linux, &linux)] {
         for failure in outcome.iter().flat_map(|o| &o.failures) {
-            problems.push(Problem::ExpectFailed {
-                backend: kind.name(),
-                failure: failure.clone(),
-            });
+            problems.push(Problem::ExpectFailed { backend: kind.name(), failure: failure.clone() });
         }
     }
     problems
@@ -335,11 +287,7 @@ pub fn main(args: &OracleArgs) -> Result<Status, CliError> {
 }
 
 /// `thpsim oracle` with the backends and output given.
-pub fn oracle_with(
-    args: &OracleArgs,
-    factory: &dyn BackendFactory,
-    out: &mut dyn Write,
-) -> Result<Status, CliError> {
+pub fn oracle_with(args: &OracleArgs, factory: &dyn BackendFactory, out: &mut dyn Write) -> Result<Status, CliError> {
     let policy = if args.exact {
         DiffPolicy::exact()
     } else if args.noisy_host {
@@ -361,9 +309,7 @@ fn files_mode(
 ) -> Result<Status, CliError> {
     let files = collect(&args.paths)?;
     if files.is_empty() {
-        return Err(CliError::bad_input(anyhow::anyhow!(
-            "no .thp scenario files found"
-        )));
+        return Err(CliError::bad_input(anyhow::anyhow!("no .thp scenario files found")));
     }
     let mut tally = Tally::default();
     for path in files {
@@ -372,17 +318,11 @@ fn files_mode(
             Err(err) => CaseResult {
                 name: path.display().to_string(),
                 file: path.display().to_string(),
-                problems: vec![Problem::BadInput {
-                    message: format!("{:#}", err.error),
-                }],
+                problems: vec![Problem::BadInput { message: format!("{:#}", err.error) }],
                 retried: 0,
             },
         };
-        let line = if args.json {
-            json_line(&result, None, None)
-        } else {
-            result.render()
-        };
+        let line = if args.json { json_line(&result, None, None) } else { result.render() };
         write_out(out, &line)?;
         tally.add(&result);
     }
@@ -399,10 +339,7 @@ fn random_mode(
 ) -> Result<Status, CliError> {
     let seed = args.seed.unwrap_or_else(clock_seed);
     let header = if args.json {
-        format!(
-            "{}\n",
-            json!({ "seed": format!("{seed:#x}"), "scenarios": n })
-        )
+        format!("{}\n", json!({ "seed": format!("{seed:#x}"), "scenarios": n }))
     } else {
         format!("seed {seed:#x} (replay: thpsim oracle --random {n} --seed {seed:#x})\n")
     };
@@ -415,10 +352,7 @@ fn random_mode(
         if !args.json {
             write_out(out, &format!("{name} knobs: {}\n", generated.knobs_line()))?;
         }
-        let file = ScenarioText {
-            label: format!("{name}.thp"),
-            text: generated.text.clone(),
-        };
+        let file = ScenarioText { label: format!("{name}.thp"), text: generated.text.clone() };
         let result = check_text_retrying(&file, factory, policy, args.retries);
         let text = if result.passed() {
             if args.json {
@@ -441,11 +375,7 @@ fn random_mode(
                     written.before,
                     written.after,
                     written.runs,
-                    if written.result.is_some() {
-                        ""
-                    } else {
-                        " (it did not fail again)"
-                    },
+                    if written.result.is_some() { "" } else { " (it did not fail again)" },
                     written.path.display()
                 );
                 text
@@ -463,25 +393,19 @@ fn random_mode(
 /// PAGEMAP_SCAN) stops the fuzzer at once instead of failing, and
 /// shrinking, every scenario for the same reason.
 fn preflight(factory: &dyn BackendFactory) -> Result<(), CliError> {
-    let file = ScenarioText {
-        label: "preflight.thp".to_string(),
-        text: "p1: A = mmap 4K\np1: touch A write\n".to_string(),
-    };
+    let file =
+        ScenarioText { label: "preflight.thp".to_string(), text: "p1: A = mmap 4K\np1: touch A write\n".to_string() };
     let scenario = file.parse().map_err(CliError::bad_input)?;
     for kind in [BackendKind::Model, BackendKind::Linux] {
         match run_guarded(factory, kind, &scenario) {
             RunEnd::Done(_) => {}
             RunEnd::Backend(err) => {
-                return Err(CliError::backend(anyhow::Error::new(err).context(format!(
-                    "the {} backend cannot run a one-page scenario",
-                    kind.name()
-                ))))
+                return Err(CliError::backend(
+                    anyhow::Error::new(err)
+                        .context(format!("the {} backend cannot run a one-page scenario", kind.name())),
+                ))
             }
-            RunEnd::Invariant(message) => {
-                return Err(CliError::invariant(format!(
-                    "a one-page scenario: {message}"
-                )))
-            }
+            RunEnd::Invariant(message) => return Err(CliError::invariant(format!("a one-page scenario: {message}"))),
         }
     }
     Ok(())
@@ -515,13 +439,9 @@ fn shrink_and_write(
         Some(signature) => {
             quiet_panics(true);
             let shrunk = shrink(&generated.text, MAX_SHRINK_RUNS, |candidate| {
-                let file = ScenarioText {
-                    label: label.clone(),
-                    text: candidate.to_string(),
-                };
+                let file = ScenarioText { label: label.clone(), text: candidate.to_string() };
                 has_operations(&file)
-                    && check_text(&file, factory, policy).signature().as_deref()
-                        == Some(signature.as_str())
+                    && check_text(&file, factory, policy).signature().as_deref() == Some(signature.as_str())
             });
             quiet_panics(false);
             (shrunk.text, shrunk.runs)
@@ -531,21 +451,13 @@ fn shrink_and_write(
     // A one-line header, so that the lines of the re-run's report are the
     // file's lines; the report itself goes at the end.
     let scenario = format!("# replay: thpsim oracle {label}\n{text}");
-    let rerun = check_text(
-        &ScenarioText {
-            label: label.clone(),
-            text: scenario.clone(),
-        },
-        factory,
-        policy,
-    );
+    let rerun = check_text(&ScenarioText { label: label.clone(), text: scenario.clone() }, factory, policy);
     let final_result = (!rerun.passed()).then_some(rerun);
     let report = match &final_result {
         Some(rerun) => rerun.render(),
-        None => format!(
-            "{}(the lines above are the generated scenario's; this one passed when re-run)\n",
-            result.render()
-        ),
+        None => {
+            format!("{}(the lines above are the generated scenario's; this one passed when re-run)\n", result.render())
+        }
     };
     let mut written_text = scenario;
     written_text.push_str("\n# What thpsim oracle reported for this file:\n");
@@ -556,20 +468,12 @@ fn shrink_and_write(
         .and_then(|()| std::fs::write(&path, &written_text))
         .with_context(|| format!("cannot write {}", path.display()))
         .map_err(CliError::bad_input)?;
-    Ok(Written {
-        path,
-        result: final_result,
-        before: statements(&generated.text),
-        after: statements(&text),
-        runs,
-    })
+    Ok(Written { path, result: final_result, before: statements(&generated.text), after: statements(&text), runs })
 }
 
 /// Lines other than comments and blank lines.
 fn statements(text: &str) -> usize {
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-        .count()
+    text.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')).count()
 }
 
 /// Whether a scenario parses and does something beyond setting knobs and
@@ -577,17 +481,14 @@ fn statements(text: &str) -> usize {
 /// nothing worth reading (a backend that cannot start fails it too).
 fn has_operations(file: &ScenarioText) -> bool {
     file.parse().is_ok_and(|scenario| {
-        scenario.steps.iter().any(|step| {
-            matches!(&step.kind, StepKind::Op(op) if !matches!(op, Op::Set { .. } | Op::Spawn { .. }))
-        })
+        scenario
+            .steps
+            .iter()
+            .any(|step| matches!(&step.kind, StepKind::Op(op) if !matches!(op, Op::Set { .. } | Op::Spawn { .. })))
     })
 }
 
-fn json_line(
-    result: &CaseResult,
-    generated: Option<&Generated>,
-    shrunk: Option<&Written>,
-) -> String {
+fn json_line(result: &CaseResult, generated: Option<&Generated>, shrunk: Option<&Written>) -> String {
     let mut value = json!({
         "name": result.name,
         "file": result.file,
@@ -628,10 +529,7 @@ impl Tally {
 
     fn render(&self, json: bool) -> String {
         if json {
-            format!(
-                "{}\n",
-                json!({ "passed": self.passed, "failed": self.failed })
-            )
+            format!("{}\n", json!({ "passed": self.passed, "failed": self.failed }))
         } else {
             format!("{} passed, {} failed\n", self.passed, self.failed)
         }
@@ -640,9 +538,7 @@ impl Tally {
 
 /// A seed for `--random` without `--seed`: the clock, mixed.
 fn clock_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     thpsim_workload::SplitMix64::new(nanos ^ u64::from(std::process::id())).next_u64()
 }
 
@@ -699,10 +595,7 @@ observe p2
         let dir = temp_dir("oracle-files");
         std::fs::write(dir.join("a_passes.thp"), PASSES).unwrap();
         std::fs::write(dir.join("b_diverges.thp"), DIVERGES).unwrap();
-        let toys = ToyBackends {
-            model: None,
-            linux: Some(Bug::SplitPmdOnShrinkAfterFork),
-        };
+        let toys = ToyBackends { model: None, linux: Some(Bug::SplitPmdOnShrinkAfterFork) };
         let (status, out) = run(&args(vec![dir.clone()]), toys);
         let file = dir.join("b_diverges.thp").display().to_string();
         assert_eq!(
@@ -718,10 +611,7 @@ observe p2
         assert_eq!(status, Status::Failed);
 
         let (status, out) = run(&args(vec![dir.join("a_passes.thp")]), toys);
-        assert_eq!(
-            (status, out.as_str()),
-            (Status::Ok, "PASS a_passes\n1 passed, 0 failed\n")
-        );
+        assert_eq!((status, out.as_str()), (Status::Ok, "PASS a_passes\n1 passed, 0 failed\n"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -729,24 +619,19 @@ observe p2
     fn bad_input_and_broken_invariants_fail_with_their_class() {
         let dir = temp_dir("oracle-bad");
         std::fs::write(dir.join("bad.thp"), "p1: A = mmap 2MB\n").unwrap();
-        std::fs::write(
-            dir.join("mprotect.thp"),
-            "p1: A = mmap 2M\np1: mprotect A r\n",
-        )
-        .unwrap();
-        let toys = ToyBackends {
-            model: Some(Bug::PanicOnMprotect),
-            linux: None,
-        };
+        std::fs::write(dir.join("mprotect.thp"), "p1: A = mmap 2M\np1: mprotect A r\n").unwrap();
+        let toys = ToyBackends { model: Some(Bug::PanicOnMprotect), linux: None };
         quiet_panics(true);
         let (status, out) = run(&args(vec![dir.clone()]), toys);
         quiet_panics(false);
         let bad = dir.join("bad.thp").display().to_string();
+        assert!(out.starts_with(&format!("FAIL bad\n  {bad}:1:14: error: expected a size")), "{out}");
         assert!(
-            out.starts_with(&format!("FAIL bad\n  {bad}:1:14: error: expected a size")),
+            out.contains(
+                "FAIL mprotect\n  the model broke an invariant: toy invariant: mprotect is not allowed here (at "
+            ),
             "{out}"
         );
-        assert!(out.contains("FAIL mprotect\n  the model broke an invariant: toy invariant: mprotect is not allowed here (at "), "{out}");
         assert!(out.ends_with("0 passed, 2 failed\n"), "{out}");
         assert_eq!(status, Status::Invariant);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -758,15 +643,9 @@ observe p2
         std::fs::write(dir.join("d.thp"), DIVERGES).unwrap();
         let mut a = args(vec![dir.clone()]);
         a.json = true;
-        let toys = ToyBackends {
-            model: None,
-            linux: Some(Bug::SplitPmdOnShrinkAfterFork),
-        };
+        let toys = ToyBackends { model: None, linux: Some(Bug::SplitPmdOnShrinkAfterFork) };
         let (_, out) = run(&a, toys);
-        let lines: Vec<serde_json::Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["result"], "FAIL");
         assert_eq!(lines[0]["problems"][0]["kind"], "diverged");
         assert_eq!(lines[0]["problems"][0]["divergence"]["at"]["observe"], 5);
@@ -777,26 +656,13 @@ observe p2
     #[test]
     fn random_json_lines_carry_the_seed_knobs_and_shrunk_file() {
         let dir = temp_dir("oracle-random-json");
-        let toys = ToyBackends {
-            model: None,
-            linux: Some(Bug::SplitPmdOnShrinkAfterFork),
-        };
-        let a = OracleArgs {
-            random: Some(12),
-            seed: Some(0x7e57),
-            out: dir.clone(),
-            json: true,
-            ..args(vec![])
-        };
+        let toys = ToyBackends { model: None, linux: Some(Bug::SplitPmdOnShrinkAfterFork) };
+        let a = OracleArgs { random: Some(12), seed: Some(0x7e57), out: dir.clone(), json: true, ..args(vec![]) };
         let (_, out) = run(&a, toys);
-        let lines: Vec<serde_json::Value> = out
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0], json!({ "seed": "0x7e57", "scenarios": 12 }));
         assert_eq!(lines.len(), 14);
-        let failed: Vec<&serde_json::Value> =
-            lines.iter().filter(|l| l["result"] == "FAIL").collect();
+        let failed: Vec<&serde_json::Value> = lines.iter().filter(|l| l["result"] == "FAIL").collect();
         assert!(!failed.is_empty());
         for line in &failed {
             assert!(line["knobs"].is_object());
@@ -811,36 +677,23 @@ observe p2
     #[test]
     fn random_failures_are_shrunk_written_and_replay() {
         let dir = temp_dir("oracle-random");
-        let toys = ToyBackends {
-            model: None,
-            linux: Some(Bug::SplitPmdOnShrinkAfterFork),
-        };
-        let a = OracleArgs {
-            random: Some(12),
-            seed: Some(0x7e57),
-            out: dir.clone(),
-            ..args(vec![])
-        };
+        let toys = ToyBackends { model: None, linux: Some(Bug::SplitPmdOnShrinkAfterFork) };
+        let a = OracleArgs { random: Some(12), seed: Some(0x7e57), out: dir.clone(), ..args(vec![]) };
         let (status, out) = run(&a, toys);
-        assert!(out.starts_with("seed 0x7e57 (replay: thpsim oracle --random 12 --seed 0x7e57)\nseed-0x7e57-000 knobs: "));
+        assert!(
+            out.starts_with("seed 0x7e57 (replay: thpsim oracle --random 12 --seed 0x7e57)\nseed-0x7e57-000 knobs: ")
+        );
         assert!(out.ends_with(" failed\n"));
         let written: Vec<PathBuf> = out
             .lines()
-            .filter_map(|l| {
-                l.strip_prefix("  shrunk from ")?
-                    .split_once(": ")
-                    .map(|(_, path)| path)
-            })
+            .filter_map(|l| l.strip_prefix("  shrunk from ")?.split_once(": ").map(|(_, path)| path))
             .map(PathBuf::from)
             .collect();
         assert!(!written.is_empty(), "no failure among 12 scenarios:\n{out}");
         assert_eq!(status, Status::Failed);
         for path in &written {
             let text = std::fs::read_to_string(path).unwrap();
-            let statements: Vec<&str> = text
-                .lines()
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .collect();
+            let statements: Vec<&str> = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
             // What the bug needs: a process, a fork and a shrink; knob,
             // machine and observe lines go.
             assert_eq!(statements.len(), 3, "{}:\n{text}", path.display());
@@ -849,32 +702,18 @@ observe p2
             // The file replays as the same failure.
             let (status, replay) = run(&args(vec![path.clone()]), toys);
             assert_eq!(status, Status::Failed);
-            assert!(
-                replay.contains("vmstat thp_split_pmd: model +0, linux +1"),
-                "{replay}"
-            );
+            assert!(replay.contains("vmstat thp_split_pmd: model +0, linux +1"), "{replay}");
             // The report at the end of the file is what replaying it prints,
             // lines and all.
-            let (_, report) = text
-                .split_once("# What thpsim oracle reported for this file:\n")
-                .unwrap();
-            let report: String = report
-                .lines()
-                .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap()))
-                .collect();
+            let (_, report) = text.split_once("# What thpsim oracle reported for this file:\n").unwrap();
+            let report: String = report.lines().map(|l| format!("{}\n", l.strip_prefix("# ").unwrap())).collect();
             assert_eq!(format!("{report}0 passed, 1 failed\n"), replay);
         }
         // Deterministic: the same seed writes the same files.
-        let first: Vec<String> = written
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect();
+        let first: Vec<String> = written.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
         let (_, again) = run(&a, toys);
         assert_eq!(again, out);
-        let second: Vec<String> = written
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect();
+        let second: Vec<String> = written.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
         assert_eq!(first, second);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -46,10 +46,7 @@ const MACHINE: &str = "machine ram=2G";
 /// change on a shared machine and are restored by the Linux backend.
 const KNOBS: &[(&str, &[&str])] = &[
     ("enabled", &["always", "madvise", "never"]),
-    (
-        "defrag",
-        &["always", "defer", "defer+madvise", "madvise", "never"],
-    ),
+    ("defrag", &["always", "defer", "defer+madvise", "madvise", "never"]),
     ("use_zero_page", &["0", "1"]),
     ("hugepages-16kB/enabled", MTHP_VALUES),
     ("hugepages-32kB/enabled", MTHP_VALUES),
@@ -94,11 +91,7 @@ impl Generated {
         if self.knobs.is_empty() {
             return "defaults".to_string();
         }
-        self.knobs
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.knobs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -129,10 +122,7 @@ struct Gen {
 
 impl Gen {
     fn new(rng: SplitMix64, seed: u64, index: u32) -> Self {
-        let lines = vec![
-            format!("# thpsim oracle --random: seed {seed:#x}, scenario {index}"),
-            MACHINE.to_string(),
-        ];
+        let lines = vec![format!("# thpsim oracle --random: seed {seed:#x}, scenario {index}"), MACHINE.to_string()];
         Gen {
             rng,
             lines,
@@ -160,10 +150,7 @@ impl Gen {
     }
 
     fn statements(&self) -> usize {
-        self.lines
-            .iter()
-            .filter(|l| !l.starts_with('#') && !l.starts_with("machine"))
-            .count()
+        self.lines.iter().filter(|l| !l.starts_with('#') && !l.starts_with("machine")).count()
     }
 
     fn text_with(&self, extra: Option<&str>) -> String {
@@ -220,10 +207,7 @@ impl Gen {
                 break;
             }
         }
-        Generated {
-            text: self.text_with(None),
-            knobs: self.knobs,
-        }
+        Generated { text: self.text_with(None), knobs: self.knobs }
     }
 
     /// Draws one statement and appends it if it parses.
@@ -249,10 +233,7 @@ impl Gen {
 
     /// The regions of live processes, from the last parse.
     fn regions(&self) -> Vec<RegionRef> {
-        self.parsed
-            .as_ref()
-            .map(|s| s.final_regions.clone())
-            .unwrap_or_default()
+        self.parsed.as_ref().map(|s| s.final_regions.clone()).unwrap_or_default()
     }
 
     fn pick_region(&mut self) -> Option<RegionRef> {
@@ -393,11 +374,7 @@ impl Gen {
     /// Every advice, MADV_HUGEPAGE a third of the time: it is the one that
     /// makes THPs under the default `enabled=madvise`.
     fn madvise(&mut self) -> bool {
-        let advice = if self.chance(35) {
-            "hugepage"
-        } else {
-            *self.pick(ADVICES)
-        };
+        let advice = if self.chance(35) { "hugepage" } else { *self.pick(ADVICES) };
         self.ranged("madvise", &format!(" {advice}"))
     }
 
@@ -469,11 +446,7 @@ impl Gen {
         }
         let index = self.below(self.live.len() as u64) as usize;
         let proc = self.live[index].clone();
-        let line = if self.chance(50) {
-            format!("exit {proc}")
-        } else {
-            format!("{proc}: exit")
-        };
+        let line = if self.chance(50) { format!("exit {proc}") } else { format!("{proc}: exit") };
         if self.try_push(line) {
             self.live.remove(index);
             // The parser releases the exited process's pins.
@@ -500,10 +473,7 @@ impl Gen {
         let (range, _) = self.sub_range(&region);
         let name = format!("P{}_{}", self.next_pin, region.proc_name);
         let longterm = if self.chance(50) { " longterm" } else { "" };
-        if self.try_push(format!(
-            "{}: pin {name} = {range}{longterm}",
-            region.proc_name
-        )) {
+        if self.try_push(format!("{}: pin {name} = {range}{longterm}", region.proc_name)) {
             self.next_pin += 1;
             self.pins.push(name);
             true
@@ -543,8 +513,7 @@ impl Gen {
 
 /// Pins are named `P<n>_<holder>` so that an exit can drop its own.
 fn pin_holder_alive(pin: &str, live: &[String]) -> bool {
-    pin.split_once('_')
-        .is_some_and(|(_, holder)| live.iter().any(|p| p == holder))
+    pin.split_once('_').is_some_and(|(_, holder)| live.iter().any(|p| p == holder))
 }
 
 /// `A`..`Z`, then `A1`, `B1`, ...
@@ -581,11 +550,7 @@ mod tests {
     fn same_seed_gives_the_same_scenarios() {
         for &seed in FIXED_SEEDS {
             for index in 0..5 {
-                assert_eq!(
-                    generate(seed, index),
-                    generate(seed, index),
-                    "seed {seed:#x} scenario {index}"
-                );
+                assert_eq!(generate(seed, index), generate(seed, index), "seed {seed:#x} scenario {index}");
             }
         }
         assert_ne!(generate(1, 0).text, generate(2, 0).text);
@@ -597,41 +562,21 @@ mod tests {
         for &seed in FIXED_SEEDS {
             for index in 0..40 {
                 let generated = generate(seed, index);
-                let scenario =
-                    parse_scenario("random.thp", &generated.text).unwrap_or_else(|err| {
-                        panic!(
-                            "seed {seed:#x} scenario {index}:\n{err}\n{}",
-                            generated.text
-                        )
-                    });
-                let statements = generated
-                    .text
-                    .lines()
-                    .filter(|l| !l.starts_with('#') && !l.starts_with("machine"))
-                    .count();
-                assert!(
-                    statements <= MAX_RANDOM_STEPS,
-                    "seed {seed:#x} scenario {index}: {statements} statements"
-                );
+                let scenario = parse_scenario("random.thp", &generated.text)
+                    .unwrap_or_else(|err| panic!("seed {seed:#x} scenario {index}:\n{err}\n{}", generated.text));
+                let statements =
+                    generated.text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("machine")).count();
+                assert!(statements <= MAX_RANDOM_STEPS, "seed {seed:#x} scenario {index}: {statements} statements");
                 let mut mapped = 0;
                 for step in &scenario.steps {
                     match &step.kind {
                         StepKind::Op(Op::Mmap { len, .. }) => mapped += len,
-                        StepKind::Op(Op::Mremap {
-                            old_len, new_len, ..
-                        }) => mapped += new_len.saturating_sub(*old_len),
+                        StepKind::Op(Op::Mremap { old_len, new_len, .. }) => mapped += new_len.saturating_sub(*old_len),
                         _ => {}
                     }
                 }
-                assert!(
-                    mapped <= MAX_RANDOM_BYTES,
-                    "seed {seed:#x} scenario {index}: {mapped} bytes"
-                );
-                assert!(
-                    scenario.steps.len() > 3,
-                    "seed {seed:#x} scenario {index} is trivial:\n{}",
-                    generated.text
-                );
+                assert!(mapped <= MAX_RANDOM_BYTES, "seed {seed:#x} scenario {index}: {mapped} bytes");
+                assert!(scenario.steps.len() > 3, "seed {seed:#x} scenario {index} is trivial:\n{}", generated.text);
             }
         }
     }
@@ -671,13 +616,10 @@ mod tests {
             }
         }
         for kind in [
-            "set", "spawn", "fork", "exit", "mmap", "munmap", "mprotect", "mremap", "madvise",
-            "touch", "prctl", "pin", "unpin", "shrink", "observe",
+            "set", "spawn", "fork", "exit", "mmap", "munmap", "mprotect", "mremap", "madvise", "touch", "prctl", "pin",
+            "unpin", "shrink", "observe",
         ] {
-            assert!(
-                seen.get(kind).is_some_and(|&n| n > 0),
-                "no {kind} in 200 scenarios: {seen:?}"
-            );
+            assert!(seen.get(kind).is_some_and(|&n| n > 0), "no {kind} in 200 scenarios: {seen:?}");
         }
         assert_eq!(advices.len(), ADVICES.len(), "advices seen: {advices:?}");
     }
@@ -688,10 +630,7 @@ mod tests {
         for (knob, value) in &generated.knobs {
             assert!(generated.text.contains(&format!("set {knob} = {value}\n")));
         }
-        let none = Generated {
-            text: String::new(),
-            knobs: BTreeMap::new(),
-        };
+        let none = Generated { text: String::new(), knobs: BTreeMap::new() };
         assert_eq!(none.knobs_line(), "defaults");
     }
 

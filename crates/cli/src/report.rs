@@ -51,11 +51,7 @@ impl RunContext<'_> {
 /// The whole text report of a run.
 pub fn render_run(ctx: &RunContext<'_>, outcome: &RunOutcome, opts: ReportOptions) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "scenario {} ({}) on {}",
-        ctx.name, ctx.file, ctx.backend
-    );
+    let _ = writeln!(out, "scenario {} ({}) on {}", ctx.name, ctx.file, ctx.backend);
     for (line, obs) in &outcome.observations {
         let _ = writeln!(out, "\n== {}:{line}: {}", ctx.file, ctx.source(*line));
         out.push_str(&render_observation(obs, opts));
@@ -68,30 +64,14 @@ pub fn render_run(ctx: &RunContext<'_>, outcome: &RunOutcome, opts: ReportOption
 }
 
 /// Operation errors and failed expectations, then a one-line total.
-pub fn render_results(
-    ctx: &RunContext<'_>,
-    results: &[(u32, OpResult)],
-    failures: &[ExpectFailure],
-) -> String {
+pub fn render_results(ctx: &RunContext<'_>, results: &[(u32, OpResult)], failures: &[ExpectFailure]) -> String {
     let mut out = String::new();
-    let errors: Vec<_> = results
-        .iter()
-        .filter_map(|(line, r)| r.err().map(|e| (*line, e)))
-        .collect();
+    let errors: Vec<_> = results.iter().filter_map(|(line, r)| r.err().map(|e| (*line, e))).collect();
     for (line, errno) in &errors {
-        let _ = writeln!(
-            out,
-            "{}:{line}: {}: returned {errno}",
-            ctx.file,
-            ctx.source(*line)
-        );
+        let _ = writeln!(out, "{}:{line}: {}: returned {errno}", ctx.file, ctx.source(*line));
     }
     for failure in failures {
-        let _ = writeln!(
-            out,
-            "FAILED {}:{}: {}: {}",
-            ctx.file, failure.line, failure.source, failure.message
-        );
+        let _ = writeln!(out, "FAILED {}:{}: {}: {}", ctx.file, failure.line, failure.source, failure.message);
     }
     let _ = writeln!(
         out,
@@ -162,12 +142,7 @@ pub fn render_smaps(vma: &VmaObs) -> String {
     for (label, kb) in kb_fields {
         let _ = writeln!(out, "{label:<16}{kb:>8} kB");
     }
-    let _ = writeln!(
-        out,
-        "{:<16}{:>8}",
-        "THPeligible:",
-        u8::from(vma.thp_eligible)
-    );
+    let _ = writeln!(out, "{:<16}{:>8}", "THPeligible:", u8::from(vma.thp_eligible));
     let _ = writeln!(out, "VmFlags: {}", vma.vm_flags.join(" "));
     out
 }
@@ -219,13 +194,7 @@ impl PageLook {
 /// The region's pages as runs that look alike:
 /// `pages +0x0..+0x200000 (512 in 1 folio): present order=9 pmd_mapped mapcount=1 exclusive`.
 pub fn render_pages(region: &RegionObs) -> String {
-    let runs = compress_runs(
-        region
-            .pages
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (i as u64, PageLook::of(p))),
-    );
+    let runs = compress_runs(region.pages.iter().enumerate().map(|(i, p)| (i as u64, PageLook::of(p))));
     let mut out = String::new();
     for (range, look) in runs.iter().take(MAX_PAGE_RUNS_SHOWN) {
         let pages = &region.pages[range.start as usize..range.end as usize];
@@ -244,11 +213,7 @@ pub fn render_pages(region: &RegionObs) -> String {
         );
     }
     if runs.len() > MAX_PAGE_RUNS_SHOWN {
-        let _ = writeln!(
-            out,
-            "pages ... {} more runs",
-            runs.len() - MAX_PAGE_RUNS_SHOWN
-        );
+        let _ = writeln!(out, "pages ... {} more runs", runs.len() - MAX_PAGE_RUNS_SHOWN);
     }
     out
 }
@@ -324,11 +289,7 @@ fn coverage_json(obs: &Observation) -> Vec<CoverageJson<'_>> {
                 proc: &proc.name,
                 region: &region.name,
                 anon_kb: cov.anon_kb,
-                labels: cov
-                    .labels()
-                    .into_iter()
-                    .filter(|&(_, kb)| kb != 0)
-                    .collect(),
+                labels: cov.labels().into_iter().filter(|&(_, kb)| kb != 0).collect(),
             });
         }
     }
@@ -392,22 +353,11 @@ mod tests {
             thp_eligible: true,
             vm_flags: vec!["rd".into(), "wr".into(), "hg".into()],
         };
-        let region = |pages, vma| RegionObs {
-            name: "A".into(),
-            addr: 0x20_0000,
-            len: 0x20_0000,
-            vmas: vec![vma],
-            pages,
-        };
+        let region =
+            |pages, vma| RegionObs { name: "A".into(), addr: 0x20_0000, len: 0x20_0000, vmas: vec![vma], pages };
         let p1_pages = (0..512).map(|_| thp_page(0, true, 2)).collect();
         let mut p2_pages: Vec<PageObs> = (0..512).map(|_| thp_page(0, false, 2)).collect();
-        p2_pages[1] = PageObs {
-            order: 0,
-            folio: Some(1),
-            mapcount: 1,
-            exclusive: true,
-            ..p2_pages[1]
-        };
+        p2_pages[1] = PageObs { order: 0, folio: Some(1), mapcount: 1, exclusive: true, ..p2_pages[1] };
         Observation {
             procs: vec![
                 ProcObs {
@@ -416,25 +366,13 @@ mod tests {
                     vm_pte_kb: 8,
                     regions: vec![region(p1_pages, vma(2048))],
                 },
-                ProcObs {
-                    proc: ProcId(1),
-                    name: "p2".into(),
-                    vm_pte_kb: 8,
-                    regions: vec![region(p2_pages, vma(0))],
-                },
+                ProcObs { proc: ProcId(1), name: "p2".into(), vm_pte_kb: 8, regions: vec![region(p2_pages, vma(0))] },
             ],
-            vmstat: [
-                ("thp_fault_alloc", 1),
-                ("thp_split_pmd", 1),
-                ("thp_split_page", 0),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-            mthp: [("2048kB/anon_fault_alloc", 1)]
+            vmstat: [("thp_fault_alloc", 1), ("thp_split_pmd", 1), ("thp_split_page", 0)]
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            mthp: [("2048kB/anon_fault_alloc", 1)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         }
     }
 
@@ -478,22 +416,11 @@ hugepages-2048kB/stats/anon_fault_alloc 1
 
     #[test]
     fn results_report_lists_errors_and_failures() {
-        let sources: BTreeMap<u32, String> = [
-            (4, "p1: madvise A collapse".to_string()),
-            (9, "expect p1 A AnonHugePages 2048kB".to_string()),
-        ]
-        .into();
-        let ctx = RunContext {
-            name: "x",
-            file: "x.thp",
-            backend: "model",
-            sources: &sources,
-        };
-        let failures = vec![ExpectFailure {
-            line: 9,
-            source: sources[&9].clone(),
-            message: "AnonHugePages is 0 kB".to_string(),
-        }];
+        let sources: BTreeMap<u32, String> =
+            [(4, "p1: madvise A collapse".to_string()), (9, "expect p1 A AnonHugePages 2048kB".to_string())].into();
+        let ctx = RunContext { name: "x", file: "x.thp", backend: "model", sources: &sources };
+        let failures =
+            vec![ExpectFailure { line: 9, source: sources[&9].clone(), message: "AnonHugePages is 0 kB".to_string() }];
         let text = render_results(&ctx, &[(3, Ok(())), (4, Err(Errno::Inval))], &failures);
         assert_eq!(
             text,
@@ -506,12 +433,7 @@ hugepages-2048kB/stats/anon_fault_alloc 1
     #[test]
     fn json_report_carries_coverage_and_results() {
         let sources = BTreeMap::new();
-        let ctx = RunContext {
-            name: "x",
-            file: "x.thp",
-            backend: "model",
-            sources: &sources,
-        };
+        let ctx = RunContext { name: "x", file: "x.thp", backend: "model", sources: &sources };
         let outcome = RunOutcome {
             results: vec![(3, Err(Errno::NoMem))],
             observations: vec![],
@@ -520,14 +442,8 @@ hugepages-2048kB/stats/anon_fault_alloc 1
         };
         let value = run_json(&ctx, &outcome);
         assert_eq!(value["results"][0]["result"], "ENOMEM");
-        assert_eq!(
-            value["final"]["coverage"][0]["labels"]["anon-thp-pmd-aligned-2048kB"],
-            2048
-        );
-        assert_eq!(
-            value["final"]["coverage"][1]["labels"]["anon-thp-pte-partial"],
-            2044
-        );
+        assert_eq!(value["final"]["coverage"][0]["labels"]["anon-thp-pmd-aligned-2048kB"], 2048);
+        assert_eq!(value["final"]["coverage"][1]["labels"]["anon-thp-pte-partial"], 2044);
         assert_eq!(value["final"]["observation"]["vmstat"]["thp_split_pmd"], 1);
     }
 }

@@ -43,11 +43,7 @@ pub fn main(args: &RunArgs) -> Result<Status, CliError> {
 }
 
 /// `thpsim run` with the backends and output given.
-pub fn run_with(
-    args: &RunArgs,
-    factory: &dyn BackendFactory,
-    out: &mut dyn Write,
-) -> Result<Status, CliError> {
+pub fn run_with(args: &RunArgs, factory: &dyn BackendFactory, out: &mut dyn Write) -> Result<Status, CliError> {
     let file = match &args.file {
         Some(path) => ScenarioText::read(path)?,
         None => examples::fork_child_write(),
@@ -62,31 +58,20 @@ pub fn run_with(
                 args.backend.name()
             ))))
         }
-        RunEnd::Invariant(message) => {
-            return Err(CliError::invariant(format!("{}: {message}", file.label)))
-        }
+        RunEnd::Invariant(message) => return Err(CliError::invariant(format!("{}: {message}", file.label))),
     };
     let sources = sources(&scenario);
-    let ctx = RunContext {
-        name: &scenario.name,
-        file: &file.label,
-        backend: args.backend.name(),
-        sources: &sources,
-    };
+    let ctx = RunContext { name: &scenario.name, file: &file.label, backend: args.backend.name(), sources: &sources };
     let text = if args.json {
         let mut value = run_json(&ctx, &outcome);
         if args.rollup {
-            value["rollup"] =
-                serde_json::to_value(crate::report::rollup(&outcome.final_observation))
-                    .context("cannot serialise the rollup")
-                    .map_err(CliError::bad_input)?;
+            value["rollup"] = serde_json::to_value(crate::report::rollup(&outcome.final_observation))
+                .context("cannot serialise the rollup")
+                .map_err(CliError::bad_input)?;
         }
         format!("{value}\n")
     } else {
-        let opts = ReportOptions {
-            inc_empty: args.inc_empty,
-            no_pages: args.no_pages,
-        };
+        let opts = ReportOptions { inc_empty: args.inc_empty, no_pages: args.no_pages };
         let mut text = render_run(&ctx, &outcome, opts);
         if args.rollup {
             text.push_str("\n== rollup: every region after the last step\n");
@@ -95,11 +80,7 @@ pub fn run_with(
         text
     };
     write_out(out, &text)?;
-    Ok(if outcome.failures.is_empty() {
-        Status::Ok
-    } else {
-        Status::Failed
-    })
+    Ok(if outcome.failures.is_empty() { Status::Ok } else { Status::Failed })
 }
 
 /// Writes a report; a closed pipe (`thpsim run x | head`) is not an error
@@ -108,9 +89,7 @@ pub fn write_out(out: &mut dyn Write, text: &str) -> Result<(), CliError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(err) => Err(CliError::bad_input(
-            anyhow::Error::new(err).context("cannot write the report"),
-        )),
+        Err(err) => Err(CliError::bad_input(anyhow::Error::new(err).context("cannot write the report"))),
     }
 }
 
@@ -212,11 +191,11 @@ nr_anon_pages 2
     fn the_example_fails_its_expectations_on_a_backend_without_thp() {
         let (status, out) = run(&args(None), ToyBackends::default());
         assert_eq!(status.unwrap(), Status::Failed);
-        assert!(out.starts_with(
-            "scenario fork_child_write (scenarios/examples/fork_child_write.thp) on model\n"
-        ));
+        assert!(out.starts_with("scenario fork_child_write (scenarios/examples/fork_child_write.thp) on model\n"));
         assert!(
-            out.contains("FAILED scenarios/examples/fork_child_write.thp:13: expect p1 A page present order=9 pmd pages=all: "),
+            out.contains(
+                "FAILED scenarios/examples/fork_child_write.thp:13: expect p1 A page present order=9 pmd pages=all: "
+            ),
             "{out}"
         );
         assert!(out.ends_with("expectations failed\n"), "{out}");
@@ -240,13 +219,7 @@ nr_anon_pages 2
     fn a_broken_invariant_is_its_own_error() {
         let path = scenario_file("mprotect.thp", "p1: A = mmap 2M\np1: mprotect A r\n");
         crate::backends::quiet_panics(true);
-        let (status, _) = run(
-            &args(Some(path)),
-            ToyBackends {
-                model: Some(Bug::PanicOnMprotect),
-                linux: None,
-            },
-        );
+        let (status, _) = run(&args(Some(path)), ToyBackends { model: Some(Bug::PanicOnMprotect), linux: None });
         crate::backends::quiet_panics(false);
         let err = status.unwrap_err();
         assert_eq!(err.status, Status::Invariant);

@@ -25,10 +25,7 @@ impl ScenarioText {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read scenario {}", path.display()))
             .map_err(CliError::bad_input)?;
-        Ok(ScenarioText {
-            label: path.display().to_string(),
-            text,
-        })
+        Ok(ScenarioText { label: path.display().to_string(), text })
     }
 
     pub fn parse(&self) -> Result<Scenario, ParseError> {
@@ -68,9 +65,7 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), CliError
         .with_context(|| format!("cannot list {}", dir.display()))
         .map_err(CliError::bad_input)?;
     for entry in entries {
-        let entry = entry
-            .with_context(|| format!("cannot list {}", dir.display()))
-            .map_err(CliError::bad_input)?;
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display())).map_err(CliError::bad_input)?;
         let path = entry.path();
         if path.is_dir() {
             walk(&path, depth + 1, out)?;
@@ -83,11 +78,7 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), CliError
 
 /// Each step's source text by line, for reports.
 pub fn sources(scenario: &Scenario) -> BTreeMap<u32, String> {
-    scenario
-        .steps
-        .iter()
-        .map(|s| (s.line, s.source.clone()))
-        .collect()
+    scenario.steps.iter().map(|s| (s.line, s.source.clone())).collect()
 }
 
 #[cfg(test)]
@@ -100,20 +91,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("b/deeper")).unwrap();
         std::fs::create_dir_all(dir.join("a")).unwrap();
-        for f in [
-            "b/deeper/z.thp",
-            "b/y.thp",
-            "a/x.thp",
-            "a/notes.txt",
-            "c.thp",
-        ] {
+        for f in ["b/deeper/z.thp", "b/y.thp", "a/x.thp", "a/notes.txt", "c.thp"] {
             std::fs::write(dir.join(f), "").unwrap();
         }
         let found = collect(std::slice::from_ref(&dir)).unwrap();
-        let rel: Vec<String> = found
-            .iter()
-            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
-            .collect();
+        let rel: Vec<String> = found.iter().map(|p| p.strip_prefix(&dir).unwrap().display().to_string()).collect();
         assert_eq!(rel, ["a/x.thp", "b/deeper/z.thp", "b/y.thp", "c.thp"]);
         let missing = collect(&[dir.join("nope")]).err().unwrap();
         assert_eq!(missing.status, crate::Status::BadInput);

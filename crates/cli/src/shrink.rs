@@ -25,10 +25,7 @@ pub struct Shrunk {
 /// `max_runs` times. `text` itself is assumed to fail and is not re-run.
 pub fn shrink(text: &str, max_runs: usize, mut still_fails: impl FnMut(&str) -> bool) -> Shrunk {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let keep_always: Vec<bool> = lines
-        .iter()
-        .map(|l| l.trim_start().starts_with('#'))
-        .collect();
+    let keep_always: Vec<bool> = lines.iter().map(|l| l.trim_start().starts_with('#')).collect();
     let mut kept: Vec<usize> = (0..lines.len()).collect();
     let mut runs = 0;
     let render = |kept: &[usize]| {
@@ -40,24 +37,15 @@ pub fn shrink(text: &str, max_runs: usize, mut still_fails: impl FnMut(&str) -> 
         out
     };
 
-    let candidates = |kept: &[usize]| {
-        kept.iter()
-            .enumerate()
-            .filter(|(_, &i)| !keep_always[i])
-            .count()
-    };
+    let candidates = |kept: &[usize]| kept.iter().enumerate().filter(|(_, &i)| !keep_always[i]).count();
     let mut chunk = candidates(&kept).div_ceil(2).max(1);
     'outer: loop {
         let mut removed_any = false;
         // Positions are indices into the removable lines of `kept`.
         let mut pos = 0;
         loop {
-            let removable: Vec<usize> = kept
-                .iter()
-                .enumerate()
-                .filter(|(_, &i)| !keep_always[i])
-                .map(|(k, _)| k)
-                .collect();
+            let removable: Vec<usize> =
+                kept.iter().enumerate().filter(|(_, &i)| !keep_always[i]).map(|(k, _)| k).collect();
             if pos >= removable.len() {
                 break;
             }
@@ -66,12 +54,8 @@ pub fn shrink(text: &str, max_runs: usize, mut still_fails: impl FnMut(&str) -> 
             }
             let end = (pos + chunk).min(removable.len());
             let drop: Vec<usize> = removable[pos..end].to_vec();
-            let candidate: Vec<usize> = kept
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| !drop.contains(k))
-                .map(|(_, &i)| i)
-                .collect();
+            let candidate: Vec<usize> =
+                kept.iter().enumerate().filter(|(k, _)| !drop.contains(k)).map(|(_, &i)| i).collect();
             runs += 1;
             if still_fails(&render(&candidate)) {
                 kept = candidate;
@@ -87,11 +71,7 @@ pub fn shrink(text: &str, max_runs: usize, mut still_fails: impl FnMut(&str) -> 
             break;
         }
     }
-    Shrunk {
-        text: render(&kept),
-        runs,
-        removed: lines.len() - kept.len(),
-    }
+    Shrunk { text: render(&kept), runs, removed: lines.len() - kept.len() }
 }
 
 #[cfg(test)]
@@ -112,10 +92,7 @@ mod tests {
         // "Diverges" when the machine line and touches 7 and 23 remain.
         let fails = |t: &str| t.contains("machine") && t.contains("A+7K ") && t.contains("A+23K ");
         let shrunk = shrink(&text, MAX_SHRINK_RUNS, fails);
-        assert_eq!(
-            shrunk.text,
-            "# seed 0x7e57\nmachine ram=1G\np1: touch A+7K write\np1: touch A+23K write\n"
-        );
+        assert_eq!(shrunk.text, "# seed 0x7e57\nmachine ram=1G\np1: touch A+7K write\np1: touch A+23K write\n");
         assert_eq!(shrunk.removed, 28);
         assert!(shrunk.runs <= MAX_SHRINK_RUNS);
     }
@@ -129,10 +106,7 @@ mod tests {
             _ => false,
         };
         let shrunk = shrink(&text, MAX_SHRINK_RUNS, fails);
-        assert_eq!(
-            shrunk.text,
-            "# seed 0x7e57\np1: touch A+3K write\np1: touch A+5K write\n"
-        );
+        assert_eq!(shrunk.text, "# seed 0x7e57\np1: touch A+3K write\np1: touch A+5K write\n");
     }
 
     #[test]

@@ -79,11 +79,7 @@ impl Coverage {
             let order = page.order;
             if order <= PMD_ORDER && nr == 1u64 << order {
                 let vpn = first_vpn + start as u64;
-                let bucket = if vpn.is_multiple_of(nr) {
-                    &mut cov.pte_aligned_kb
-                } else {
-                    &mut cov.pte_unaligned_kb
-                };
+                let bucket = if vpn.is_multiple_of(nr) { &mut cov.pte_aligned_kb } else { &mut cov.pte_unaligned_kb };
                 bucket[order as usize] += nr * kb;
             } else {
                 cov.pte_partial_kb += nr * kb;
@@ -110,21 +106,12 @@ impl Coverage {
     /// Every thpmaps label with its value in kB, in thpmaps' order.
     pub fn labels(&self) -> Vec<(String, u64)> {
         let size_kb = |order: u8| (PAGE_SIZE << order) / 1024;
-        let mut out = vec![(
-            format!("anon-thp-pmd-aligned-{}kB", PMD_SIZE / 1024),
-            self.pmd_kb,
-        )];
+        let mut out = vec![(format!("anon-thp-pmd-aligned-{}kB", PMD_SIZE / 1024), self.pmd_kb)];
         for order in MIN_REPORTED_ORDER..=PMD_ORDER {
-            out.push((
-                format!("anon-thp-pte-aligned-{}kB", size_kb(order)),
-                self.pte_aligned_kb[order as usize],
-            ));
+            out.push((format!("anon-thp-pte-aligned-{}kB", size_kb(order)), self.pte_aligned_kb[order as usize]));
         }
         for order in MIN_REPORTED_ORDER..=PMD_ORDER {
-            out.push((
-                format!("anon-thp-pte-unaligned-{}kB", size_kb(order)),
-                self.pte_unaligned_kb[order as usize],
-            ));
+            out.push((format!("anon-thp-pte-unaligned-{}kB", size_kb(order)), self.pte_unaligned_kb[order as usize]));
         }
         out.push(("anon-thp-pte-partial".to_string(), self.pte_partial_kb));
         out
@@ -174,13 +161,7 @@ mod tests {
     }
 
     fn region(addr: u64, pages: Vec<PageObs>) -> RegionObs {
-        RegionObs {
-            name: "A".into(),
-            addr,
-            len: pages.len() as u64 * PAGE_SIZE,
-            vmas: vec![],
-            pages,
-        }
+        RegionObs { name: "A".into(), addr, len: pages.len() as u64 * PAGE_SIZE, vmas: vec![], pages }
     }
 
     #[test]
@@ -189,24 +170,15 @@ mod tests {
             stat_line("anon-thp-pmd-aligned-2048kB", 2048, 2048),
             "anon-thp-pmd-aligned-2048kB:        2048 kB (100%)"
         );
-        assert_eq!(
-            stat_line("anon-thp-pte-partial", 40, 800),
-            "anon-thp-pte-partial:                 40 kB ( 5%)"
-        );
+        assert_eq!(stat_line("anon-thp-pte-partial", 40, 800), "anon-thp-pte-partial:                 40 kB ( 5%)");
         assert_eq!(
             stat_line("anon-thp-pte-aligned-64kB", 1024, 2048),
             "anon-thp-pte-aligned-64kB:          1024 kB (50%)"
         );
         // No anonymous memory: no percentage, as thpmaps.
-        assert_eq!(
-            stat_line("anon-thp-pte-partial", 0, 0),
-            "anon-thp-pte-partial:                  0 kB"
-        );
+        assert_eq!(stat_line("anon-thp-pte-partial", 0, 0), "anon-thp-pte-partial:                  0 kB");
         // 12.5% rounds half to even, as Python's format does.
-        assert_eq!(
-            stat_line("x", 1, 8),
-            "x:                                     1 kB (12%)"
-        );
+        assert_eq!(stat_line("x", 1, 8), "x:                                     1 kB (12%)");
     }
 
     // 0        2M        4M
@@ -255,13 +227,8 @@ mod tests {
         // child's copy), then a huge-zero-page block that is not anonymous.
         let mut pages: Vec<PageObs> = (0..512).map(|_| page(0, 9, false)).collect();
         pages[7] = page(1, 0, false);
-        let zero = PageObs {
-            state: PageState::Present,
-            order: 9,
-            pmd_mapped: true,
-            zero_page: true,
-            ..PageObs::default()
-        };
+        let zero =
+            PageObs { state: PageState::Present, order: 9, pmd_mapped: true, zero_page: true, ..PageObs::default() };
         pages.extend((0..512).map(|_| zero));
         let cov = Coverage::of_region(&region(0x20_0000, pages));
         assert_eq!(cov.anon_kb, 2048);
@@ -269,9 +236,6 @@ mod tests {
         assert_eq!(cov.pte_partial_kb, 2044);
         let mut total = cov.clone();
         total.add(&cov);
-        assert_eq!(
-            total.render(false),
-            vec!["anon-thp-pte-partial:               4088 kB (100%)".to_string()]
-        );
+        assert_eq!(total.render(false), vec!["anon-thp-pte-partial:               4088 kB (100%)".to_string()]);
     }
 }

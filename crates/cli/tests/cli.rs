@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn thpsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thpsim"))
-        .args(args)
-        .output()
-        .expect("the thpsim binary runs")
+    Command::new(env!("CARGO_BIN_EXE_thpsim")).args(args).output().expect("the thpsim binary runs")
 }
 
 fn stdout(out: &Output) -> String {
@@ -30,19 +27,10 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn help_everywhere() {
-    for args in [
-        &["--help"][..],
-        &["run", "--help"],
-        &["oracle", "--help"],
-        &["bench", "--help"],
-    ] {
+    for args in [&["--help"][..], &["run", "--help"], &["oracle", "--help"], &["bench", "--help"]] {
         let out = thpsim(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
-        assert!(
-            stdout(&out).contains("Usage: thpsim"),
-            "{args:?}: {}",
-            stdout(&out)
-        );
+        assert!(stdout(&out).contains("Usage: thpsim"), "{args:?}: {}", stdout(&out));
     }
     assert!(stdout(&thpsim(&["--help"])).contains("thpsim run --example"));
     assert!(stdout(&thpsim(&["run", "--help"])).contains("--json"));
@@ -55,10 +43,7 @@ fn a_scenario_that_does_not_parse_exits_2_with_file_line_and_column() {
     let out = thpsim(&["run", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(
-        err.starts_with(&format!("{}:2:14: error: expected a size", path.display())),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("{}:2:14: error: expected a size", path.display())), "{err}");
     assert!(err.contains("| p1: A = mmap 2MB"), "{err}");
     assert!(stdout(&out).is_empty());
 }
@@ -67,11 +52,7 @@ fn a_scenario_that_does_not_parse_exits_2_with_file_line_and_column() {
 fn a_missing_file_exits_2() {
     let out = thpsim(&["run", "/nonexistent/x.thp"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).starts_with("error: cannot read scenario /nonexistent/x.thp"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).starts_with("error: cannot read scenario /nonexistent/x.thp"), "{}", stderr(&out));
     let out = thpsim(&["oracle", "/nonexistent"]);
     assert_eq!(out.status.code(), Some(2));
 }
@@ -110,20 +91,12 @@ fn run_example_reports_the_fork_and_the_childs_write() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.starts_with(
-            "scenario fork_child_write (scenarios/examples/fork_child_write.thp) on model\n"
-        ),
+        text.starts_with("scenario fork_child_write (scenarios/examples/fork_child_write.thp) on model\n"),
         "{text}"
     );
     assert!(text.contains("AnonHugePages:      2048 kB\n"), "{text}");
-    assert!(
-        text.contains("anon-thp-pmd-aligned-2048kB:        2048 kB (100%)\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("anon-thp-pte-partial:               2044 kB (100%)\n"),
-        "{text}"
-    );
+    assert!(text.contains("anon-thp-pmd-aligned-2048kB:        2048 kB (100%)\n"), "{text}");
+    assert!(text.contains("anon-thp-pte-partial:               2044 kB (100%)\n"), "{text}");
     assert!(text.contains("\nthp_split_pmd 1\n"), "{text}");
     assert!(text.ends_with(", 0 expectations failed\n"), "{text}");
 

@@ -54,10 +54,8 @@ impl World {
             unmovable.insert(hz.pfn.0 / block_pages);
         }
         let nr_blocks = self.buddy.nr_total_pages() / block_pages;
-        let Some((&target, &to_move)) = used
-            .iter()
-            .filter(|(b, _)| !unmovable.contains(b) && **b < nr_blocks)
-            .min_by_key(|(b, n)| (**n, **b))
+        let Some((&target, &to_move)) =
+            used.iter().filter(|(b, _)| !unmovable.contains(b) && **b < nr_blocks).min_by_key(|(b, n)| (**n, **b))
         else {
             return false;
         };
@@ -66,8 +64,11 @@ impl World {
             return false;
         }
         // Isolate the block's free pieces so migration targets land elsewhere.
-        let free_pieces: Vec<(Pfn, Order)> =
-            self.buddy.free_blocks().filter(|(p, o)| p.0 >= start.0 && p.0 + o.nr_pages() <= start.0 + block_pages).collect();
+        let free_pieces: Vec<(Pfn, Order)> = self
+            .buddy
+            .free_blocks()
+            .filter(|(p, o)| p.0 >= start.0 && p.0 + o.nr_pages() <= start.0 + block_pages)
+            .collect();
         for (p, o) in &free_pieces {
             assert!(self.buddy.alloc_exact(*p, *o), "isolating a free block failed");
         }

@@ -177,15 +177,9 @@ impl Config {
             "use_zero_page" => self.use_zero_page = parse_bool01(value)?,
             "shrink_underused" => self.shrink_underused = parse_bool01(value)?,
             "khugepaged/defrag" => self.khugepaged.defrag = parse_bool01(value)?,
-            "khugepaged/max_ptes_none" => {
-                self.khugepaged.max_ptes_none = parse_u32(value, hpage_pmd_nr - 1)?
-            }
-            "khugepaged/max_ptes_swap" => {
-                self.khugepaged.max_ptes_swap = parse_u32(value, hpage_pmd_nr - 1)?
-            }
-            "khugepaged/max_ptes_shared" => {
-                self.khugepaged.max_ptes_shared = parse_u32(value, hpage_pmd_nr - 1)?
-            }
+            "khugepaged/max_ptes_none" => self.khugepaged.max_ptes_none = parse_u32(value, hpage_pmd_nr - 1)?,
+            "khugepaged/max_ptes_swap" => self.khugepaged.max_ptes_swap = parse_u32(value, hpage_pmd_nr - 1)?,
+            "khugepaged/max_ptes_shared" => self.khugepaged.max_ptes_shared = parse_u32(value, hpage_pmd_nr - 1)?,
             "khugepaged/pages_to_scan" => {
                 let v = parse_u32(value, u32::MAX)?;
                 if v == 0 {
@@ -193,12 +187,8 @@ impl Config {
                 }
                 self.khugepaged.pages_to_scan = v;
             }
-            "khugepaged/scan_sleep_millisecs" => {
-                self.khugepaged.scan_sleep_millisecs = parse_u32(value, u32::MAX)?
-            }
-            "khugepaged/alloc_sleep_millisecs" => {
-                self.khugepaged.alloc_sleep_millisecs = parse_u32(value, u32::MAX)?
-            }
+            "khugepaged/scan_sleep_millisecs" => self.khugepaged.scan_sleep_millisecs = parse_u32(value, u32::MAX)?,
+            "khugepaged/alloc_sleep_millisecs" => self.khugepaged.alloc_sleep_millisecs = parse_u32(value, u32::MAX)?,
             _ => {
                 let order = path
                     .strip_prefix("hugepages-")
@@ -286,9 +276,7 @@ impl Config {
             let allowed = match self.mthp_enabled[order as usize] {
                 MthpEnabled::Always => true,
                 MthpEnabled::Madvise => vm_hugepage,
-                MthpEnabled::Inherit => {
-                    self.global_always() || (vm_hugepage && self.global_enabled())
-                }
+                MthpEnabled::Inherit => self.global_always() || (vm_hugepage && self.global_enabled()),
                 MthpEnabled::Never => false,
             };
             if allowed {

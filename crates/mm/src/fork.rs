@@ -8,13 +8,13 @@
 //! PMD mappings stay PMD-mapped and shared, write-protected on both sides;
 //! pages a pinned folio maps exclusively are copied for the child at once.
 
+use crate::errno::Errno;
 use crate::events::MmEvent;
 use crate::page_alloc::AllocFlags;
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
-use crate::errno::Errno;
 use crate::types::*;
-use crate::vma::{Vma, VmFlags};
+use crate::vma::{VmFlags, Vma};
 use crate::world::World;
 
 impl World {
@@ -45,10 +45,7 @@ impl World {
             if vma.flags.contains(VmFlags::DONTFORK) {
                 continue;
             }
-            let anon_vma = match vma.anon_vma {
-                Some(_) => Some(self.new_anon_vma()),
-                None => None,
-            };
+            let anon_vma = vma.anon_vma.map(|_| self.new_anon_vma());
             self.mm_mut(child).vmas.insert(Vma { anon_vma, ..vma.clone() });
             if vma.anon_vma.is_some() {
                 if let Err(e) = self.copy_page_range(parent, child, &vma) {
@@ -184,9 +181,19 @@ impl World {
 
     /// `copy_present_page()`: the child gets its own copy of a page the
     /// parent may have pinned.
-    fn copy_present_page(&mut self, dst: Pid, vma: &Vma, addr: Vaddr, leaf: Leaf, dpte: PtId, i: usize) -> Result<(), Errno> {
+    fn copy_present_page(
+        &mut self,
+        dst: Pid,
+        vma: &Vma,
+        addr: Vaddr,
+        leaf: Leaf,
+        dpte: PtId,
+        i: usize,
+    ) -> Result<(), Errno> {
         let family = self.mm_ref(dst).family;
-        let new = self.alloc_folio(Order::BASE, AllocFlags::WMARK_MIN, vma.linear_page_index(addr), family).map_err(|_| Errno::NoMem)?;
+        let new = self
+            .alloc_folio(Order::BASE, AllocFlags::WMARK_MIN, vma.linear_page_index(addr), family)
+            .map_err(|_| Errno::NoMem)?;
         let data = self.folios[leaf.folio].written.get(leaf.page as u64);
         self.folios[new].written.set(0, data);
         self.folios[new].refcount = 1;

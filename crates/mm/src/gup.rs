@@ -9,9 +9,9 @@
 //! Not modelled: FOLL_LONGTERM migration out of ZONE_MOVABLE/CMA (the model
 //! has a single movable zone).
 
+use crate::errno::Errno;
 use crate::folio::GUP_PIN_COUNTING_BIAS;
 use crate::pgtable::{Entry, Level};
-use crate::errno::Errno;
 use crate::types::*;
 use crate::world::{Pin, World};
 

@@ -11,6 +11,7 @@
 //! Not modelled: file and shmem THP, DAX, userfaultfd, splits to orders
 //! above 0 (no anonymous caller asks for them in 6.18's baseline).
 
+use crate::errno::{Errno, FaultError};
 use crate::events::MmEvent;
 use crate::folio::{Folio, PageBits};
 use crate::memory::HugeFault;
@@ -18,9 +19,8 @@ use crate::page_alloc::AllocFlags;
 use crate::pgtable::{Entry, Leaf, Level, PtNode};
 use crate::rmap::RmapLevel;
 use crate::stats::{MthpStat, VmEvent};
-use crate::errno::{Errno, FaultError};
 use crate::types::*;
-use crate::vma::{Vma, VmFlags};
+use crate::vma::{VmFlags, Vma};
 use crate::world::{HugeZero, World};
 
 impl World {
@@ -79,7 +79,15 @@ impl World {
 
     /// `do_huge_pmd_anonymous_page()`: a fault on a none PMD in a VMA where
     /// PMD THP is allowed.
-    pub(crate) fn do_huge_pmd_anonymous_page(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, write: bool, pmd: PtId, pi: usize) -> Result<HugeFault, FaultError> {
+    pub(crate) fn do_huge_pmd_anonymous_page(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: Vaddr,
+        write: bool,
+        pmd: PtId,
+        pi: usize,
+    ) -> Result<HugeFault, FaultError> {
         let haddr = addr.align_down(PMD_SIZE);
         if !Self::thp_vma_suitable_order(vma, haddr, Order::PMD) {
             return Ok(HugeFault::Fallback);
@@ -111,7 +119,7 @@ impl World {
                 return Err(e);
             }
         };
-        self.map_anon_folio_pmd(pid, &vma, haddr, folio, pmd, pi);
+        self.map_anon_folio_pmd(pid, vma, haddr, folio, pmd, pi);
         self.deposit(pmd, table);
         self.deferred_split_folio(folio, false);
         self.events.emit(|| MmEvent::Fault { pid, addr, write, order: Order::PMD, fallback: false });
@@ -141,13 +149,20 @@ impl World {
     /// an exclusive folio; replaces the huge zero folio with a fresh THP
     /// (`do_huge_zero_wp_pmd()`, 6.18); otherwise splits the PMD and lets the
     /// PTE path copy one page.
-    pub(crate) fn do_huge_pmd_wp_page(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, pmd: PtId, pi: usize) -> Result<HugeFault, FaultError> {
+    pub(crate) fn do_huge_pmd_wp_page(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: Vaddr,
+        pmd: PtId,
+        pi: usize,
+    ) -> Result<HugeFault, FaultError> {
         let haddr = addr.align_down(PMD_SIZE);
         match self.pt[pmd].entries[pi] {
             Entry::Zero => {
                 let may_compact = self.config.fault_may_compact(vma.flags.contains(VmFlags::HUGEPAGE));
                 if let Some(folio) = self.alloc_user_folio(Order::PMD, may_compact, 0, pid) {
-                    self.map_anon_folio_pmd(pid, &vma, haddr, folio, pmd, pi);
+                    self.map_anon_folio_pmd(pid, vma, haddr, folio, pmd, pi);
                     self.events.emit(|| MmEvent::TlbFlush { pid, start: haddr, end: haddr.add(PMD_SIZE) });
                     self.events.emit(|| MmEvent::Fault { pid, addr, write: true, order: Order::PMD, fallback: false });
                     return Ok(HugeFault::Done);
@@ -381,16 +396,14 @@ impl World {
             let partially_mapped = self.folios[id].deferred.partially_mapped;
             let mut underused = false;
             let mut did_split = false;
-            if partially_mapped || {
+            if !partially_mapped {
                 underused = self.thp_underused(id);
-                underused
-            } {
-                if self.split_folio(id).is_ok() {
-                    did_split = true;
-                    split += 1;
-                    if underused {
-                        self.stats.count(VmEvent::ThpUnderusedSplitPage);
-                    }
+            }
+            if (partially_mapped || underused) && self.split_folio(id).is_ok() {
+                did_split = true;
+                split += 1;
+                if underused {
+                    self.stats.count(VmEvent::ThpUnderusedSplitPage);
                 }
             }
             if !did_split && !self.folios[id].deferred.partially_mapped {

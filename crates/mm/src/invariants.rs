@@ -66,7 +66,12 @@ fn check_physical_tiling(w: &World, op: &str) {
         assert_eq!(*start, next, "after {op}: physical memory at pfn {next:#x}: expected the next owner to start there, found {what} at {start:#x} (a gap or an overlap)");
         next = start + len;
     }
-    assert_eq!(next, w.buddy.nr_total_pages(), "after {op}: physical memory owned up to pfn {next:#x}, expected {:#x}", w.buddy.nr_total_pages());
+    assert_eq!(
+        next,
+        w.buddy.nr_total_pages(),
+        "after {op}: physical memory owned up to pfn {next:#x}, expected {:#x}",
+        w.buddy.nr_total_pages()
+    );
 }
 
 fn walk_all(w: &World, op: &str) -> (BTreeMap<FolioId, Seen>, BTreeMap<Pid, MmSeen>, BTreeMap<Pid, u32>) {
@@ -95,7 +100,11 @@ fn walk_all(w: &World, op: &str) -> (BTreeMap<FolioId, Seen>, BTreeMap<Pid, MmSe
                 let node = &w.pt[pmd];
                 let mut huge = 0;
                 for (mi, me) in node.entries.iter().enumerate() {
-                    let addr = Vaddr(((gi as u64) << Level::Pgd.shift()) | ((ui as u64) << Level::Pud.shift()) | ((mi as u64) << Level::Pmd.shift()));
+                    let addr = Vaddr(
+                        ((gi as u64) << Level::Pgd.shift())
+                            | ((ui as u64) << Level::Pud.shift())
+                            | ((mi as u64) << Level::Pmd.shift()),
+                    );
                     match *me {
                         Entry::None => {}
                         Entry::Zero => {
@@ -107,8 +116,16 @@ fn walk_all(w: &World, op: &str) -> (BTreeMap<FolioId, Seen>, BTreeMap<Pid, MmSe
                             huge += 1;
                             ms.rss += Order::PMD.nr_pages();
                             check_in_vma(w, op, pid, addr);
-                            let f = w.folios.get(leaf.folio).unwrap_or_else(|| panic!("after {op}: {pid:?} {addr} PMD maps freed {:?}", leaf.folio));
-                            assert_eq!(f.order, Order::PMD, "after {op}: {pid:?} {addr} PMD maps {:?} of {:?}", leaf.folio, f.order);
+                            let f = w.folios.get(leaf.folio).unwrap_or_else(|| {
+                                panic!("after {op}: {pid:?} {addr} PMD maps freed {:?}", leaf.folio)
+                            });
+                            assert_eq!(
+                                f.order,
+                                Order::PMD,
+                                "after {op}: {pid:?} {addr} PMD maps {:?} of {:?}",
+                                leaf.folio,
+                                f.order
+                            );
                             let s = seen.entry(leaf.folio).or_default();
                             s.pmd_maps += 1;
                             *s.by_mm.entry(pid).or_default() += 1;
@@ -121,8 +138,16 @@ fn walk_all(w: &World, op: &str) -> (BTreeMap<FolioId, Seen>, BTreeMap<Pid, MmSe
                                     let a = addr.add(ti as u64 * PAGE_SIZE);
                                     check_in_vma(w, op, pid, a);
                                     ms.rss += 1;
-                                    let f = w.folios.get(leaf.folio).unwrap_or_else(|| panic!("after {op}: {pid:?} {a} PTE maps freed {:?}", leaf.folio));
-                                    assert!((leaf.page as u64) < f.nr_pages(), "after {op}: {pid:?} {a} maps page {} of {:?} with {} pages", leaf.page, leaf.folio, f.nr_pages());
+                                    let f = w.folios.get(leaf.folio).unwrap_or_else(|| {
+                                        panic!("after {op}: {pid:?} {a} PTE maps freed {:?}", leaf.folio)
+                                    });
+                                    assert!(
+                                        (leaf.page as u64) < f.nr_pages(),
+                                        "after {op}: {pid:?} {a} maps page {} of {:?} with {} pages",
+                                        leaf.page,
+                                        leaf.folio,
+                                        f.nr_pages()
+                                    );
                                     let s = seen.entry(leaf.folio).or_default();
                                     *s.pte_maps.entry(leaf.page as u64).or_default() += 1;
                                     *s.by_mm.entry(pid).or_default() += 1;
@@ -135,7 +160,12 @@ fn walk_all(w: &World, op: &str) -> (BTreeMap<FolioId, Seen>, BTreeMap<Pid, MmSe
                         }
                     }
                 }
-                assert_eq!(node.deposit.len(), huge, "after {op}: {pid:?} PMD table {pmd:?}: {} deposited tables for {huge} huge entries", node.deposit.len());
+                assert_eq!(
+                    node.deposit.len(),
+                    huge,
+                    "after {op}: {pid:?} PMD table {pmd:?}: {} deposited tables for {huge} huge entries",
+                    node.deposit.len()
+                );
                 ms.ptes += node.deposit.len() as u64;
             }
         }
@@ -147,7 +177,11 @@ fn check_node(w: &World, op: &str, id: PtId, level: Level) {
     let node = &w.pt[id];
     assert_eq!(node.level, level, "after {op}: {id:?} is a {:?} table where a {level:?} table belongs", node.level);
     let used = node.entries.iter().filter(|e| !e.is_none()).count();
-    assert_eq!(node.nr_used as usize, used, "after {op}: {id:?} {level:?} table: nr_used {} but {used} entries are set", node.nr_used);
+    assert_eq!(
+        node.nr_used as usize, used,
+        "after {op}: {id:?} {level:?} table: nr_used {} but {used} entries are set",
+        node.nr_used
+    );
     if level != Level::Pmd {
         assert!(node.deposit.is_empty(), "after {op}: {id:?} {level:?} table holds deposits");
     }
@@ -164,23 +198,59 @@ fn check_folios(w: &World, op: &str, seen: &BTreeMap<FolioId, Seen>) {
     }
     let empty = Seen::default();
     let queue = w.deferred_split_queue();
-    assert_eq!(queue.len(), w.deferred_len, "after {op}: deferred queue holds {} folios but split_queue_len is {}", queue.len(), w.deferred_len);
+    assert_eq!(
+        queue.len(),
+        w.deferred_len,
+        "after {op}: deferred queue holds {} folios but split_queue_len is {}",
+        queue.len(),
+        w.deferred_len
+    );
     let queued: std::collections::BTreeSet<FolioId> = queue.iter().copied().collect();
     assert_eq!(queued.len(), queue.len(), "after {op}: a folio is queued twice for deferred split");
     for (id, f) in w.folios.iter() {
         let s = seen.get(&id).unwrap_or(&empty);
         let pte_total: u32 = s.pte_maps.values().sum();
         let dump = || format!("{f:?}");
-        assert_eq!(f.entire_mapcount, s.pmd_maps, "after {op}: {id:?} pfn {:#x}: entire_mapcount is {} but {} PMDs map it\n{}", f.pfn.0, f.entire_mapcount, s.pmd_maps, dump());
-        assert_eq!(f.large_mapcount, s.pmd_maps + pte_total, "after {op}: {id:?}: mapcount is {} but page tables hold {} mappings\n{}", f.large_mapcount, s.pmd_maps + pte_total, dump());
-        assert_eq!(f.nr_pages_mapped as usize, s.pte_maps.len(), "after {op}: {id:?}: nr_pages_mapped is {} but PTEs map {} distinct pages", f.nr_pages_mapped, s.pte_maps.len());
+        assert_eq!(
+            f.entire_mapcount,
+            s.pmd_maps,
+            "after {op}: {id:?} pfn {:#x}: entire_mapcount is {} but {} PMDs map it\n{}",
+            f.pfn.0,
+            f.entire_mapcount,
+            s.pmd_maps,
+            dump()
+        );
+        assert_eq!(
+            f.large_mapcount,
+            s.pmd_maps + pte_total,
+            "after {op}: {id:?}: mapcount is {} but page tables hold {} mappings\n{}",
+            f.large_mapcount,
+            s.pmd_maps + pte_total,
+            dump()
+        );
+        assert_eq!(
+            f.nr_pages_mapped as usize,
+            s.pte_maps.len(),
+            "after {op}: {id:?}: nr_pages_mapped is {} but PTEs map {} distinct pages",
+            f.nr_pages_mapped,
+            s.pte_maps.len()
+        );
         if f.is_large() {
             for p in 0..f.nr_pages() {
                 let want = s.pte_maps.get(&p).copied().unwrap_or(0);
-                assert_eq!(f.page_pte_mapcount(p), want, "after {op}: {id:?} page {p}: PTE mapcount {} but {want} PTEs map it", f.page_pte_mapcount(p));
+                assert_eq!(
+                    f.page_pte_mapcount(p),
+                    want,
+                    "after {op}: {id:?} page {p}: PTE mapcount {} but {want} PTEs map it",
+                    f.page_pte_mapcount(p)
+                );
             }
             if s.by_mm.len() > 1 {
-                assert!(f.maybe_mapped_shared, "after {op}: {id:?} is mapped by {} mms but not marked maybe-shared", s.by_mm.len());
+                assert!(
+                    f.maybe_mapped_shared,
+                    "after {op}: {id:?} is mapped by {} mms but not marked maybe-shared",
+                    s.by_mm.len()
+                );
             }
             for slot in 0..2 {
                 if let Some(mm_id) = f.mm_ids[slot] {
@@ -194,13 +264,26 @@ fn check_folios(w: &World, op: &str, seen: &BTreeMap<FolioId, Seen>) {
         }
         let pinned = pins.get(&id).copied().unwrap_or(0);
         let pin_refs = if f.is_large() { pinned } else { pinned * GUP_PIN_COUNTING_BIAS };
-        assert_eq!(f.refcount, f.large_mapcount + pin_refs, "after {op}: {id:?}: refcount {} but {} mappings and {pinned} pinned pages", f.refcount, f.large_mapcount);
+        assert_eq!(
+            f.refcount,
+            f.large_mapcount + pin_refs,
+            "after {op}: {id:?}: refcount {} but {} mappings and {pinned} pinned pages",
+            f.refcount,
+            f.large_mapcount
+        );
         if f.is_large() {
             assert_eq!(f.pincount, pinned, "after {op}: {id:?}: pincount {} but pins hold {pinned} pages", f.pincount);
         }
         assert!(f.refcount > 0, "after {op}: {id:?} is live with refcount 0");
-        assert_eq!(f.deferred.queued, queued.contains(&id), "after {op}: {id:?} queued flag disagrees with the deferred-split queue");
-        assert!(!f.deferred.partially_mapped || f.deferred.queued, "after {op}: {id:?} partially mapped but not queued");
+        assert_eq!(
+            f.deferred.queued,
+            queued.contains(&id),
+            "after {op}: {id:?} queued flag disagrees with the deferred-split queue"
+        );
+        assert!(
+            !f.deferred.partially_mapped || f.deferred.queued,
+            "after {op}: {id:?} partially mapped but not queued"
+        );
     }
     for id in seen.keys() {
         assert!(w.folios.get(*id).is_some(), "after {op}: page tables map freed {id:?}");
@@ -211,20 +294,41 @@ fn check_mms(w: &World, op: &str, mm_seen: &BTreeMap<Pid, MmSeen>, zero_pmds: &B
     let mut holders = 0;
     for mm in w.mms.iter().flatten() {
         let s = &mm_seen[&mm.pid];
-        assert_eq!(mm.rss_anon, s.rss, "after {op}: {:?} MM_ANONPAGES is {} but page tables map {} pages", mm.pid, mm.rss_anon, s.rss);
-        assert_eq!((mm.nr_ptes, mm.nr_pmds, mm.nr_puds), (s.ptes, s.pmds, s.puds), "after {op}: {:?} page-table counts (pte, pmd, pud) disagree with the tree", mm.pid);
+        assert_eq!(
+            mm.rss_anon, s.rss,
+            "after {op}: {:?} MM_ANONPAGES is {} but page tables map {} pages",
+            mm.pid, mm.rss_anon, s.rss
+        );
+        assert_eq!(
+            (mm.nr_ptes, mm.nr_pmds, mm.nr_puds),
+            (s.ptes, s.pmds, s.puds),
+            "after {op}: {:?} page-table counts (pte, pmd, pud) disagree with the tree",
+            mm.pid
+        );
         if zero_pmds.get(&mm.pid).copied().unwrap_or(0) > 0 {
             assert!(mm.huge_zero_ref, "after {op}: {:?} maps the huge zero folio without a reference", mm.pid);
         }
         holders += u32::from(mm.huge_zero_ref);
         let mut prev_end = 0;
         for v in mm.vmas.iter() {
-            assert!(v.start.0 >= prev_end && v.start < v.end && v.start.is_aligned(PAGE_SIZE) && v.end.is_aligned(PAGE_SIZE), "after {op}: {:?} bad VMA order or bounds: {v:?}", mm.pid);
+            assert!(
+                v.start.0 >= prev_end
+                    && v.start < v.end
+                    && v.start.is_aligned(PAGE_SIZE)
+                    && v.end.is_aligned(PAGE_SIZE),
+                "after {op}: {:?} bad VMA order or bounds: {v:?}",
+                mm.pid
+            );
             prev_end = v.end.0;
         }
     }
     if let Some(hz) = w.huge_zero {
-        assert_eq!(hz.refcount, holders + 1, "after {op}: huge zero refcount {} but {holders} mms hold it", hz.refcount);
+        assert_eq!(
+            hz.refcount,
+            holders + 1,
+            "after {op}: huge zero refcount {} but {holders} mms hold it",
+            hz.refcount
+        );
     } else {
         assert_eq!(holders, 0, "after {op}: mms hold a freed huge zero folio");
     }
@@ -247,17 +351,37 @@ fn check_counters(w: &World, op: &str) {
             partially[o] += i64::from(f.deferred.partially_mapped);
         }
     }
-    assert_eq!(w.stats.nr_anon_mapped, anon_mapped, "after {op}: nr_anon_pages is {} but folios map {anon_mapped} pages", w.stats.nr_anon_mapped);
-    assert_eq!(w.stats.nr_anon_thps, anon_thps, "after {op}: NR_ANON_THPS is {} pages but PMD-mapped folios hold {anon_thps}", w.stats.nr_anon_thps);
+    assert_eq!(
+        w.stats.nr_anon_mapped, anon_mapped,
+        "after {op}: nr_anon_pages is {} but folios map {anon_mapped} pages",
+        w.stats.nr_anon_mapped
+    );
+    assert_eq!(
+        w.stats.nr_anon_thps, anon_thps,
+        "after {op}: NR_ANON_THPS is {} pages but PMD-mapped folios hold {anon_thps}",
+        w.stats.nr_anon_thps
+    );
     for o in 2..10 {
         let order = Order::new(o as u8);
-        assert_eq!(w.stats.mthp_stat(order, crate::stats::MthpStat::NrAnon), nr_anon[o], "after {op}: {order} nr_anon gauge disagrees with the folio table");
-        assert_eq!(w.stats.mthp_stat(order, crate::stats::MthpStat::NrAnonPartiallyMapped), partially[o], "after {op}: {order} nr_anon_partially_mapped gauge disagrees");
+        assert_eq!(
+            w.stats.mthp_stat(order, crate::stats::MthpStat::NrAnon),
+            nr_anon[o],
+            "after {op}: {order} nr_anon gauge disagrees with the folio table"
+        );
+        assert_eq!(
+            w.stats.mthp_stat(order, crate::stats::MthpStat::NrAnonPartiallyMapped),
+            partially[o],
+            "after {op}: {order} nr_anon_partially_mapped gauge disagrees"
+        );
     }
     let mut pt_pages = 0i64;
     for (_, node) in w.pt.iter() {
         pt_pages += if node.level == Level::Pgd { PGD_ALLOCATION_ORDER.nr_pages() as i64 } else { 1 };
         pt_pages += node.deposit.len() as i64;
     }
-    assert_eq!(w.stats.nr_page_table_pages, pt_pages, "after {op}: nr_page_table_pages is {} but {pt_pages} table pages exist", w.stats.nr_page_table_pages);
+    assert_eq!(
+        w.stats.nr_page_table_pages, pt_pages,
+        "after {op}: nr_page_table_pages is {} but {pt_pages} table pages exist",
+        w.stats.nr_page_table_pages
+    );
 }

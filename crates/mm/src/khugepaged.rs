@@ -11,13 +11,13 @@
 //! Not modelled yet: swap-in of swap PTEs (no swap until a later issue),
 //! file/shmem collapse.
 
+use crate::errno::Errno;
 use crate::events::MmEvent;
 use crate::memory::Tva;
 use crate::page_alloc::AllocFlags;
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
 use crate::stats::VmEvent;
-use crate::errno::Errno;
 use crate::types::*;
 use crate::world::World;
 
@@ -267,8 +267,16 @@ impl World {
                 ScanResult::Succeed
             }
         };
-        let result = if result == ScanResult::Succeed { self.collapse_huge_page(pid, addr, khugepaged) } else { result };
-        self.events.emit(|| MmEvent::KhugepagedScanPmd { pid, addr, referenced, none_or_zero, status: result.name(), unmapped });
+        let result =
+            if result == ScanResult::Succeed { self.collapse_huge_page(pid, addr, khugepaged) } else { result };
+        self.events.emit(|| MmEvent::KhugepagedScanPmd {
+            pid,
+            addr,
+            referenced,
+            none_or_zero,
+            status: result.name(),
+            unmapped,
+        });
         result
     }
 
@@ -280,7 +288,9 @@ impl World {
         let family = self.mm_ref(pid).family;
         let folio = match self.alloc_folio(Order::PMD, AllocFlags::WMARK_MIN, 0, family) {
             Ok(f) => f,
-            Err(crate::page_alloc::AllocFailure::NoBlockOfOrder) if may_compact && self.compact_zone_order(Order::PMD) => {
+            Err(crate::page_alloc::AllocFailure::NoBlockOfOrder)
+                if may_compact && self.compact_zone_order(Order::PMD) =>
+            {
                 match self.alloc_folio(Order::PMD, AllocFlags::WMARK_MIN, 0, family) {
                     Ok(f) => f,
                     Err(_) => {

@@ -11,11 +11,11 @@
 //! Not modelled yet: swap-out (a later issue), and reclaim's discarding of
 //! clean lazyfree (MADV_FREE) folios; see docs/fidelity.md.
 
+use crate::errno::Errno;
 use crate::mman::Advice;
 use crate::mmap::check_range;
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::stats::{MthpStat, VmEvent};
-use crate::errno::Errno;
 use crate::types::*;
 use crate::vma::VmFlags;
 use crate::world::World;

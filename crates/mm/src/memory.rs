@@ -9,13 +9,13 @@
 //! KSM, device memory. A fault that ends in VM_FAULT_OOM is reported to the
 //! caller as `ENOMEM` instead of invoking the OOM killer (docs/fidelity.md).
 
+use crate::errno::{Errno, FaultError};
 use crate::events::MmEvent;
 use crate::mman::{Access, Fill};
 use crate::page_alloc::AllocFlags;
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
 use crate::stats::{MthpStat, VmEvent};
-use crate::errno::{Errno, FaultError};
 use crate::types::*;
 use crate::vma::Vma;
 use crate::world::World;
@@ -118,7 +118,14 @@ impl World {
 
     /// Touches the first byte of each page in `pages` (page indices from
     /// `addr`), as one operation.
-    pub fn touch_pages(&mut self, pid: Pid, addr: Vaddr, pages: &[u64], access: Access, fill: Fill) -> Result<(), Errno> {
+    pub fn touch_pages(
+        &mut self,
+        pid: Pid,
+        addr: Vaddr,
+        pages: &[u64],
+        access: Access,
+        fill: Fill,
+    ) -> Result<(), Errno> {
         self.check_pid(pid)?;
         self.begin_op("touch");
         let mut result = Ok(());
@@ -215,7 +222,15 @@ impl World {
     }
 
     /// `handle_pte_fault()`.
-    fn handle_pte_fault(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, write: bool, pmd: PtId, pi: usize) -> Result<(), FaultError> {
+    fn handle_pte_fault(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: Vaddr,
+        write: bool,
+        pmd: PtId,
+        pi: usize,
+    ) -> Result<(), FaultError> {
         let pte = match self.pt[pmd].entries[pi] {
             Entry::Table(t) => t,
             Entry::None => return self.do_anonymous_page(pid, vma, addr, write, pmd, pi),
@@ -230,7 +245,15 @@ impl World {
     }
 
     /// `do_anonymous_page()`: a fault on a none PTE.
-    fn do_anonymous_page(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, write: bool, pmd: PtId, pi: usize) -> Result<(), FaultError> {
+    fn do_anonymous_page(
+        &mut self,
+        pid: Pid,
+        vma: &Vma,
+        addr: Vaddr,
+        write: bool,
+        pmd: PtId,
+        pi: usize,
+    ) -> Result<(), FaultError> {
         let pte = self.pte_alloc(pid, pmd, pi)?;
         if !write {
             // The shared zero page: no folio, no RSS.
@@ -301,7 +324,13 @@ impl World {
 
     /// A THP or mTHP allocation for a fault: min watermark, then direct
     /// compaction when the defrag policy allows it (`vma_thp_gfp_mask()`).
-    pub(crate) fn alloc_user_folio(&mut self, order: Order, may_compact: bool, _anon_vma: u32, pid: Pid) -> Option<FolioId> {
+    pub(crate) fn alloc_user_folio(
+        &mut self,
+        order: Order,
+        may_compact: bool,
+        _anon_vma: u32,
+        pid: Pid,
+    ) -> Option<FolioId> {
         let family = self.mm_ref(pid).family;
         match self.alloc_folio(order, AllocFlags::WMARK_MIN, 0, family) {
             Ok(f) => Some(f),
@@ -465,7 +494,17 @@ impl World {
     /// `base`) that intersect `[start, end)`; frees each child table whose
     /// span lies within `[floor, ceiling)` once it is empty.
     #[allow(clippy::too_many_arguments)]
-    fn free_level(&mut self, pid: Pid, node: PtId, level: Level, base: u64, start: u64, end: u64, floor: u64, ceiling: u64) {
+    fn free_level(
+        &mut self,
+        pid: Pid,
+        node: PtId,
+        level: Level,
+        base: u64,
+        start: u64,
+        end: u64,
+        floor: u64,
+        ceiling: u64,
+    ) {
         let size = level.entry_size();
         let first = ((start.max(base) - base) / size) as usize;
         let last = (((end - 1).min(base + size * PTRS_PER_TABLE - 1) - base) / size) as usize;

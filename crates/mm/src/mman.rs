@@ -84,4 +84,3 @@ pub enum ThpDisable {
     /// THP only where MADV_HUGEPAGE (or MADV_COLLAPSE) asks for it.
     ExceptAdvised,
 }
-

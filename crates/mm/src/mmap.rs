@@ -5,11 +5,11 @@
 //! `do_vmi_align_munmap()`, `vma_adjust_trans_huge()` on VMA splits),
 //! `exit_mmap()`.
 
+use crate::errno::Errno;
 use crate::mman::Prot;
 use crate::pgtable::Level;
-use crate::errno::Errno;
 use crate::types::*;
-use crate::vma::{Vma, VmFlags};
+use crate::vma::{VmFlags, Vma};
 use crate::world::World;
 
 /// The top of the mmap area that the model's top-down allocator starts
@@ -89,7 +89,7 @@ impl World {
 
     /// A top-down search for a free range below `MMAP_BASE`.
     fn get_unmapped_area(&self, pid: Pid, len: u64) -> Option<Vaddr> {
-        let align = if len % PMD_SIZE == 0 { PMD_SIZE } else { PAGE_SIZE };
+        let align = if len.is_multiple_of(PMD_SIZE) { PMD_SIZE } else { PAGE_SIZE };
         let mut top = MMAP_BASE;
         let vmas: Vec<(u64, u64)> = self.mm_ref(pid).vmas.iter().map(|v| (v.start.0, v.end.0)).collect();
         for &(s, e) in vmas.iter().rev().filter(|(s, _)| *s < MMAP_BASE) {

@@ -5,12 +5,12 @@
 //! (`change_huge_pmd()`, `can_change_pmd_writable()`), kernel/sys.c
 //! (`prctl_set_thp_disable()`, Linux 6.18 with PR_THP_DISABLE_EXCEPT_ADVISED).
 
+use crate::errno::Errno;
 use crate::mman::{Prot, ThpDisable};
 use crate::mmap::{check_range, prot_to_vm_flags};
 use crate::pgtable::{Entry, Leaf, Level};
-use crate::errno::Errno;
 use crate::types::*;
-use crate::vma::{Vma, VmFlags};
+use crate::vma::{VmFlags, Vma};
 use crate::world::World;
 
 impl World {
@@ -22,7 +22,14 @@ impl World {
     ///
     /// mprotect stops at the first hole (`do_mprotect_pkey()`); madvise goes
     /// on past holes (`madvise_walk_vmas()`): `stop_at_hole` chooses.
-    pub(crate) fn modify_vma_flags(&mut self, pid: Pid, start: Vaddr, end: Vaddr, stop_at_hole: bool, f: impl Fn(VmFlags) -> VmFlags) -> Result<Vec<(Vaddr, Vaddr)>, Errno> {
+    pub(crate) fn modify_vma_flags(
+        &mut self,
+        pid: Pid,
+        start: Vaddr,
+        end: Vaddr,
+        stop_at_hole: bool,
+        f: impl Fn(VmFlags) -> VmFlags,
+    ) -> Result<Vec<(Vaddr, Vaddr)>, Errno> {
         let (pieces, result) = self.modify_vma_flags_with(pid, start, end, stop_at_hole, |v| f(v.flags));
         result.map(|()| pieces.into_iter().map(|(s, e, _)| (s, e)).collect())
     }
@@ -31,7 +38,14 @@ impl World {
     /// Returns the pieces handled (each saying whether its flags changed),
     /// also when a hole ends the walk, and the call's result.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn modify_vma_flags_with(&mut self, pid: Pid, start: Vaddr, end: Vaddr, stop_at_hole: bool, f: impl Fn(&Vma) -> VmFlags) -> (Vec<(Vaddr, Vaddr, bool)>, Result<(), Errno>) {
+    pub(crate) fn modify_vma_flags_with(
+        &mut self,
+        pid: Pid,
+        start: Vaddr,
+        end: Vaddr,
+        stop_at_hole: bool,
+        f: impl Fn(&Vma) -> VmFlags,
+    ) -> (Vec<(Vaddr, Vaddr, bool)>, Result<(), Errno>) {
         let mut pieces = Vec::new();
         let mut cursor = start;
         let mut hole = false;
@@ -98,7 +112,8 @@ impl World {
             }
             n
         };
-        let (pieces, result) = self.modify_vma_flags_with(pid, addr, end, true, |v| new_flags(v.flags, v.anon_vma.is_some()));
+        let (pieces, result) =
+            self.modify_vma_flags_with(pid, addr, end, true, |v| new_flags(v.flags, v.anon_vma.is_some()));
         for (s, e, changed) in pieces {
             // mprotect_fixup() returns early when the flags do not change.
             if changed {

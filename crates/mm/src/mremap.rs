@@ -9,16 +9,24 @@
 //! page offset, so reverse mapping still finds them.
 //! Not modelled: moving whole PUD tables (`move_normal_pud()`), uffd.
 
+use crate::errno::Errno;
 use crate::mmap::check_range;
 use crate::pgtable::{Entry, Level};
-use crate::errno::Errno;
 use crate::types::*;
 use crate::vma::Vma;
 use crate::world::World;
 
 impl World {
     /// mremap(old_addr, old_len, new_len, MREMAP_MAYMOVE [| MREMAP_FIXED, new_addr]).
-    pub fn mremap(&mut self, pid: Pid, old_addr: Vaddr, old_len: u64, new_len: u64, may_move: bool, new_addr: Option<Vaddr>) -> Result<Vaddr, Errno> {
+    pub fn mremap(
+        &mut self,
+        pid: Pid,
+        old_addr: Vaddr,
+        old_len: u64,
+        new_len: u64,
+        may_move: bool,
+        new_addr: Option<Vaddr>,
+    ) -> Result<Vaddr, Errno> {
         self.check_pid(pid)?;
         if !old_addr.is_aligned(PAGE_SIZE) || new_len == 0 || (new_addr.is_some() && !may_move) {
             return Err(Errno::Inval);
@@ -38,7 +46,15 @@ impl World {
     /// inside that VMA, except a fixed move of the same length, which may
     /// span several VMAs (`remap_move()`). A shrink or same-size call
     /// without a destination only unmaps the tail.
-    fn do_mremap(&mut self, pid: Pid, old: Vaddr, old_len: u64, new_len: u64, may_move: bool, new_addr: Option<Vaddr>) -> Result<Vaddr, Errno> {
+    fn do_mremap(
+        &mut self,
+        pid: Pid,
+        old: Vaddr,
+        old_len: u64,
+        new_len: u64,
+        may_move: bool,
+        new_addr: Option<Vaddr>,
+    ) -> Result<Vaddr, Errno> {
         if let Some(dst) = new_addr {
             let dst_end = check_range(dst, new_len)?;
             if dst < old.add(old_len) && old < dst_end {
@@ -60,8 +76,12 @@ impl World {
             }
             if multi_vma_move {
                 // Each VMA of the range moves to the same offset in the destination.
-                let pieces: Vec<(Vaddr, Vaddr)> =
-                    self.mm_ref(pid).vmas.overlapping(old, old.add(len)).map(|v| (v.start.max(old), v.end.min(old.add(len)))).collect();
+                let pieces: Vec<(Vaddr, Vaddr)> = self
+                    .mm_ref(pid)
+                    .vmas
+                    .overlapping(old, old.add(len))
+                    .map(|v| (v.start.max(old), v.end.min(old.add(len))))
+                    .collect();
                 for (s, e) in pieces {
                     let to = dst.add(s.0 - old.0);
                     self.move_vma(pid, s, e.0 - s.0, e.0 - s.0, to);
@@ -79,7 +99,10 @@ impl World {
         }
         // Grow in place if the range ends the VMA and the space after is free.
         let grow_end = old.add(new_len);
-        if old.add(old_len) == vma.end && grow_end.0 <= TASK_SIZE && self.mm_ref(pid).vmas.overlapping(vma.end, grow_end).next().is_none() {
+        if old.add(old_len) == vma.end
+            && grow_end.0 <= TASK_SIZE
+            && self.mm_ref(pid).vmas.overlapping(vma.end, grow_end).next().is_none()
+        {
             self.mm_mut(pid).vmas.get_mut(vma.start).expect("vma").end = grow_end;
             self.mm_mut(pid).vmas.merge_around(vma.start);
             return Ok(old);
@@ -142,7 +165,9 @@ impl World {
                     self.pt[dpmd].deposit.push(table);
                     self.pt[dpmd].set(di, entry);
                 }
-                Entry::Table(t) if whole && self.walk_pmd(pid, d).is_none_or(|(p, i)| self.pt[p].entries[i].is_none()) => {
+                Entry::Table(t)
+                    if whole && self.walk_pmd(pid, d).is_none_or(|(p, i)| self.pt[p].entries[i].is_none()) =>
+                {
                     let (dpmd, di) = self.pmd_alloc(pid, d).expect("page-table allocation in mremap");
                     self.pt[spmd].set(si, Entry::None);
                     self.pt[dpmd].set(di, Entry::Table(t));

@@ -107,11 +107,7 @@ impl Watermarks {
         let scaled = (managed_pages / 10_000) * watermark_scale_factor
             + (managed_pages % 10_000) * watermark_scale_factor / 10_000;
         let delta = (min / 4).max(scaled);
-        Watermarks {
-            min,
-            low: min + delta,
-            high: min + 2 * delta,
-        }
+        Watermarks { min, low: min + delta, high: min + 2 * delta }
     }
 }
 
@@ -124,9 +120,7 @@ impl Watermarks {
 /// call, is every managed page because no watermark is set yet).
 pub fn default_min_free_kbytes(lowmem_kbytes: u64) -> u64 {
     // `int_sqrt()` is the floor of the square root, as `isqrt()` is.
-    (lowmem_kbytes * 16)
-        .isqrt()
-        .clamp(MIN_FREE_KBYTES_FLOOR, MIN_FREE_KBYTES_CEILING)
+    (lowmem_kbytes * 16).isqrt().clamp(MIN_FREE_KBYTES_FLOOR, MIN_FREE_KBYTES_CEILING)
 }
 
 /// The watermark an allocation must leave satisfied: the `ALLOC_WMARK_*`
@@ -225,27 +219,15 @@ impl AllocFlags {
     pub const ATOMIC: AllocFlags = AllocFlags::WMARK_MIN.min_reserve().non_block();
 
     const fn with_wmark(wmark: AllocWatermark) -> AllocFlags {
-        AllocFlags {
-            wmark,
-            min_reserve: false,
-            non_block: false,
-            oom: false,
-            migratetype: Migratetype::Movable,
-        }
+        AllocFlags { wmark, min_reserve: false, non_block: false, oom: false, migratetype: Migratetype::Movable }
     }
     /// These flags plus `ALLOC_MIN_RESERVE`.
     pub const fn min_reserve(self) -> AllocFlags {
-        AllocFlags {
-            min_reserve: true,
-            ..self
-        }
+        AllocFlags { min_reserve: true, ..self }
     }
     /// These flags plus `ALLOC_NON_BLOCK`.
     pub const fn non_block(self) -> AllocFlags {
-        AllocFlags {
-            non_block: true,
-            ..self
-        }
+        AllocFlags { non_block: true, ..self }
     }
     /// These flags plus `ALLOC_OOM`.
     pub const fn oom(self) -> AllocFlags {
@@ -254,10 +236,7 @@ impl AllocFlags {
     /// These flags for an unmovable allocation: a GFP mask without
     /// `__GFP_MOVABLE` or `__GFP_RECLAIMABLE`, such as `GFP_KERNEL`.
     pub const fn unmovable(self) -> AllocFlags {
-        AllocFlags {
-            migratetype: Migratetype::Unmovable,
-            ..self
-        }
+        AllocFlags { migratetype: Migratetype::Unmovable, ..self }
     }
 }
 
@@ -350,10 +329,7 @@ impl fmt::Debug for BuddyAllocator {
             .field("nr_pages", &self.nr_pages)
             .field("nr_free", &self.nr_free)
             .field("buddyinfo", &self.buddyinfo())
-            .field(
-                "nr_unmovable_pageblocks",
-                &self.nr_pageblocks(Migratetype::Unmovable),
-            )
+            .field("nr_unmovable_pageblocks", &self.nr_pageblocks(Migratetype::Unmovable))
             .field("watermarks", &self.watermarks)
             .finish()
     }
@@ -371,10 +347,7 @@ impl BuddyAllocator {
     /// Panics if `nr_pages` is 0 or above 2^52 (a caller's bug: machine
     /// sizes are validated where the scenario is parsed).
     pub fn new(nr_pages: u64) -> Self {
-        assert!(
-            nr_pages > 0,
-            "BuddyAllocator::new: a zone needs at least one page"
-        );
+        assert!(nr_pages > 0, "BuddyAllocator::new: a zone needs at least one page");
         assert!(
             nr_pages <= MAX_NR_PAGES,
             "BuddyAllocator::new: {nr_pages:#x} pages is more than the 2^52 a 64-bit physical address space holds"
@@ -389,23 +362,13 @@ impl BuddyAllocator {
             nr_free: nr_pages,
             min_free_kbytes,
             watermark_scale_factor: DEFAULT_WATERMARK_SCALE_FACTOR,
-            watermarks: Watermarks::for_zone(
-                nr_pages,
-                min_free_kbytes,
-                DEFAULT_WATERMARK_SCALE_FACTOR,
-            ),
+            watermarks: Watermarks::for_zone(nr_pages, min_free_kbytes, DEFAULT_WATERMARK_SCALE_FACTOR),
         };
         let mut start = 0;
         while start < nr_pages {
-            let aligned_order = if start == 0 {
-                Order::MAX.get() as u32
-            } else {
-                start.trailing_zeros()
-            };
+            let aligned_order = if start == 0 { Order::MAX.get() as u32 } else { start.trailing_zeros() };
             let fitting_order = (nr_pages - start).ilog2();
-            let order = aligned_order
-                .min(fitting_order)
-                .min(Order::MAX.get() as u32) as usize;
+            let order = aligned_order.min(fitting_order).min(Order::MAX.get() as u32) as usize;
             zone.add_to_free_area(start, order, Migratetype::Movable);
             start += 1 << order;
         }
@@ -436,9 +399,7 @@ impl BuddyAllocator {
         let mt = flags.migratetype;
         let start = match self.rmqueue_smallest(low, mt) {
             Some(start) => start,
-            None => self
-                .rmqueue_fallback(low, mt)
-                .ok_or(AllocFailure::NoBlockOfOrder)?,
+            None => self.rmqueue_fallback(low, mt).ok_or(AllocFailure::NoBlockOfOrder)?,
         };
         self.nr_free -= order.nr_pages();
         Ok(Pfn(start))
@@ -476,9 +437,7 @@ impl BuddyAllocator {
         if usable_free <= min {
             return Err(AllocFailure::BelowWatermark);
         }
-        if order.is_large()
-            && smallest_order_in(self.all_nonempty_orders(), order.get() as usize).is_none()
-        {
+        if order.is_large() && smallest_order_in(self.all_nonempty_orders(), order.get() as usize).is_none() {
             return Err(AllocFailure::NoBlockOfOrder);
         }
         Ok(())
@@ -533,8 +492,7 @@ impl BuddyAllocator {
             // pageblock order or above that merged in already was one.
             let whole = (order.get() as usize).max(PB_ORDER);
             let first = pfn.0 & !((1u64 << whole) - 1);
-            self.pageblock_types
-                .set_range(first, 1 << whole, Migratetype::Movable);
+            self.pageblock_types.set_range(first, 1 << whole, Migratetype::Movable);
         }
         let added = self.add_to_free_area(start, current, mt);
         assert!(
@@ -566,8 +524,7 @@ impl BuddyAllocator {
         // If every page of an aligned block is free, one free block holds it
         // all: two free blocks meeting inside it would be free buddies at
         // some order, and buddies merge.
-        let Some((mut start, found)) = self.free_block_containing(pfn.0, order.get() as usize)
-        else {
+        let Some((mut start, found)) = self.free_block_containing(pfn.0, order.get() as usize) else {
             return false;
         };
         let mt = self.pageblock_types.get(pfn.0);
@@ -665,10 +622,7 @@ impl BuddyAllocator {
             let size = 1u64 << order;
             let last_start = end.saturating_sub(size - 1);
             for area in self.free_areas_of_order(order) {
-                blocks.extend(
-                    area.range(first, last_start)
-                        .map(|block| (Pfn(block), Order::new(order as u8))),
-                );
+                blocks.extend(area.range(first, last_start).map(|block| (Pfn(block), Order::new(order as u8))));
             }
         }
         blocks.sort_unstable();
@@ -677,9 +631,7 @@ impl BuddyAllocator {
 
     /// Free blocks of exactly `order`: `zone->free_area[order].nr_free`.
     pub fn nr_free_blocks(&self, order: Order) -> u64 {
-        self.free_areas_of_order(order.get() as usize)
-            .map(FreeArea::len)
-            .sum()
+        self.free_areas_of_order(order.get() as usize).map(FreeArea::len).sum()
     }
 
     /// Free blocks of exactly `order` on `mt`'s free list: one cell of the
@@ -842,8 +794,7 @@ impl BuddyAllocator {
                     None => {
                         let typed = self.pageblock_types.first_unmovable_in(start, start + size);
                         assert_eq!(
-                            typed,
-                            None,
+                            typed, None,
                             "buddy allocator: free block pfn {start:#x} order-{order} is whole free pageblocks, \
                              which have no type, but a pageblock in it is marked Unmovable\n{self:?}",
                         );
@@ -879,11 +830,7 @@ impl BuddyAllocator {
     /// Recomputes the watermarks after a sysctl write
     /// (`setup_per_zone_wmarks()`).
     fn setup_watermarks(&mut self) {
-        self.watermarks = Watermarks::for_zone(
-            self.nr_pages,
-            self.min_free_kbytes,
-            self.watermark_scale_factor,
-        );
+        self.watermarks = Watermarks::for_zone(self.nr_pages, self.min_free_kbytes, self.watermark_scale_factor);
     }
 
     /// Takes the lowest-PFN free block of the smallest order at or above
@@ -930,7 +877,7 @@ impl BuddyAllocator {
             return None;
         }
         let other = mt.fallback();
-        for current in (low..PB_ORDER).rev() {
+        for current in low..PB_ORDER {
             if self.nonempty_orders[other.index()] & (1 << current) == 0 {
                 continue;
             }
@@ -979,16 +926,13 @@ impl BuddyAllocator {
         }
         let old = mt.fallback();
         let lists = &self.free_lists[old.index()];
-        let nr_free: u64 = (0..NR_TYPED_ORDERS)
-            .map(|order| (lists[order].range(first, end).count() as u64) << order)
-            .sum();
+        let nr_free: u64 =
+            (0..NR_TYPED_ORDERS).map(|order| (lists[order].range(first, end).count() as u64) << order).sum();
         if nr_free < PAGEBLOCK_NR_PAGES / 2 {
             return false;
         }
         for order in 0..NR_TYPED_ORDERS {
-            let moving: Vec<u64> = self.free_lists[old.index()][order]
-                .range(first, end)
-                .collect();
+            let moving: Vec<u64> = self.free_lists[old.index()][order].range(first, end).collect();
             for start in moving {
                 self.del_from_free_area(start, order, old);
                 self.add_to_free_area(start, order, mt);
@@ -1033,10 +977,7 @@ impl BuddyAllocator {
     /// the shared one above.
     fn free_areas_of_order(&self, order: usize) -> impl Iterator<Item = &FreeArea> {
         let (first, second) = if order < PB_ORDER {
-            (
-                &self.free_lists[0][order],
-                Some(&self.free_lists[1][order]),
-            )
+            (&self.free_lists[0][order], Some(&self.free_lists[1][order]))
         } else {
             (&self.free_pageblocks[order - PB_ORDER], None)
         };
@@ -1046,16 +987,9 @@ impl BuddyAllocator {
     /// Every free list once, as (order, its type or `None` if shared, list).
     fn all_free_areas(&self) -> impl Iterator<Item = (usize, Option<Migratetype>, &FreeArea)> {
         let typed = Migratetype::ALL.into_iter().flat_map(move |mt| {
-            self.free_lists[mt.index()]
-                .iter()
-                .enumerate()
-                .map(move |(order, area)| (order, Some(mt), area))
+            self.free_lists[mt.index()].iter().enumerate().map(move |(order, area)| (order, Some(mt), area))
         });
-        let whole = self
-            .free_pageblocks
-            .iter()
-            .enumerate()
-            .map(|(index, area)| (PB_ORDER + index, None, area));
+        let whole = self.free_pageblocks.iter().enumerate().map(|(index, area)| (PB_ORDER + index, None, area));
         typed.chain(whole)
     }
 
@@ -1099,9 +1033,7 @@ impl BuddyAllocator {
     #[inline(always)]
     fn pop_first_from_free_area(&mut self, order: usize, mt: Migratetype) -> u64 {
         let area = self.free_area_mut(order, mt);
-        let start = area
-            .pop_first()
-            .expect("nonempty_orders has a bit for an empty free list");
+        let start = area.pop_first().expect("nonempty_orders has a bit for an empty free list");
         if area.is_empty() {
             self.clear_nonempty(order, mt);
         }
@@ -1128,9 +1060,7 @@ impl BuddyAllocator {
         let mt = self.pageblock_types.get(pfn);
         orders_in(self.nonempty_orders[mt.index()], min_order).find_map(|order| {
             let start = pfn & !((1u64 << order) - 1);
-            self.free_area(order, mt)
-                .contains(start)
-                .then_some((start, order))
+            self.free_area(order, mt).contains(start).then_some((start, order))
         })
     }
 
@@ -1140,12 +1070,9 @@ impl BuddyAllocator {
         let order = order.get() as usize;
         let end = start + (1u64 << order);
         self.free_block_containing(start, order).or_else(|| {
-            orders_in(self.all_nonempty_orders(), 0)
-                .take_while(|&o| o < order)
-                .find_map(|o| {
-                    self.free_areas_of_order(o)
-                        .find_map(|area| area.range(start, end).next().map(|block| (block, o)))
-                })
+            orders_in(self.all_nonempty_orders(), 0).take_while(|&o| o < order).find_map(|o| {
+                self.free_areas_of_order(o).find_map(|area| area.range(start, end).next().map(|block| (block, o)))
+            })
         })
     }
 
@@ -1207,9 +1134,7 @@ struct PageblockTypes {
 
 impl PageblockTypes {
     fn new() -> Self {
-        PageblockTypes {
-            unmovable: FreeArea::new(PB_ORDER),
-        }
+        PageblockTypes { unmovable: FreeArea::new(PB_ORDER) }
     }
 
     /// The type of the pageblock that holds `pfn`.
@@ -1309,9 +1234,7 @@ const FREE_AREA_MANY_MIN: usize = 8;
 impl PartialEq for FreeArea {
     /// Equal when they hold the same blocks, whichever the representation.
     fn eq(&self, other: &Self) -> bool {
-        self.order == other.order
-            && self.nr_blocks == other.nr_blocks
-            && self.iter().eq(other.iter())
+        self.order == other.order && self.nr_blocks == other.nr_blocks && self.iter().eq(other.iter())
     }
 }
 
@@ -1319,11 +1242,7 @@ impl Eq for FreeArea {}
 
 impl FreeArea {
     fn new(order: usize) -> Self {
-        FreeArea {
-            order: order as u32,
-            nr_blocks: 0,
-            words: FreeWords::Few(Vec::with_capacity(FREE_AREA_FEW_MAX)),
-        }
+        FreeArea { order: order as u32, nr_blocks: 0, words: FreeWords::Few(Vec::with_capacity(FREE_AREA_FEW_MAX)) }
     }
 
     fn len(&self) -> u64 {
@@ -1350,9 +1269,9 @@ impl FreeArea {
     fn contains(&self, start: u64) -> bool {
         let (key, bit) = self.locate(start);
         let word = match &self.words {
-            FreeWords::Few(words) => words
-                .binary_search_by_key(&key, |&(key, _)| key)
-                .map_or(0, |index| words[index].1),
+            FreeWords::Few(words) => {
+                words.binary_search_by_key(&key, |&(key, _)| key).map_or(0, |index| words[index].1)
+            }
             FreeWords::Many(words) => words.get(&key).copied().unwrap_or(0),
         };
         word & bit != 0
@@ -1392,10 +1311,7 @@ impl FreeArea {
             self.words = FreeWords::Many(words.iter().copied().collect());
         }
         let FreeWords::Many(words) = &mut self.words else {
-            unreachable!(
-                "free area order-{} still a vector after conversion",
-                self.order
-            );
+            unreachable!("free area order-{} still a vector after conversion", self.order);
         };
         let word = words.entry(key).or_insert(0);
         let inserted = *word & bit == 0;
@@ -1494,14 +1410,7 @@ impl FreeArea {
                 FreeWords::Many(words) => FreeWordsIter::Many(words.range(key_low..=key_high)),
             }
         };
-        FreeAreaIter {
-            order: self.order,
-            block_low,
-            block_high,
-            words,
-            key: 0,
-            bits: 0,
-        }
+        FreeAreaIter { order: self.order, block_low, block_high, words, key: 0, bits: 0 }
     }
 
     /// Checks the representation: no zero words, words in order, the block
@@ -1519,13 +1428,7 @@ impl FreeArea {
                     words.windows(2).all(|pair| pair[0].0 < pair[1].0),
                     "buddy allocator: order-{order} free area words are not in ascending order: {words:x?}",
                 );
-                (
-                    words.len(),
-                    words
-                        .iter()
-                        .map(|&(_, word)| word.count_ones() as u64)
-                        .sum::<u64>(),
-                )
+                (words.len(), words.iter().map(|&(_, word)| word.count_ones() as u64).sum::<u64>())
             }
             FreeWords::Many(words) => {
                 assert!(
@@ -1533,13 +1436,7 @@ impl FreeArea {
                     "buddy allocator: order-{order} free area is a B-tree of {} words, fewer than {FREE_AREA_MANY_MIN}",
                     words.len(),
                 );
-                (
-                    words.len(),
-                    words
-                        .values()
-                        .map(|word| word.count_ones() as u64)
-                        .sum::<u64>(),
-                )
+                (words.len(), words.values().map(|word| word.count_ones() as u64).sum::<u64>())
             }
         };
         let zero_words = match &self.words {
@@ -1564,11 +1461,7 @@ impl FreeArea {
 fn search_words(words: &[(u64, u64)], key: u64) -> Result<usize, usize> {
     for (index, &(word_key, _)) in words.iter().enumerate() {
         if word_key >= key {
-            return if word_key == key {
-                Ok(index)
-            } else {
-                Err(index)
-            };
+            return if word_key == key { Ok(index) } else { Err(index) };
         }
     }
     Err(words.len())
@@ -1661,9 +1554,7 @@ mod tests {
     }
 
     fn blocks(zone: &BuddyAllocator) -> Vec<(u64, u8)> {
-        zone.free_blocks()
-            .map(|(pfn, o)| (pfn.0, o.get()))
-            .collect()
+        zone.free_blocks().map(|(pfn, o)| (pfn.0, o.get())).collect()
     }
 
     thread_local! {
@@ -1707,10 +1598,7 @@ mod tests {
         assert_eq!(zone.nr_free_pages(), ONE_TIB_PAGES);
         assert_eq!(zone.nr_total_pages(), ONE_TIB_PAGES);
         assert_eq!(zone.largest_free_order(), Some(Order::MAX));
-        assert!(zone
-            .free_blocks()
-            .enumerate()
-            .all(|(i, (pfn, o))| pfn.0 == (i as u64) << 18 && o == Order::MAX));
+        assert!(zone.free_blocks().enumerate().all(|(i, (pfn, o))| pfn.0 == (i as u64) << 18 && o == Order::MAX));
         zone.check_invariants();
     }
 
@@ -1725,18 +1613,12 @@ mod tests {
 
         // 1000 = 512 + 256 + 128 + 64 + 32 + 8.
         let zone = BuddyAllocator::new(1000);
-        assert_eq!(
-            blocks(&zone),
-            vec![(0, 9), (512, 8), (768, 7), (896, 6), (960, 5), (992, 3)]
-        );
+        assert_eq!(blocks(&zone), vec![(0, 9), (512, 8), (768, 7), (896, 6), (960, 5), (992, 3)]);
         zone.check_invariants();
 
         // 3 GiB + 4 KiB: three order-18 blocks and one page.
         let zone = BuddyAllocator::new(pages(3 * GIB) + 1);
-        assert_eq!(
-            blocks(&zone),
-            vec![(0, 18), (1 << 18, 18), (2 << 18, 18), (3 << 18, 0)]
-        );
+        assert_eq!(blocks(&zone), vec![(0, 18), (1 << 18, 18), (2 << 18, 18), (3 << 18, 0)]);
         zone.check_invariants();
 
         let zone = BuddyAllocator::new(1);
@@ -1773,20 +1655,10 @@ mod tests {
         let boot = BuddyAllocator::new(pages(16 * GIB) + 5);
         let mut zone = boot.clone();
         let orders = [0, 3, 9, 0, 18, 1, 9, 0, 12, 18, 2, 0];
-        let held: Vec<_> = orders
-            .iter()
-            .map(|&o| {
-                (
-                    zone.alloc(order(o), AllocFlags::WMARK_LOW).unwrap(),
-                    order(o),
-                )
-            })
-            .collect();
+        let held: Vec<_> =
+            orders.iter().map(|&o| (zone.alloc(order(o), AllocFlags::WMARK_LOW).unwrap(), order(o))).collect();
         zone.check_invariants();
-        assert_eq!(
-            zone.nr_free_pages(),
-            boot.nr_free_pages() - orders.iter().map(|&o| 1u64 << o).sum::<u64>()
-        );
+        assert_eq!(zone.nr_free_pages(), boot.nr_free_pages() - orders.iter().map(|&o| 1u64 << o).sum::<u64>());
         // Free in an order unrelated to allocation, checking as we go.
         for &i in &[5, 0, 11, 2, 7, 9, 1, 4, 10, 3, 8, 6] {
             let (pfn, o) = held[i];
@@ -1794,10 +1666,7 @@ mod tests {
             zone.check_invariants();
         }
         assert_eq!(blocks(&zone), blocks(&boot));
-        assert!(
-            zone == boot,
-            "round trip did not restore the boot state: {zone:?}"
-        );
+        assert!(zone == boot, "round trip did not restore the boot state: {zone:?}");
     }
 
     #[test]
@@ -1811,10 +1680,7 @@ mod tests {
         zone.free(a, order(9));
         // Free now: an order-9 block at 0 and an order-8 block at 768.
         assert_eq!(blocks(&zone), vec![(0, 9), (768, 8)]);
-        assert_eq!(
-            zone.alloc(order(1), AllocFlags::NO_WATERMARKS),
-            Ok(Pfn(768))
-        );
+        assert_eq!(zone.alloc(order(1), AllocFlags::NO_WATERMARKS), Ok(Pfn(768)));
         zone.check_invariants();
     }
 
@@ -1827,14 +1693,7 @@ mod tests {
         // WMARK_LOW = 4096 + 4194 = 8290, WMARK_HIGH = 8290 + 4194 = 12484.
         let zone = BuddyAllocator::new(pages(16 * GIB));
         assert_eq!(zone.min_free_kbytes(), 16384);
-        assert_eq!(
-            zone.watermarks(),
-            Watermarks {
-                min: 4096,
-                low: 8290,
-                high: 12484
-            }
-        );
+        assert_eq!(zone.watermarks(), Watermarks { min: 4096, low: 8290, high: 12484 });
 
         // 1 TiB = 2^28 pages. lowmem_kbytes = 2^30.
         // int_sqrt(2^30 * 16) = int_sqrt(2^34) = 2^17 = 131072 kB, inside the clamp.
@@ -1843,27 +1702,13 @@ mod tests {
         // WMARK_LOW = 32768 + 268435 = 301203, WMARK_HIGH = 301203 + 268435 = 569638.
         let zone = BuddyAllocator::new(ONE_TIB_PAGES);
         assert_eq!(zone.min_free_kbytes(), 131072);
-        assert_eq!(
-            zone.watermarks(),
-            Watermarks {
-                min: 32768,
-                low: 301203,
-                high: 569638
-            }
-        );
+        assert_eq!(zone.watermarks(), Watermarks { min: 32768, low: 301203, high: 569638 });
 
         // 16 MiB = 4096 pages. lowmem_kbytes = 16384; int_sqrt(262144) = 512 kB.
         // WMARK_MIN = 128 pages; delta = max(32, 4096 * 10 / 10000 = 4) = 32.
         let zone = BuddyAllocator::new(pages(16 * MIB));
         assert_eq!(zone.min_free_kbytes(), 512);
-        assert_eq!(
-            zone.watermarks(),
-            Watermarks {
-                min: 128,
-                low: 160,
-                high: 192
-            }
-        );
+        assert_eq!(zone.watermarks(), Watermarks { min: 128, low: 160, high: 192 });
     }
 
     #[test]
@@ -1885,24 +1730,10 @@ mod tests {
         let mut zone = BuddyAllocator::new(pages(16 * GIB));
         // min_free_kbytes = 65536: WMARK_MIN = 16384, delta = max(4096, 4194) = 4194.
         assert_eq!(zone.set_min_free_kbytes(65536), Ok(()));
-        assert_eq!(
-            zone.watermarks(),
-            Watermarks {
-                min: 16384,
-                low: 20578,
-                high: 24772
-            }
-        );
+        assert_eq!(zone.watermarks(), Watermarks { min: 16384, low: 20578, high: 24772 });
         // watermark_scale_factor = 100: delta = max(4096, 41943) = 41943.
         assert_eq!(zone.set_watermark_scale_factor(100), Ok(()));
-        assert_eq!(
-            zone.watermarks(),
-            Watermarks {
-                min: 16384,
-                low: 58327,
-                high: 100270
-            }
-        );
+        assert_eq!(zone.watermarks(), Watermarks { min: 16384, low: 58327, high: 100270 });
         assert_eq!(zone.set_watermark_scale_factor(0), Err(Errno::Inval));
         assert_eq!(zone.set_watermark_scale_factor(3001), Err(Errno::Inval));
         assert_eq!(zone.set_min_free_kbytes(1 << 31), Err(Errno::Inval));
@@ -1922,40 +1753,17 @@ mod tests {
         // WMARK_MIN = 256, delta = max(64, 16) = 64, LOW = 320, HIGH = 384.
         let mut zone = BuddyAllocator::new(pages(64 * MIB));
         let wm = zone.watermarks();
-        assert_eq!(
-            wm,
-            Watermarks {
-                min: 256,
-                low: 320,
-                high: 384
-            }
-        );
+        assert_eq!(wm, Watermarks { min: 256, low: 320, high: 384 });
 
         // An allocation passes when the free pages left afterwards are at
         // least the mark: free - (2^order - 1) > mark.
         drain_to(&mut zone, 257);
-        assert_eq!(
-            zone.watermark_check(Order::BASE, AllocFlags::WMARK_MIN),
-            Ok(())
-        );
-        assert_eq!(
-            zone.watermark_check(order(1), AllocFlags::WMARK_MIN),
-            Err(AllocFailure::BelowWatermark)
-        );
-        assert_eq!(
-            zone.watermark_check(Order::BASE, AllocFlags::WMARK_LOW),
-            Err(AllocFailure::BelowWatermark)
-        );
+        assert_eq!(zone.watermark_check(Order::BASE, AllocFlags::WMARK_MIN), Ok(()));
+        assert_eq!(zone.watermark_check(order(1), AllocFlags::WMARK_MIN), Err(AllocFailure::BelowWatermark));
+        assert_eq!(zone.watermark_check(Order::BASE, AllocFlags::WMARK_LOW), Err(AllocFailure::BelowWatermark));
         drain_to(&mut zone, 256);
-        assert_eq!(
-            zone.alloc(Order::BASE, AllocFlags::WMARK_MIN),
-            Err(AllocFailure::BelowWatermark)
-        );
-        assert_eq!(
-            zone.nr_free_pages(),
-            256,
-            "a failed allocation must not change the zone"
-        );
+        assert_eq!(zone.alloc(Order::BASE, AllocFlags::WMARK_MIN), Err(AllocFailure::BelowWatermark));
+        assert_eq!(zone.nr_free_pages(), 256, "a failed allocation must not change the zone");
 
         // __GFP_HIGH: min 256 - 128 = 128. With ALLOC_NON_BLOCK too: 128 - 32 = 96.
         // ALLOC_OOM alone: 256 - 128 = 128. All three: 96 - 48 = 48.
@@ -1974,16 +1782,8 @@ mod tests {
         for (flags, effective_min) in cases {
             let mut probe = fresh.clone();
             drain_to(&mut probe, effective_min + 1);
-            assert_eq!(
-                probe.alloc(Order::BASE, flags),
-                Ok(Pfn(pages(64 * MIB) - effective_min - 1)),
-                "{flags:?}"
-            );
-            assert_eq!(
-                probe.alloc(Order::BASE, flags),
-                Err(AllocFailure::BelowWatermark),
-                "{flags:?}"
-            );
+            assert_eq!(probe.alloc(Order::BASE, flags), Ok(Pfn(pages(64 * MIB) - effective_min - 1)), "{flags:?}");
+            assert_eq!(probe.alloc(Order::BASE, flags), Err(AllocFailure::BelowWatermark), "{flags:?}");
         }
     }
 
@@ -1991,27 +1791,14 @@ mod tests {
     fn no_watermarks_succeeds_below_min_where_min_fails() {
         let mut zone = BuddyAllocator::new(pages(64 * MIB));
         drain_to(&mut zone, 100);
-        assert_eq!(
-            zone.alloc(Order::BASE, AllocFlags::WMARK_MIN),
-            Err(AllocFailure::BelowWatermark)
-        );
-        assert_eq!(
-            zone.alloc(order(4), AllocFlags::WMARK_MIN),
-            Err(AllocFailure::BelowWatermark)
-        );
+        assert_eq!(zone.alloc(Order::BASE, AllocFlags::WMARK_MIN), Err(AllocFailure::BelowWatermark));
+        assert_eq!(zone.alloc(order(4), AllocFlags::WMARK_MIN), Err(AllocFailure::BelowWatermark));
         assert!(zone.alloc(Order::BASE, AllocFlags::NO_WATERMARKS).is_ok());
         assert!(zone.alloc(order(4), AllocFlags::NO_WATERMARKS).is_ok());
         drain_to(&mut zone, 0);
-        assert_eq!(
-            zone.alloc(Order::BASE, AllocFlags::NO_WATERMARKS),
-            Err(AllocFailure::OutOfMemory)
-        );
+        assert_eq!(zone.alloc(Order::BASE, AllocFlags::NO_WATERMARKS), Err(AllocFailure::OutOfMemory));
         assert_eq!(zone.largest_free_order(), None);
-        assert_eq!(
-            zone.fragmentation_index(Order::PMD),
-            0,
-            "nothing free: index 0"
-        );
+        assert_eq!(zone.fragmentation_index(Order::PMD), 0, "nothing free: index 0");
         zone.check_invariants();
     }
 
@@ -2030,22 +1817,10 @@ mod tests {
         assert_eq!(zone.nr_free_blocks(Order::BASE), 8192);
         assert!(zone.nr_free_pages() > zone.watermarks().high);
         assert_eq!(zone.largest_free_order(), Some(Order::BASE));
-        assert_eq!(
-            zone.watermark_check(Order::PMD, AllocFlags::WMARK_HIGH),
-            Err(AllocFailure::NoBlockOfOrder)
-        );
-        assert_eq!(
-            zone.alloc(Order::PMD, AllocFlags::WMARK_HIGH),
-            Err(AllocFailure::NoBlockOfOrder)
-        );
-        assert_eq!(
-            zone.alloc(Order::PMD, AllocFlags::NO_WATERMARKS),
-            Err(AllocFailure::NoBlockOfOrder)
-        );
-        assert_eq!(
-            zone.alloc(order(1), AllocFlags::WMARK_LOW),
-            Err(AllocFailure::NoBlockOfOrder)
-        );
+        assert_eq!(zone.watermark_check(Order::PMD, AllocFlags::WMARK_HIGH), Err(AllocFailure::NoBlockOfOrder));
+        assert_eq!(zone.alloc(Order::PMD, AllocFlags::WMARK_HIGH), Err(AllocFailure::NoBlockOfOrder));
+        assert_eq!(zone.alloc(Order::PMD, AllocFlags::NO_WATERMARKS), Err(AllocFailure::NoBlockOfOrder));
+        assert_eq!(zone.alloc(order(1), AllocFlags::WMARK_LOW), Err(AllocFailure::NoBlockOfOrder));
         // __fragmentation_index(9): 1000 - (1000 + 8192 * 1000 / 512) / 8192
         //   = 1000 - 17000 / 8192 = 1000 - 2 = 998: almost pure fragmentation.
         assert_eq!(zone.fragmentation_index(Order::PMD), 998);
@@ -2083,22 +1858,11 @@ mod tests {
         assert_eq!(zone.nr_free_in_range(Pfn(u64::MAX - 1), 10), 0);
         assert_eq!(zone.largest_free_order(), Some(order(3)));
         assert_eq!(zone.buddyinfo()[..4], [0, 0, 1, 1]);
-        let inside = |start, nr| {
-            zone.free_blocks_in_range(Pfn(start), nr)
-                .map(|(pfn, o)| (pfn.0, o.get()))
-                .collect::<Vec<_>>()
-        };
+        let inside =
+            |start, nr| zone.free_blocks_in_range(Pfn(start), nr).map(|(pfn, o)| (pfn.0, o.get())).collect::<Vec<_>>();
         assert_eq!(inside(0, 16), vec![(4, 2), (8, 3)]);
-        assert_eq!(
-            inside(4, 11),
-            vec![(4, 2)],
-            "the order-3 block ends past pfn 15"
-        );
-        assert_eq!(
-            inside(8, 4),
-            vec![],
-            "inside a free block, but no whole block"
-        );
+        assert_eq!(inside(4, 11), vec![(4, 2)], "the order-3 block ends past pfn 15");
+        assert_eq!(inside(8, 4), vec![], "inside a free block, but no whole block");
         assert_eq!(inside(u64::MAX - 4, 100), vec![]);
     }
 
@@ -2138,50 +1902,32 @@ mod tests {
         assert!(zone.alloc_exact(Pfn(5), Order::BASE));
         zone.free(Pfn(5), Order::BASE);
         zone.free(Pfn(3 * 512), Order::PMD);
-        assert!(
-            zone == boot,
-            "did not merge back to the boot state: {zone:?}"
-        );
+        assert!(zone == boot, "did not merge back to the boot state: {zone:?}");
     }
 
     #[test]
     fn model_bugs_in_free_panic_with_what_and_where() {
         let mut zone = BuddyAllocator::new(1024);
         let message = panic_message(|| zone.clone().free(Pfn(3), order(1)));
-        assert!(
-            message.contains("free of pfn 0x3 order-1: pfn is not aligned"),
-            "{message}"
-        );
+        assert!(message.contains("free of pfn 0x3 order-1: pfn is not aligned"), "{message}");
         let message = panic_message(|| zone.clone().free(Pfn(1024), Order::BASE));
-        assert!(
-            message.contains("runs past the zone's end pfn 0x400"),
-            "{message}"
-        );
+        assert!(message.contains("runs past the zone's end pfn 0x400"), "{message}");
 
         // Double free of a block that is itself free.
         let pfn = zone.alloc(order(4), AllocFlags::NO_WATERMARKS).unwrap();
         let mut twice = zone.clone();
         twice.free(pfn, order(4));
         let message = panic_message(|| twice.free(pfn, order(4)));
-        assert!(
-            message.contains("overlaps free block pfn 0x0 order-10"),
-            "{message}"
-        );
+        assert!(message.contains("overlaps free block pfn 0x0 order-10"), "{message}");
 
         // A range that straddles allocated and free pages: pfn 0..16 is
         // allocated, 16..32 free, so freeing 0..32 as order 5 overlaps.
         let message = panic_message(|| zone.clone().free(Pfn(0), order(5)));
-        assert!(
-            message.contains("overlaps free block pfn 0x10 order-4 (pages 0x10..0x20)"),
-            "{message}"
-        );
+        assert!(message.contains("overlaps free block pfn 0x10 order-4 (pages 0x10..0x20)"), "{message}");
 
         // Freeing a page inside a larger free block.
         let message = panic_message(|| zone.clone().free(Pfn(700), Order::BASE));
-        assert!(
-            message.contains("overlaps free block pfn 0x200 order-9"),
-            "{message}"
-        );
+        assert!(message.contains("overlaps free block pfn 0x200 order-9"), "{message}");
     }
 
     #[test]
@@ -2193,35 +1939,24 @@ mod tests {
         broken.add_to_free_area(0, 0, Migratetype::Movable);
         broken.nr_free += 1;
         let message = panic_message(|| broken.check_invariants());
-        assert!(
-            message.contains("free block pfn 0x0 order-0 and its buddy pfn 0x1 are both free"),
-            "{message}"
-        );
+        assert!(message.contains("free block pfn 0x0 order-0 and its buddy pfn 0x1 are both free"), "{message}");
 
         let mut broken = zone.clone();
         broken.nr_free += 3;
         let message = panic_message(|| broken.check_invariants());
-        assert!(
-            message.contains("NR_FREE_PAGES is 1026 but the free blocks add up to 1023 pages"),
-            "{message}"
-        );
+        assert!(message.contains("NR_FREE_PAGES is 1026 but the free blocks add up to 1023 pages"), "{message}");
 
         // 0    4 5 6   8
         // |held|h|f|o1 |o3 ...   then mark 4..8 free as one order-2 block.
         let mut zone = BuddyAllocator::new(1024);
         assert_eq!(zone.alloc(order(2), AllocFlags::NO_WATERMARKS), Ok(Pfn(0)));
-        assert_eq!(
-            zone.alloc(Order::BASE, AllocFlags::NO_WATERMARKS),
-            Ok(Pfn(4))
-        );
+        assert_eq!(zone.alloc(Order::BASE, AllocFlags::NO_WATERMARKS), Ok(Pfn(4)));
         let mut broken = zone.clone();
         broken.add_to_free_area(4, 2, Migratetype::Movable);
         broken.nr_free += 4;
         let message = panic_message(|| broken.check_invariants());
         assert!(
-            message.contains(
-                "free block pfn 0x4 order-2 (pages 0x4..0x8) overlaps free block pfn 0x5 order-0"
-            ),
+            message.contains("free block pfn 0x4 order-2 (pages 0x4..0x8) overlaps free block pfn 0x5 order-0"),
             "{message}"
         );
     }
@@ -2236,9 +1971,7 @@ mod tests {
     }
 
     fn alloc_n(zone: &mut BuddyAllocator, n: u64, flags: AllocFlags) -> Vec<Pfn> {
-        (0..n)
-            .map(|_| zone.alloc(Order::BASE, flags).unwrap())
-            .collect()
+        (0..n).map(|_| zone.alloc(Order::BASE, flags).unwrap()).collect()
     }
 
     /// A 16 MiB zone (8 pageblocks) with pageblock 0 full of unmovable
@@ -2281,10 +2014,7 @@ mod tests {
         assert_eq!(unmovable, (0..8).map(Pfn).collect::<Vec<_>>());
         assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 1);
         assert_eq!(zone.pageblock_migratetype(Pfn(0)), Migratetype::Unmovable);
-        assert!(
-            movable.iter().all(|pfn| pageblock_of(pfn) != 0),
-            "a movable page went into the unmovable pageblock"
-        );
+        assert!(movable.iter().all(|pfn| pageblock_of(pfn) != 0), "a movable page went into the unmovable pageblock");
         let used: BTreeSet<u64> = movable.iter().map(pageblock_of).collect();
         assert_eq!(used, (1..=8).collect());
 
@@ -2299,9 +2029,9 @@ mod tests {
     #[test]
     fn unmovable_allocation_takes_a_whole_free_pageblock_when_its_own_are_full() {
         // 0     512   1024  1536  2048       4096
-        // |U    |M    |M    |free |free o10  |     then one more unmovable page.
+        // |U    |M    |M    |free |free o11  |     then one more unmovable page.
         let mut zone = zone_with_full_unmovable_pageblock(2);
-        assert_eq!(blocks(&zone), vec![(1536, 9), (2048, 10)]);
+        assert_eq!(blocks(&zone), vec![(1536, 9), (2048, 11)]);
         assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(1536)));
         assert_eq!(zone.pageblock_migratetype(Pfn(1536)), Migratetype::Unmovable);
         assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 2);
@@ -2435,13 +2165,17 @@ mod tests {
         let boot = BuddyAllocator::new(pages(16 * MIB));
         let mut zone = boot.clone();
         assert_eq!(zone.alloc(Order::BASE, UNMOVABLE), Ok(Pfn(0)));
-        // Inside the unmovable pageblock: the halves split off stay on the
-        // unmovable lists.
+        // Inside the unmovable pageblock: the order-6 block at 64 is split
+        // around pfn 100, and the halves split off stay on the unmovable
+        // lists (order 5 now holds the blocks at 32 and 64).
         assert!(zone.alloc_exact(Pfn(100), Order::BASE));
         zone.check_invariants();
         assert_eq!(zone.pageblock_migratetype(Pfn(100)), Migratetype::Unmovable);
-        assert_eq!(zone.nr_free_blocks_of_type(order(6), Migratetype::Unmovable), 1);
-        assert_eq!(zone.nr_free_blocks_of_type(order(6), Migratetype::Movable), 0);
+        assert_eq!(zone.nr_free_blocks_of_type(order(5), Migratetype::Unmovable), 2);
+        let nr_movable_below_pageblock: u64 = (0..9)
+            .map(|o| zone.nr_free_blocks_of_type(order(o), Migratetype::Movable))
+            .sum();
+        assert_eq!(nr_movable_below_pageblock, 0);
         // Out of a whole free block: the pageblock reads movable.
         assert!(zone.alloc_exact(Pfn(2048 + 5), Order::BASE));
         assert_eq!(zone.pageblock_migratetype(Pfn(2048)), Migratetype::Movable);
@@ -2471,9 +2205,7 @@ mod tests {
 
         // Mark the wholly free pageblock at 512 unmovable.
         let mut broken = zone.clone();
-        broken
-            .pageblock_types
-            .set_range(512, PAGEBLOCK_NR_PAGES, Migratetype::Unmovable);
+        broken.pageblock_types.set_range(512, PAGEBLOCK_NR_PAGES, Migratetype::Unmovable);
         let message = panic_message(|| broken.check_invariants());
         assert!(
             message.contains(
@@ -2499,64 +2231,33 @@ mod tests {
                 let grow = (step / 1000) & 1 == 0;
                 let mut start = start_of(rng.below(4096));
                 match rng.below(10) {
-                    0..=6 if grow => assert_eq!(
-                        area.insert(start),
-                        reference.insert(start),
-                        "step {step}: insert"
-                    ),
-                    0 => assert_eq!(
-                        area.insert(start),
-                        reference.insert(start),
-                        "step {step}: insert"
-                    ),
-                    1 | 2 => assert_eq!(
-                        area.pop_first(),
-                        reference.pop_first(),
-                        "step {step}: pop_first"
-                    ),
+                    0..=6 if grow => assert_eq!(area.insert(start), reference.insert(start), "step {step}: insert"),
+                    0 => assert_eq!(area.insert(start), reference.insert(start), "step {step}: insert"),
+                    1 | 2 => assert_eq!(area.pop_first(), reference.pop_first(), "step {step}: pop_first"),
                     _ => {
                         // Mostly a start that is there, sometimes one that is not.
                         if !reference.is_empty() && rng.below(8) != 0 {
                             let nth = rng.below(reference.len() as u64) as usize;
                             start = *reference.iter().nth(nth).unwrap();
                         }
-                        assert_eq!(
-                            area.remove(start),
-                            reference.remove(&start),
-                            "step {step}: remove {start:#x}"
-                        );
+                        assert_eq!(area.remove(start), reference.remove(&start), "step {step}: remove {start:#x}");
                     }
                 }
-                assert_eq!(
-                    area.contains(start),
-                    reference.contains(&start),
-                    "step {step}: contains {start:#x}"
-                );
+                assert_eq!(area.contains(start), reference.contains(&start), "step {step}: contains {start:#x}");
                 assert_eq!(area.len(), reference.len() as u64, "step {step}: len");
-                assert_eq!(
-                    area.first(),
-                    reference.first().copied(),
-                    "step {step}: first"
-                );
+                assert_eq!(area.first(), reference.first().copied(), "step {step}: first");
                 let (low, high) = (rng.below(start_of(4200)), rng.below(start_of(4200)));
                 assert!(
-                    area.range(low, high)
-                        .eq(reference.range(low..high.max(low)).copied()),
+                    area.range(low, high).eq(reference.range(low..high.max(low)).copied()),
                     "step {step}: range {low:#x}..{high:#x}"
                 );
                 if step % 64 == 0 {
                     area.check();
-                    assert!(
-                        area.iter().eq(reference.iter().copied()),
-                        "step {step}: contents"
-                    );
+                    assert!(area.iter().eq(reference.iter().copied()), "step {step}: contents");
                 }
                 conversions += (was_few != matches!(area.words, FreeWords::Few(_))) as u32;
             }
-            assert!(
-                conversions >= 4,
-                "order-{area_order}: only {conversions} conversions between vector and B-tree"
-            );
+            assert!(conversions >= 4, "order-{area_order}: only {conversions} conversions between vector and B-tree");
         }
     }
 
@@ -2608,10 +2309,7 @@ mod tests {
                 free: vec![true; nr_pages as usize],
                 nr_free: nr_pages,
                 watermarks,
-                pageblock_types: vec![
-                    Migratetype::Movable;
-                    nr_pages.div_ceil(NAIVE_PAGEBLOCK) as usize
-                ],
+                pageblock_types: vec![Migratetype::Movable; nr_pages.div_ceil(NAIVE_PAGEBLOCK) as usize],
             }
         }
 
@@ -2686,10 +2384,8 @@ mod tests {
                 return Err(AllocFailure::NoBlockOfOrder);
             }
             for current in (order..9).rev() {
-                let Some(&(candidate, _)) = blocks
-                    .iter()
-                    .filter(|&&(pfn, o)| o == current && self.type_of(pfn) != mt)
-                    .min()
+                let Some(&(candidate, _)) =
+                    blocks.iter().filter(|&&(pfn, o)| o == current && self.type_of(pfn) != mt).min()
                 else {
                     continue;
                 };
@@ -2812,12 +2508,7 @@ mod tests {
         fn new(nr_pages: u64) -> Self {
             let buddy = BuddyAllocator::new(nr_pages);
             let naive = NaiveFreeSet::new(nr_pages, buddy.watermarks());
-            Differential {
-                buddy,
-                naive,
-                held: Vec::new(),
-                paths: [0; 3],
-            }
+            Differential { buddy, naive, held: Vec::new(), paths: [0; 3] }
         }
 
         /// Applies `op` to both models and asserts they agree; `at` names
@@ -2855,10 +2546,7 @@ mod tests {
                     let pfn = (pfn % nr_blocks) << order;
                     let got = self.buddy.alloc_exact(Pfn(pfn), Order::new(order));
                     let want = self.naive.alloc_exact(pfn, order);
-                    assert_eq!(
-                        got, want,
-                        "{at}: alloc_exact({pfn:#x}, order-{order}): buddy vs naive"
-                    );
+                    assert_eq!(got, want, "{at}: alloc_exact({pfn:#x}, order-{order}): buddy vs naive");
                     if got {
                         self.held.push((pfn, order));
                     }
@@ -2882,37 +2570,22 @@ mod tests {
                         want,
                         "{at}: nr_free_in_range({pfn:#x}, {nr})"
                     );
-                    assert_eq!(
-                        self.buddy.is_free(Pfn(pfn)),
-                        self.naive.is_free(pfn),
-                        "{at}: is_free({pfn:#x})"
-                    );
+                    assert_eq!(self.buddy.is_free(Pfn(pfn)), self.naive.is_free(pfn), "{at}: is_free({pfn:#x})");
                     let want: Vec<_> = self
                         .naive
                         .blocks()
                         .into_iter()
                         .filter(|&(start, o)| start >= pfn && start + (1 << o) <= pfn + nr)
                         .collect();
-                    let got: Vec<_> = self
-                        .buddy
-                        .free_blocks_in_range(Pfn(pfn), nr)
-                        .map(|(start, o)| (start.0, o.get()))
-                        .collect();
+                    let got: Vec<_> =
+                        self.buddy.free_blocks_in_range(Pfn(pfn), nr).map(|(start, o)| (start.0, o.get())).collect();
                     assert_eq!(got, want, "{at}: free_blocks_in_range({pfn:#x}, {nr})");
                 }
             }
             self.buddy.check_invariants();
-            assert_eq!(
-                self.buddy.nr_free_pages(),
-                self.naive.nr_free,
-                "{at}: {op:?}: free page counts differ"
-            );
+            assert_eq!(self.buddy.nr_free_pages(), self.naive.nr_free, "{at}: {op:?}: free page counts differ");
             let naive_blocks = self.naive.blocks();
-            assert_eq!(
-                blocks(&self.buddy),
-                naive_blocks,
-                "{at}: {op:?}: free blocks differ"
-            );
+            assert_eq!(blocks(&self.buddy), naive_blocks, "{at}: {op:?}: free blocks differ");
             let mut buddyinfo = [0u64; NR_PAGE_ORDERS];
             for &(_, o) in &naive_blocks {
                 buddyinfo[o as usize] += 1;
@@ -2926,17 +2599,9 @@ mod tests {
                     "{at}: {op:?}: type of pageblock pfn {pfn:#x}"
                 );
             }
-            let nr_unmovable = self
-                .naive
-                .pageblock_types
-                .iter()
-                .filter(|&&mt| mt == Migratetype::Unmovable)
-                .count() as u64;
-            assert_eq!(
-                self.buddy.nr_pageblocks(Migratetype::Unmovable),
-                nr_unmovable,
-                "{at}: unmovable pageblocks"
-            );
+            let nr_unmovable =
+                self.naive.pageblock_types.iter().filter(|&&mt| mt == Migratetype::Unmovable).count() as u64;
+            assert_eq!(self.buddy.nr_pageblocks(Migratetype::Unmovable), nr_unmovable, "{at}: unmovable pageblocks");
             assert_eq!(
                 self.buddy.largest_free_order().map(Order::get),
                 naive_blocks.iter().map(|&(_, o)| o).max(),
@@ -2975,11 +2640,7 @@ mod tests {
             min_reserve: bits & 1 != 0,
             non_block: bits & 2 != 0,
             oom: bits & 4 != 0 && rng.below(4) == 0,
-            migratetype: if rng.below(3) == 0 {
-                Migratetype::Unmovable
-            } else {
-                Migratetype::Movable
-            },
+            migratetype: if rng.below(3) == 0 { Migratetype::Unmovable } else { Migratetype::Movable },
         }
     }
 
@@ -2993,24 +2654,11 @@ mod tests {
             _ => rng.below(max_order as u64 + 1) as u8,
         };
         match rng.below(100) {
-            r if r < if filling { 60 } else { 35 } => Op::Alloc {
-                order,
-                flags: random_flags(rng),
-            },
-            r if r < 88 => Op::Free {
-                index: rng.next() as usize,
-            },
-            r if r < 93 => Op::AllocExact {
-                pfn: rng.next(),
-                order,
-            },
-            r if r < 97 => Op::SplitHeld {
-                index: rng.next() as usize,
-            },
-            _ => Op::Query {
-                pfn: rng.next(),
-                nr: rng.below(600),
-            },
+            r if r < if filling { 60 } else { 35 } => Op::Alloc { order, flags: random_flags(rng) },
+            r if r < 88 => Op::Free { index: rng.next() as usize },
+            r if r < 93 => Op::AllocExact { pfn: rng.next(), order },
+            r if r < 97 => Op::SplitHeld { index: rng.next() as usize },
+            _ => Op::Query { pfn: rng.next(), nr: rng.below(600) },
         }
     }
 
@@ -3051,33 +2699,21 @@ mod tests {
                 outcomes.iter().all(|&n| n > 0),
                 "seed {seed:#x}: outcomes [ok, oom, below wmark, no block] = {outcomes:?}"
             );
-            assert!(
-                paths.iter().all(|&n| n > 0),
-                "seed {seed:#x}: paths [smallest, claim, steal] = {paths:?}"
-            );
+            assert!(paths.iter().all(|&n| n > 0), "seed {seed:#x}: paths [smallest, claim, steal] = {paths:?}");
         }
     }
 
     fn op_strategy() -> impl Strategy<Value = Op> {
-        let flags = (
-            0..4u8,
-            any::<bool>(),
-            any::<bool>(),
-            any::<bool>(),
-            any::<bool>(),
-        )
-            .prop_map(|(w, min_reserve, non_block, oom, unmovable)| AllocFlags {
-                wmark: [
-                    AllocWatermark::Min,
-                    AllocWatermark::Low,
-                    AllocWatermark::High,
-                    AllocWatermark::NoWatermarks,
-                ][w as usize],
+        let flags = (0..4u8, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(w, min_reserve, non_block, oom, unmovable)| AllocFlags {
+                wmark: [AllocWatermark::Min, AllocWatermark::Low, AllocWatermark::High, AllocWatermark::NoWatermarks]
+                    [w as usize],
                 min_reserve,
                 non_block,
                 oom,
                 migratetype: Migratetype::ALL[unmovable as usize],
-            });
+            },
+        );
         prop_oneof![
             4 => (0..=10u8, flags).prop_map(|(order, flags)| Op::Alloc { order, flags }),
             3 => any::<usize>().prop_map(|index| Op::Free { index }),
@@ -3121,9 +2757,7 @@ mod tests {
         for _ in 0..5 {
             let started = std::time::Instant::now();
             for _ in 0..iterations {
-                let pfn = zone
-                    .alloc(order, AllocFlags::WMARK_LOW)
-                    .expect("benchmark allocation failed");
+                let pfn = zone.alloc(order, AllocFlags::WMARK_LOW).expect("benchmark allocation failed");
                 zone.free(std::hint::black_box(pfn), order);
             }
             best = best.min(started.elapsed().as_nanos() as f64 / iterations as f64);
@@ -3137,29 +2771,15 @@ mod tests {
         // Worst case: every round trip splits an order-18 block all the way
         // down and merges it all the way back.
         let mut boot = BuddyAllocator::new(ONE_TIB_PAGES);
-        time_round_trips(
-            "1 TiB boot state (full split+merge)",
-            &mut boot,
-            Order::BASE,
-            iterations,
-        );
-        time_round_trips(
-            "1 TiB boot state (full split+merge)",
-            &mut boot,
-            Order::PMD,
-            iterations,
-        );
+        time_round_trips("1 TiB boot state (full split+merge)", &mut boot, Order::BASE, iterations);
+        time_round_trips("1 TiB boot state (full split+merge)", &mut boot, Order::PMD, iterations);
 
         // Steady state: 16 GiB, half allocated in a random mix of orders.
         let mut zone = BuddyAllocator::new(pages(16 * GIB));
         let mut rng = Rng(0xbe_4c4);
         let mut held = Vec::new();
         while zone.nr_free_pages() > pages(8 * GIB) {
-            let order = if rng.below(4) == 0 {
-                Order::PMD
-            } else {
-                Order::BASE
-            };
+            let order = if rng.below(4) == 0 { Order::PMD } else { Order::BASE };
             held.push((zone.alloc(order, AllocFlags::NO_WATERMARKS).unwrap(), order));
             if rng.below(3) == 0 {
                 let (pfn, order) = held.swap_remove(rng.below(held.len() as u64) as usize);
@@ -3171,27 +2791,13 @@ mod tests {
             zone.buddyinfo().iter().sum::<u64>(),
             zone.buddyinfo()
         );
-        time_round_trips(
-            "16 GiB half-used steady state",
-            &mut zone,
-            Order::BASE,
-            iterations,
-        );
-        time_round_trips(
-            "16 GiB half-used steady state",
-            &mut zone,
-            Order::PMD,
-            iterations,
-        );
+        time_round_trips("16 GiB half-used steady state", &mut zone, Order::BASE, iterations);
+        time_round_trips("16 GiB half-used steady state", &mut zone, Order::PMD, iterations);
 
         // Fragmented: every page allocated, then one pageblock in eight
         // freed whole and every other pageblock's pages freed at random, so
         // the low orders hold tens of thousands of scattered blocks.
-        let nr_pages = if cfg!(debug_assertions) {
-            pages(64 * MIB)
-        } else {
-            pages(GIB)
-        };
+        let nr_pages = if cfg!(debug_assertions) { pages(64 * MIB) } else { pages(GIB) };
         let mut zone = BuddyAllocator::new(nr_pages);
         drain_to(&mut zone, 0);
         for pageblock in (0..nr_pages).step_by(512) {

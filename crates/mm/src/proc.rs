@@ -81,7 +81,11 @@ impl World {
                             Entry::Table(pte) => {
                                 let first = Level::Pte.index(addr);
                                 let n = ((next.0 - addr.0) / PAGE_SIZE) as usize;
-                                rss += self.pt[pte].entries[first..first + n].iter().filter(|e| matches!(e, Entry::Page(_))).count() as u64 * PAGE_SIZE;
+                                rss += self.pt[pte].entries[first..first + n]
+                                    .iter()
+                                    .filter(|e| matches!(e, Entry::Page(_)))
+                                    .count() as u64
+                                    * PAGE_SIZE;
                             }
                             _ => {}
                         }
@@ -95,7 +99,12 @@ impl World {
                     anonymous_kb: rss / 1024,
                     anon_huge_pages_kb: thp / 1024,
                     swap_kb: 0,
-                    thp_eligible: self.thp_vma_allowable_orders(pid, vma, Tva::Smaps, crate::config::MTHP_ORDERS.fold(0, |m, o| m | 1 << o)) != 0,
+                    thp_eligible: self.thp_vma_allowable_orders(
+                        pid,
+                        vma,
+                        Tva::Smaps,
+                        crate::config::MTHP_ORDERS.fold(0, |m, o| m | 1 << o),
+                    ) != 0,
                     vm_flags: vma.flags.mnemonics(),
                 }
             })
@@ -104,7 +113,16 @@ impl World {
 
     /// pagemap + kpageflags + kpagecount + PAGEMAP_SCAN for one page.
     pub fn page_info(&self, pid: Pid, addr: Vaddr) -> PageInfo {
-        let absent = PageInfo { state: PageState::None, folio: None, pfn: None, order: 0, pmd_mapped: false, mapcount: 0, exclusive: false, zero_page: false };
+        let absent = PageInfo {
+            state: PageState::None,
+            folio: None,
+            pfn: None,
+            order: 0,
+            pmd_mapped: false,
+            mapcount: 0,
+            exclusive: false,
+            zero_page: false,
+        };
         let Some(_) = self.mm(pid) else { return absent };
         let Some((pmd, pi)) = self.walk_pmd(pid, addr) else { return absent };
         let (entry, pmd_mapped, page_of_pmd) = match self.pt[pmd].entries[pi] {

@@ -9,10 +9,10 @@
 //! (`folio_add_return_large_mapcount()`, `folio_sub_return_large_mapcount()`).
 //! The kernel's `CONFIG_PAGE_MAPCOUNT=y` variant, as on our machines.
 
+use crate::errno::Errno;
 use crate::folio::Folio;
 use crate::pgtable::{Entry, Level};
 use crate::stats::{MthpStat, VmEvent};
-use crate::errno::Errno;
 use crate::types::*;
 use crate::world::World;
 
@@ -224,7 +224,14 @@ impl World {
     /// fork (`folio_try_dup_anon_rmap_ptes()`): fails with `Busy` when an
     /// exclusive page may be pinned, so the caller copies it instead;
     /// otherwise clears AnonExclusive and adds the child's mappings.
-    pub(crate) fn folio_try_dup_anon_rmap_ptes(&mut self, id: FolioId, first: u64, nr: u64, src: Pid, dst: Pid) -> Result<(), Errno> {
+    pub(crate) fn folio_try_dup_anon_rmap_ptes(
+        &mut self,
+        id: FolioId,
+        first: u64,
+        nr: u64,
+        src: Pid,
+        dst: Pid,
+    ) -> Result<(), Errno> {
         let maybe_pinned = self.mm_ref(src).has_pinned && self.folios[id].maybe_dma_pinned();
         let folio = &self.folios[id];
         if maybe_pinned && (first..first + nr).any(|p| folio.anon_exclusive.get(p)) {
@@ -304,13 +311,23 @@ impl World {
                     };
                     match self.pt[pmd].entries[pi] {
                         Entry::Page(leaf) if leaf.folio == id => {
-                            found.push(Mapping { pid: mm.pid, addr: addr.align_down(PMD_SIZE), level: RmapLevel::Pmd, page: 0 });
+                            found.push(Mapping {
+                                pid: mm.pid,
+                                addr: addr.align_down(PMD_SIZE),
+                                level: RmapLevel::Pmd,
+                                page: 0,
+                            });
                             idx = (addr.align_down(PMD_SIZE).0 + PMD_SIZE - vma.start.0) / PAGE_SIZE + vma.pgoff;
                         }
                         Entry::Table(pte) => {
                             if let Entry::Page(leaf) = self.pt[pte].entries[Level::Pte.index(addr)] {
                                 if leaf.folio == id {
-                                    found.push(Mapping { pid: mm.pid, addr, level: RmapLevel::Pte, page: leaf.page as u64 });
+                                    found.push(Mapping {
+                                        pid: mm.pid,
+                                        addr,
+                                        level: RmapLevel::Pte,
+                                        page: leaf.page as u64,
+                                    });
                                 }
                             }
                             idx += 1;

@@ -109,7 +109,7 @@ impl Order {
             return None;
         }
         let order = (bytes / PAGE_SIZE).trailing_zeros();
-        (order <= Self::MAX.0 as u32).then(|| Order(order as u8))
+        (order <= Self::MAX.0 as u32).then_some(Order(order as u8))
     }
     pub fn is_large(self) -> bool {
         self.0 > 0

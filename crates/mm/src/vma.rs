@@ -209,7 +209,13 @@ mod tests {
     use super::*;
 
     fn vma(start: u64, end: u64) -> Vma {
-        Vma { start: Vaddr(start), end: Vaddr(end), flags: VmFlags::READ.union(VmFlags::WRITE), pgoff: start >> 12, anon_vma: Some(1) }
+        Vma {
+            start: Vaddr(start),
+            end: Vaddr(end),
+            flags: VmFlags::READ.union(VmFlags::WRITE),
+            pgoff: start >> 12,
+            anon_vma: Some(1),
+        }
     }
 
     // 0     4K    8K    12K
@@ -223,7 +229,7 @@ mod tests {
         t.split_at(Vaddr(0x1000_1000));
         t.split_at(Vaddr(0x1000_2000));
         assert_eq!(t.len(), 3);
-        assert_eq!(t.get(Vaddr(0x1000_2000)).unwrap().pgoff, 0x1000_2);
+        assert_eq!(t.get(Vaddr(0x1000_2000)).unwrap().pgoff, 0x1_0002);
         t.get_mut(Vaddr(0x1000_1000)).unwrap().flags = VmFlags::READ;
         assert_eq!(t.merge_around(Vaddr(0x1000_1000)), Vaddr(0x1000_1000));
         assert_eq!(t.len(), 3);
@@ -238,7 +244,7 @@ mod tests {
         let mut t = VmaTree::default();
         t.insert(vma(0x1000_0000, 0x1000_1000));
         let mut moved = vma(0x1000_1000, 0x1000_2000);
-        moved.pgoff = 0x5000_0;
+        moved.pgoff = 0x5_0000;
         t.insert(moved);
         t.merge_around(Vaddr(0x1000_1000));
         assert_eq!(t.len(), 2);

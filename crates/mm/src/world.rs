@@ -8,13 +8,13 @@
 //! `folio_put()` (mm/swap.c).
 
 use crate::config::Config;
+use crate::errno::{Errno, FaultError};
 use crate::events::{EventLog, MmEvent};
 use crate::folio::{Folio, FolioTable};
 use crate::mman::ThpDisable;
 use crate::page_alloc::{AllocFailure, AllocFlags, BuddyAllocator};
 use crate::pgtable::{Entry, Level, PageTables, PtNode};
 use crate::stats::{MthpStat, Stats};
-use crate::errno::{Errno, FaultError};
 use crate::types::*;
 use crate::vma::VmaTree;
 
@@ -209,7 +209,8 @@ impl World {
 
     /// Creates an mm with an empty address space (`mm_alloc()` + `pgd_alloc()`).
     pub(crate) fn mm_alloc(&mut self, family: u32) -> Result<Pid, Errno> {
-        let pgd_pfn = self.buddy.alloc(PGD_ALLOCATION_ORDER, AllocFlags::WMARK_MIN.unmovable()).map_err(|_| Errno::NoMem)?;
+        let pgd_pfn =
+            self.buddy.alloc(PGD_ALLOCATION_ORDER, AllocFlags::WMARK_MIN.unmovable()).map_err(|_| Errno::NoMem)?;
         self.stats.nr_page_table_pages += PGD_ALLOCATION_ORDER.nr_pages() as i64;
         let pgd = self.pt.insert(PtNode::new(pgd_pfn, Level::Pgd));
         let mm_id = self.alloc_mm_id();
@@ -273,7 +274,13 @@ impl World {
     }
 
     /// Allocates a node of `level` and installs it in `parent[index]`.
-    pub(crate) fn install_table(&mut self, pid: Pid, parent: PtId, index: usize, level: Level) -> Result<PtId, FaultError> {
+    pub(crate) fn install_table(
+        &mut self,
+        pid: Pid,
+        parent: PtId,
+        index: usize,
+        level: Level,
+    ) -> Result<PtId, FaultError> {
         let pfn = self.alloc_pt_page(pid, level)?;
         let id = self.pt.insert(PtNode::new(pfn, level));
         self.pt[parent].set(index, Entry::Table(id));
@@ -339,7 +346,13 @@ impl World {
     // ----- folios ------------------------------------------------------
 
     /// Allocates a folio from the buddy allocator with fault-path flags.
-    pub(crate) fn alloc_folio(&mut self, order: Order, flags: AllocFlags, index: u64, family: u32) -> Result<FolioId, AllocFailure> {
+    pub(crate) fn alloc_folio(
+        &mut self,
+        order: Order,
+        flags: AllocFlags,
+        index: u64,
+        family: u32,
+    ) -> Result<FolioId, AllocFailure> {
         let pfn = self.buddy.alloc(order, flags)?;
         Ok(self.folios.insert(Folio::new(pfn, order, index, family)))
     }
@@ -394,7 +407,11 @@ impl World {
 
     /// The queued folios in list order.
     pub(crate) fn deferred_split_queue(&self) -> Vec<FolioId> {
-        self.deferred_queue.iter().filter(|&&(f, s)| Self::deferred_entry_live(&self.folios, f, s)).map(|&(f, _)| f).collect()
+        self.deferred_queue
+            .iter()
+            .filter(|&&(f, s)| Self::deferred_entry_live(&self.folios, f, s))
+            .map(|&(f, _)| f)
+            .collect()
     }
 
     /// Takes a folio off the queue, clearing `partially_mapped` with its

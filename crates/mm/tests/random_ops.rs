@@ -57,8 +57,18 @@ fn op() -> impl Strategy<Value = RandomOp> {
 }
 
 const ADVICES: [Advice; 12] = [
-    Advice::Normal, Advice::DontNeed, Advice::Free, Advice::HugePage, Advice::NoHugePage, Advice::Collapse,
-    Advice::Cold, Advice::PageOut, Advice::PopulateRead, Advice::PopulateWrite, Advice::DontFork, Advice::DoFork,
+    Advice::Normal,
+    Advice::DontNeed,
+    Advice::Free,
+    Advice::HugePage,
+    Advice::NoHugePage,
+    Advice::Collapse,
+    Advice::Cold,
+    Advice::PageOut,
+    Advice::PopulateRead,
+    Advice::PopulateWrite,
+    Advice::DontFork,
+    Advice::DoFork,
 ];
 
 const KNOBS: [(&str, &str); 8] = [

@@ -1,8 +1,8 @@
 //! The interface both backends implement: apply an operation, observe.
 
 use thpsim_mm::Errno;
-pub use thpsim_workload::RegionRef;
 use thpsim_workload::Op;
+pub use thpsim_workload::RegionRef;
 
 use crate::Observation;
 

@@ -83,10 +83,7 @@ pub struct DiffPolicy {
 impl DiffPolicy {
     /// Everything compared exactly: for comparing two runs of the model.
     pub fn exact() -> Self {
-        DiffPolicy {
-            vmstat: BTreeMap::new(),
-            mthp: BTreeMap::new(),
-        }
+        DiffPolicy { vmstat: BTreeMap::new(), mthp: BTreeMap::new() }
     }
 
     /// The policy for model against the live kernel (see ORACLE-NOTES):
@@ -129,9 +126,7 @@ impl DiffPolicy {
         let mut policy = DiffPolicy::linux_oracle();
         for &name in crate::VMSTAT_COUNTERS {
             let tolerance = match name {
-                "nr_anon_pages" | "nr_anon_transparent_hugepages" | "thp_zero_page_alloc" => {
-                    Tolerance::Ignore
-                }
+                "nr_anon_pages" | "nr_anon_transparent_hugepages" | "thp_zero_page_alloc" => Tolerance::Ignore,
                 "thp_split_page_failed" => Tolerance::SameSign,
                 _ => Tolerance::AtLeast,
             };
@@ -225,11 +220,7 @@ impl fmt::Display for Divergence {
 
 /// Returns the first divergence between a model run and a Linux run of the
 /// same scenario, or `None` if they agree under `policy`.
-pub fn diff_outcomes(
-    model: &RunOutcome,
-    linux: &RunOutcome,
-    policy: &DiffPolicy,
-) -> Option<Divergence> {
+pub fn diff_outcomes(model: &RunOutcome, linux: &RunOutcome, policy: &DiffPolicy) -> Option<Divergence> {
     let model_steps = timeline(model);
     let linux_steps = timeline(linux);
     for (m, l) in model_steps.iter().zip(&linux_steps) {
@@ -254,39 +245,18 @@ pub fn diff_outcomes(
         return Some(single(
             StepAt::Structure,
             "structure",
-            format!(
-                "model ran {} steps, linux ran {}",
-                model_steps.len(),
-                linux_steps.len()
-            ),
+            format!("model ran {} steps, linux ran {}", model_steps.len(), linux_steps.len()),
         ));
     }
-    diff_observations(&model.final_observation, &linux.final_observation, policy)
-        .into_divergence(StepAt::End)
+    diff_observations(&model.final_observation, &linux.final_observation, policy).into_divergence(StepAt::End)
 }
 
 /// Compares two observations and lists every difference, in report order.
-pub fn diff_observations(
-    model: &Observation,
-    linux: &Observation,
-    policy: &DiffPolicy,
-) -> ObservationDiff {
+pub fn diff_observations(model: &Observation, linux: &Observation, policy: &DiffPolicy) -> ObservationDiff {
     let mut out = ObservationDiff::default();
     diff_procs(&model.procs, &linux.procs, &mut out);
-    diff_counters(
-        "vmstat ",
-        &model.vmstat,
-        &linux.vmstat,
-        |k| policy.vmstat_tolerance(k),
-        &mut out,
-    );
-    diff_counters(
-        "hugepages-",
-        &model.mthp,
-        &linux.mthp,
-        |k| policy.mthp_tolerance(k),
-        &mut out,
-    );
+    diff_counters("vmstat ", &model.vmstat, &linux.vmstat, |k| policy.vmstat_tolerance(k), &mut out);
+    diff_counters("hugepages-", &model.mthp, &linux.mthp, |k| policy.mthp_tolerance(k), &mut out);
     out
 }
 
@@ -308,32 +278,14 @@ impl ObservationDiff {
 
     fn into_divergence(self, at: StepAt) -> Option<Divergence> {
         let first = self.differences.first()?.0.clone();
-        let omitted = self
-            .differences
-            .len()
-            .saturating_sub(MAX_DIVERGENCE_DETAILS);
-        let details = self
-            .differences
-            .into_iter()
-            .take(MAX_DIVERGENCE_DETAILS)
-            .map(|(_, d)| d)
-            .collect();
-        Some(Divergence {
-            at,
-            details,
-            omitted,
-            signature: first,
-        })
+        let omitted = self.differences.len().saturating_sub(MAX_DIVERGENCE_DETAILS);
+        let details = self.differences.into_iter().take(MAX_DIVERGENCE_DETAILS).map(|(_, d)| d).collect();
+        Some(Divergence { at, details, omitted, signature: first })
     }
 }
 
 fn single(at: StepAt, signature: &str, detail: String) -> Divergence {
-    Divergence {
-        at,
-        details: vec![detail],
-        omitted: 0,
-        signature: signature.to_string(),
-    }
+    Divergence { at, details: vec![detail], omitted: 0, signature: signature.to_string() }
 }
 
 enum Step<'a> {
@@ -359,17 +311,8 @@ impl Step<'_> {
 /// Operation results and observations in scenario order. Steps on one line
 /// keep their recorded order, operations first.
 fn timeline(outcome: &RunOutcome) -> Vec<Step<'_>> {
-    let mut steps: Vec<Step<'_>> = outcome
-        .results
-        .iter()
-        .map(|(line, r)| Step::Op(*line, r))
-        .collect();
-    steps.extend(
-        outcome
-            .observations
-            .iter()
-            .map(|(line, o)| Step::Observe(*line, o)),
-    );
+    let mut steps: Vec<Step<'_>> = outcome.results.iter().map(|(line, r)| Step::Op(*line, r)).collect();
+    steps.extend(outcome.observations.iter().map(|(line, o)| Step::Observe(*line, o)));
     steps.sort_by_key(Step::line);
     steps
 }
@@ -390,11 +333,7 @@ fn diff_procs(model: &[ProcObs], linux: &[ProcObs], out: &mut ObservationDiff) {
     if model_names != linux_names {
         out.push(
             "processes",
-            format!(
-                "processes: model [{}], linux [{}]",
-                model_names.join(" "),
-                linux_names.join(" ")
-            ),
+            format!("processes: model [{}], linux [{}]", model_names.join(" "), linux_names.join(" ")),
         );
     }
     // Folio correspondence across the whole observation, as normalisation
@@ -405,25 +344,14 @@ fn diff_procs(model: &[ProcObs], linux: &[ProcObs], out: &mut ObservationDiff) {
             continue;
         };
         if m.vm_pte_kb != l.vm_pte_kb {
-            out.push(
-                "VmPTE",
-                format!(
-                    "{} VmPTE: model {} kB, linux {} kB",
-                    m.name, m.vm_pte_kb, l.vm_pte_kb
-                ),
-            );
+            out.push("VmPTE", format!("{} VmPTE: model {} kB, linux {} kB", m.name, m.vm_pte_kb, l.vm_pte_kb));
         }
         let model_regions: Vec<&str> = m.regions.iter().map(|r| r.name.as_str()).collect();
         let linux_regions: Vec<&str> = l.regions.iter().map(|r| r.name.as_str()).collect();
         if model_regions != linux_regions {
             out.push(
                 "regions",
-                format!(
-                    "{} regions: model [{}], linux [{}]",
-                    m.name,
-                    model_regions.join(" "),
-                    linux_regions.join(" ")
-                ),
+                format!("{} regions: model [{}], linux [{}]", m.name, model_regions.join(" "), linux_regions.join(" ")),
             );
         }
         for mr in &m.regions {
@@ -434,63 +362,34 @@ fn diff_procs(model: &[ProcObs], linux: &[ProcObs], out: &mut ObservationDiff) {
     }
 }
 
-fn diff_region(
-    proc: &str,
-    model: &RegionObs,
-    linux: &RegionObs,
-    folios: &mut FolioMatch,
-    out: &mut ObservationDiff,
-) {
+fn diff_region(proc: &str, model: &RegionObs, linux: &RegionObs, folios: &mut FolioMatch, out: &mut ObservationDiff) {
     let name = format!("{proc} {}", model.name);
     if (model.addr, model.len) != (linux.addr, linux.len) {
         out.push(
             "region range",
-            format!(
-                "{name}: model {:#x}+{:#x}, linux {:#x}+{:#x}",
-                model.addr, model.len, linux.addr, linux.len
-            ),
+            format!("{name}: model {:#x}+{:#x}, linux {:#x}+{:#x}", model.addr, model.len, linux.addr, linux.len),
         );
         return;
     }
     diff_vmas(&name, &model.vmas, &linux.vmas, out);
     if model.pages.len() != linux.pages.len() {
-        out.push(
-            "page count",
-            format!(
-                "{name}: model {} pages, linux {} pages",
-                model.pages.len(),
-                linux.pages.len()
-            ),
-        );
+        out.push("page count", format!("{name}: model {} pages, linux {} pages", model.pages.len(), linux.pages.len()));
         return;
     }
-    let differing = model
-        .pages
-        .iter()
-        .zip(&linux.pages)
-        .enumerate()
-        .filter_map(|(i, (m, l))| {
-            let folio_differs = !folios.pair(m.folio, l.folio);
-            let key = PageDiffKey::new(m, l, folio_differs);
-            (!key.is_equal()).then_some((i as u64, key, (m.folio, l.folio)))
-        });
+    let differing = model.pages.iter().zip(&linux.pages).enumerate().filter_map(|(i, (m, l))| {
+        let folio_differs = !folios.pair(m.folio, l.folio);
+        let key = PageDiffKey::new(m, l, folio_differs);
+        (!key.is_equal()).then_some((i as u64, key, (m.folio, l.folio)))
+    });
     let differing: Vec<_> = differing.collect();
     let keys = differing.iter().map(|(i, key, _)| (*i, key.clone()));
     for (range, key) in compress_runs(keys) {
-        let ids: Vec<_> = differing
-            .iter()
-            .filter(|(i, _, _)| range.contains(i))
-            .map(|(_, _, ids)| *ids)
-            .collect();
+        let ids: Vec<_> = differing.iter().filter(|(i, _, _)| range.contains(i)).map(|(_, _, ids)| *ids).collect();
         let detail = format!(
             "{name}{} ({} page{}): {}",
             offset_range(&range),
             range.end - range.start,
-            if range.end - range.start == 1 {
-                ""
-            } else {
-                "s"
-            },
+            if range.end - range.start == 1 { "" } else { "s" },
             key.render(&ids)
         );
         out.push(format!("page {}", key.first_field()), detail);
@@ -498,19 +397,11 @@ fn diff_region(
 }
 
 fn diff_vmas(name: &str, model: &[VmaObs], linux: &[VmaObs], out: &mut ObservationDiff) {
-    let bounds = |vmas: &[VmaObs]| {
-        vmas.iter()
-            .map(|v| format!("{:#x}-{:#x}", v.start, v.end))
-            .collect::<Vec<_>>()
-    };
+    let bounds = |vmas: &[VmaObs]| vmas.iter().map(|v| format!("{:#x}-{:#x}", v.start, v.end)).collect::<Vec<_>>();
     if bounds(model) != bounds(linux) {
         out.push(
             "vmas",
-            format!(
-                "{name} VMAs: model [{}], linux [{}]",
-                bounds(model).join(" "),
-                bounds(linux).join(" ")
-            ),
+            format!("{name} VMAs: model [{}], linux [{}]", bounds(model).join(" "), bounds(linux).join(" ")),
         );
         return;
     }
@@ -526,31 +417,20 @@ fn diff_vmas(name: &str, model: &[VmaObs], linux: &[VmaObs], out: &mut Observati
             if mv != lv {
                 out.push(
                     format!("smaps {field}"),
-                    format!(
-                        "{vma} {field}: model {mv} kB, linux {lv} kB ({:+} kB)",
-                        lv as i64 - mv as i64
-                    ),
+                    format!("{vma} {field}: model {mv} kB, linux {lv} kB ({:+} kB)", lv as i64 - mv as i64),
                 );
             }
         }
         if m.thp_eligible != l.thp_eligible {
             out.push(
                 "smaps THPeligible",
-                format!(
-                    "{vma} THPeligible: model {}, linux {}",
-                    u8::from(m.thp_eligible),
-                    u8::from(l.thp_eligible)
-                ),
+                format!("{vma} THPeligible: model {}, linux {}", u8::from(m.thp_eligible), u8::from(l.thp_eligible)),
             );
         }
         if m.vm_flags != l.vm_flags {
             out.push(
                 "smaps VmFlags",
-                format!(
-                    "{vma} VmFlags: model [{}], linux [{}]",
-                    m.vm_flags.join(" "),
-                    l.vm_flags.join(" ")
-                ),
+                format!("{vma} VmFlags: model [{}], linux [{}]", m.vm_flags.join(" "), l.vm_flags.join(" ")),
             );
         }
     }
@@ -571,10 +451,7 @@ fn diff_counters(
         if tolerance.accepts(mv, lv) {
             continue;
         }
-        let note = tolerance
-            .describe()
-            .map(|d| format!(" ({d})"))
-            .unwrap_or_default();
+        let note = tolerance.describe().map(|d| format!(" ({d})")).unwrap_or_default();
         // Per-size keys print as the sysfs path: hugepages-64kB/stats/split.
         let shown = match name.split_once('/') {
             Some((size, stat)) if prefix == "hugepages-" => {
@@ -582,10 +459,7 @@ fn diff_counters(
             }
             _ => format!("{prefix}{name}"),
         };
-        out.push(
-            shown.clone(),
-            format!("{shown}: model {mv:+}, linux {lv:+}{note}"),
-        );
+        out.push(shown.clone(), format!("{shown}: model {mv:+}, linux {lv:+}{note}"));
     }
 }
 
@@ -625,11 +499,7 @@ struct PageDiffKey {
 impl PageDiffKey {
     fn new(model: &PageObs, linux: &PageObs, folio_differs: bool) -> Self {
         let strip = |p: &PageObs| PageObs { folio: None, ..*p };
-        PageDiffKey {
-            model: strip(model),
-            linux: strip(linux),
-            folio_differs,
-        }
+        PageDiffKey { model: strip(model), linux: strip(linux), folio_differs }
     }
 
     fn is_equal(&self) -> bool {
@@ -645,28 +515,12 @@ impl PageDiffKey {
                 fields.push((name, mv, lv));
             }
         };
-        field(
-            "state",
-            state_name(m.state).to_string(),
-            state_name(l.state).to_string(),
-        );
+        field("state", state_name(m.state).to_string(), state_name(l.state).to_string());
         field("order", m.order.to_string(), l.order.to_string());
-        field(
-            "pmd_mapped",
-            m.pmd_mapped.to_string(),
-            l.pmd_mapped.to_string(),
-        );
+        field("pmd_mapped", m.pmd_mapped.to_string(), l.pmd_mapped.to_string());
         field("mapcount", m.mapcount.to_string(), l.mapcount.to_string());
-        field(
-            "exclusive",
-            m.exclusive.to_string(),
-            l.exclusive.to_string(),
-        );
-        field(
-            "zero_page",
-            m.zero_page.to_string(),
-            l.zero_page.to_string(),
-        );
+        field("exclusive", m.exclusive.to_string(), l.exclusive.to_string());
+        field("zero_page", m.zero_page.to_string(), l.zero_page.to_string());
         fields
     }
 
@@ -707,18 +561,12 @@ fn folio_ids(ids: impl Iterator<Item = Option<u32>>) -> String {
 
 /// `+0x1000..+0x200000`: a page range as byte offsets into its region.
 fn offset_range(pages: &Range<u64>) -> String {
-    format!(
-        "+{:#x}..+{:#x}",
-        pages.start * PAGE_SIZE,
-        pages.end * PAGE_SIZE
-    )
+    format!("+{:#x}..+{:#x}", pages.start * PAGE_SIZE, pages.end * PAGE_SIZE)
 }
 
 /// Merges consecutive indices with equal values into ranges. Indices must
 /// ascend; a gap in the indices ends a run.
-pub fn compress_runs<T: PartialEq>(
-    items: impl IntoIterator<Item = (u64, T)>,
-) -> Vec<(Range<u64>, T)> {
+pub fn compress_runs<T: PartialEq>(items: impl IntoIterator<Item = (u64, T)>) -> Vec<(Range<u64>, T)> {
     let mut runs: Vec<(Range<u64>, T)> = Vec::new();
     for (index, value) in items {
         match runs.last_mut() {
@@ -748,20 +596,12 @@ mod tests {
     }
 
     fn small_page(folio: u32) -> PageObs {
-        PageObs {
-            order: 0,
-            pmd_mapped: false,
-            ..thp_page(folio)
-        }
+        PageObs { order: 0, pmd_mapped: false, ..thp_page(folio) }
     }
 
     fn region(pages: Vec<PageObs>) -> RegionObs {
         let len = pages.len() as u64 * PAGE_SIZE;
-        let rss_kb = pages
-            .iter()
-            .filter(|p| p.state == PageState::Present)
-            .count() as u64
-            * 4;
+        let rss_kb = pages.iter().filter(|p| p.state == PageState::Present).count() as u64 * 4;
         RegionObs {
             name: "A".to_string(),
             addr: 0x20_0000,
@@ -779,12 +619,7 @@ mod tests {
 
     fn observation(name: &str, region: RegionObs) -> Observation {
         Observation {
-            procs: vec![ProcObs {
-                proc: ProcId(0),
-                name: name.to_string(),
-                vm_pte_kb: 8,
-                regions: vec![region],
-            }],
+            procs: vec![ProcObs { proc: ProcId(0), name: name.to_string(), vm_pte_kb: 8, regions: vec![region] }],
             ..Observation::default()
         }
     }
@@ -802,20 +637,14 @@ mod tests {
     fn compress_runs_merges_equal_neighbours_only() {
         let items = [(0, 'a'), (1, 'a'), (2, 'b'), (4, 'b'), (5, 'b'), (6, 'a')];
         let runs = compress_runs(items);
-        assert_eq!(
-            runs,
-            vec![(0..2, 'a'), (2..3, 'b'), (4..6, 'b'), (6..7, 'a')]
-        );
+        assert_eq!(runs, vec![(0..2, 'a'), (2..3, 'b'), (4..6, 'b'), (6..7, 'a')]);
         assert!(compress_runs(Vec::<(u64, u8)>::new()).is_empty());
     }
 
     #[test]
     fn identical_outcomes_do_not_diverge() {
         let obs = observation("p1", region((0..512).map(|_| thp_page(0)).collect()));
-        assert_eq!(
-            diff_outcomes(&outcome(obs.clone()), &outcome(obs), &DiffPolicy::exact()),
-            None
-        );
+        assert_eq!(diff_outcomes(&outcome(obs.clone()), &outcome(obs), &DiffPolicy::exact()), None);
     }
 
     // 0     2M
@@ -827,16 +656,13 @@ mod tests {
         let mut linux_pages: Vec<PageObs> = (0..512).map(small_page).collect();
         linux_pages[0] = thp_page(0);
         let linux = observation("p2", region(linux_pages));
-        let diff = diff_outcomes(&outcome(model), &outcome(linux), &DiffPolicy::exact())
-            .expect("diverges");
+        let diff = diff_outcomes(&outcome(model), &outcome(linux), &DiffPolicy::exact()).expect("diverges");
         assert_eq!(diff.at, StepAt::Observe(6));
         assert_eq!(
             diff.details,
-            vec![
-                "p2 A+0x1000..+0x200000 (511 pages): model order=9 pmd_mapped=true folio=#0, \
+            vec!["p2 A+0x1000..+0x200000 (511 pages): model order=9 pmd_mapped=true folio=#0, \
                  linux order=0 pmd_mapped=false folios=#1..#511"
-                    .to_string()
-            ]
+                .to_string()]
         );
         assert_eq!(diff.signature, "page order");
     }
@@ -853,10 +679,7 @@ mod tests {
             &DiffPolicy::exact(),
         );
         let details: Vec<&str> = diff.differences.iter().map(|(_, d)| d.as_str()).collect();
-        assert_eq!(
-            details,
-            vec!["p1 A+0x1000..+0x2000 (1 page): model folio=#1, linux folio=#0"]
-        );
+        assert_eq!(details, vec!["p1 A+0x1000..+0x2000 (1 page): model folio=#1, linux folio=#0"]);
     }
 
     #[test]
@@ -870,19 +693,13 @@ mod tests {
         linux.final_observation.procs[0].vm_pte_kb = 12;
         let diff = diff_outcomes(&model, &linux, &DiffPolicy::exact()).expect("diverges");
         assert_eq!(diff.at, StepAt::Op(5));
-        assert_eq!(
-            diff.details,
-            vec!["op result: model ok, linux EINVAL".to_string()]
-        );
+        assert_eq!(diff.details, vec!["op result: model ok, linux EINVAL".to_string()]);
 
         let mut linux = outcome(obs);
         linux.final_observation.procs[0].vm_pte_kb = 12;
         let diff = diff_outcomes(&model, &linux, &DiffPolicy::exact()).expect("diverges");
         assert_eq!(diff.at, StepAt::End);
-        assert_eq!(
-            diff.details,
-            vec!["p1 VmPTE: model 8 kB, linux 12 kB".to_string()]
-        );
+        assert_eq!(diff.details, vec!["p1 VmPTE: model 8 kB, linux 12 kB".to_string()]);
     }
 
     #[test]
@@ -915,36 +732,17 @@ mod tests {
             obs
         };
         let policy = DiffPolicy::linux_oracle();
-        let model = with(
-            &[
-                ("thp_zero_page_alloc", 1),
-                ("thp_split_page_failed", 1),
-                ("nr_anon_pages", 512),
-            ],
-            &[],
-        );
+        let model = with(&[("thp_zero_page_alloc", 1), ("thp_split_page_failed", 1), ("nr_anon_pages", 512)], &[]);
         let linux = with(
-            &[
-                ("thp_zero_page_alloc", 0),
-                ("thp_split_page_failed", 3),
-                ("nr_anon_pages", 540),
-            ],
+            &[("thp_zero_page_alloc", 0), ("thp_split_page_failed", 3), ("nr_anon_pages", 540)],
             &[("2048kB/split_failed", 0)],
         );
         assert!(diff_observations(&model, &linux, &policy).is_empty());
         // The same numbers are divergences under the exact policy.
-        assert_eq!(
-            diff_observations(&model, &linux, &DiffPolicy::exact())
-                .differences
-                .len(),
-            3
-        );
+        assert_eq!(diff_observations(&model, &linux, &DiffPolicy::exact()).differences.len(), 3);
 
         // A counter that moved on one side only is a divergence even softly.
-        let linux = with(
-            &[("thp_split_page_failed", 0)],
-            &[("2048kB/split_failed", 2)],
-        );
+        let linux = with(&[("thp_split_page_failed", 0)], &[("2048kB/split_failed", 2)]);
         let diff = diff_observations(&model, &linux, &policy);
         let details: Vec<&str> = diff.differences.iter().map(|(_, d)| d.as_str()).collect();
         assert_eq!(
@@ -955,20 +753,10 @@ mod tests {
             ]
         );
         // Counters outside the policy stay exact.
-        let linux = with(
-            &[
-                ("thp_zero_page_alloc", 1),
-                ("thp_split_page_failed", 1),
-                ("nr_anon_pages", 512),
-            ],
-            &[],
-        );
+        let linux = with(&[("thp_zero_page_alloc", 1), ("thp_split_page_failed", 1), ("nr_anon_pages", 512)], &[]);
         let mut model = model;
         model.vmstat.insert("thp_split_pmd".to_string(), 1);
-        assert_eq!(
-            diff_observations(&model, &linux, &policy).differences.len(),
-            1
-        );
+        assert_eq!(diff_observations(&model, &linux, &policy).differences.len(), 1);
     }
 
     #[test]
@@ -976,8 +764,7 @@ mod tests {
         let base = observation("p1", region(vec![small_page(0)]));
         let with = |fault_alloc: i64, nr_anon: i64| {
             let mut obs = base.clone();
-            obs.vmstat
-                .insert("thp_fault_alloc".to_string(), fault_alloc);
+            obs.vmstat.insert("thp_fault_alloc".to_string(), fault_alloc);
             obs.mthp.insert("2048kB/nr_anon".to_string(), nr_anon);
             obs
         };
@@ -985,19 +772,11 @@ mod tests {
         assert!(diff_observations(&with(1, 1), &with(3, -2), &policy).is_empty());
         let diff = diff_observations(&with(2, 1), &with(1, 1), &policy);
         let details: Vec<&str> = diff.differences.iter().map(|(_, d)| d.as_str()).collect();
-        assert_eq!(
-            details,
-            vec!["vmstat thp_fault_alloc: model +2, linux +1 (linux must count at least the model's)"]
-        );
+        assert_eq!(details, vec!["vmstat thp_fault_alloc: model +2, linux +1 (linux must count at least the model's)"]);
         // Pages stay exact.
         let mut linux = with(1, 1);
         linux.procs[0].regions[0].pages[0].mapcount = 2;
-        assert_eq!(
-            diff_observations(&with(1, 1), &linux, &policy)
-                .differences
-                .len(),
-            1
-        );
+        assert_eq!(diff_observations(&with(1, 1), &linux, &policy).differences.len(), 1);
     }
 
     #[test]
@@ -1005,16 +784,7 @@ mod tests {
         // Every other page differs: 256 separate runs.
         let model_pages: Vec<PageObs> = (0..512).map(small_page).collect();
         let linux_pages: Vec<PageObs> = (0..512)
-            .map(|i| {
-                if i % 2 == 0 {
-                    small_page(i)
-                } else {
-                    PageObs {
-                        mapcount: 2,
-                        ..small_page(i)
-                    }
-                }
-            })
+            .map(|i| if i % 2 == 0 { small_page(i) } else { PageObs { mapcount: 2, ..small_page(i) } })
             .collect();
         let diff = diff_outcomes(
             &outcome(observation("p1", region(model_pages))),
@@ -1024,9 +794,6 @@ mod tests {
         .expect("diverges");
         assert_eq!(diff.details.len(), MAX_DIVERGENCE_DETAILS);
         assert_eq!(diff.omitted, 256 - MAX_DIVERGENCE_DETAILS);
-        assert_eq!(
-            diff.details[0],
-            "p1 A+0x1000..+0x2000 (1 page): model mapcount=1, linux mapcount=2"
-        );
+        assert_eq!(diff.details[0], "p1 A+0x1000..+0x2000 (1 page): model mapcount=1, linux mapcount=2");
     }
 }

@@ -18,11 +18,7 @@ const PAGE_SIZE: u64 = 4096;
 /// Checks one expectation. `obs` is the observation taken at the `expect`
 /// step (of the regions the step carries); `last` is the result of the most
 /// recent operation. The error says what was expected and what was found.
-pub fn check_expectation(
-    exp: &Expectation,
-    obs: &Observation,
-    last: &OpResult,
-) -> Result<(), String> {
+pub fn check_expectation(exp: &Expectation, obs: &Observation, last: &OpResult) -> Result<(), String> {
     match exp {
         Expectation::Ok => match last {
             Ok(()) => Ok(()),
@@ -34,25 +30,17 @@ pub fn check_expectation(
             Ok(()) => Err(format!("expected errno {want}, found ok")),
         },
         Expectation::Vmstat { counter, cmp } => {
-            let found = *obs
-                .vmstat
-                .get(counter)
-                .ok_or_else(|| format!("vmstat {counter} is not in the observation"))?;
+            let found =
+                *obs.vmstat.get(counter).ok_or_else(|| format!("vmstat {counter} is not in the observation"))?;
             compare(exp, *cmp, found, |v| format!("{v:+}"))
         }
         Expectation::Mthp { size_kb, stat, cmp } => {
             let key = format!("{size_kb}kB/{stat}");
-            let found = *obs
-                .mthp
-                .get(&key)
-                .ok_or_else(|| format!("mthp {size_kb}kB {stat} is not in the observation"))?;
+            let found =
+                *obs.mthp.get(&key).ok_or_else(|| format!("mthp {size_kb}kB {stat} is not in the observation"))?;
             compare(exp, *cmp, found, |v| format!("{v:+}"))
         }
-        Expectation::VmPte {
-            proc,
-            proc_name,
-            cmp,
-        } => {
+        Expectation::VmPte { proc, proc_name, cmp } => {
             let found = obs
                 .procs
                 .iter()
@@ -61,22 +49,12 @@ pub fn check_expectation(
                 .vm_pte_kb;
             compare(exp, *cmp, to_i64(found), |v| format!("{v} kB"))
         }
-        Expectation::Smaps {
-            at,
-            len,
-            field,
-            cmp,
-            ..
-        } => {
+        Expectation::Smaps { at, len, field, cmp, .. } => {
             let region = find_region(obs, at)?;
             let start = region.addr + at.offset;
             let end = start + len;
-            let sum: u64 = region
-                .vmas
-                .iter()
-                .filter(|v| v.start < end && start < v.end)
-                .map(|v| smaps_field(v, *field))
-                .sum();
+            let sum: u64 =
+                region.vmas.iter().filter(|v| v.start < end && start < v.end).map(|v| smaps_field(v, *field)).sum();
             compare(exp, *cmp, to_i64(sum), |v| format!("{v} kB"))
         }
         Expectation::Page { at, pages, props } => {
@@ -87,31 +65,15 @@ pub fn check_expectation(
                 let page = page_at(region, at, first + i)?;
                 for prop in props {
                     if let Err(why) = check_prop(obs, page, prop) {
-                        let here = Place {
-                            offset,
-                            ..at.clone()
-                        };
-                        let which = if *pages > 1 {
-                            format!(" (page {} of {pages})", i + 1)
-                        } else {
-                            String::new()
-                        };
-                        return Err(format!(
-                            "expected {exp}, found {here}{which}: {}{why}",
-                            describe(page)
-                        ));
+                        let here = Place { offset, ..at.clone() };
+                        let which = if *pages > 1 { format!(" (page {} of {pages})", i + 1) } else { String::new() };
+                        return Err(format!("expected {exp}, found {here}{which}: {}{why}", describe(page)));
                     }
                 }
             }
             Ok(())
         }
-        Expectation::Folios {
-            at,
-            len,
-            order,
-            count,
-            ..
-        } => {
+        Expectation::Folios { at, len, order, count, .. } => {
             let region = find_region(obs, at)?;
             let first = at.offset / PAGE_SIZE;
             let mut by_order: BTreeMap<u8, BTreeSet<u32>> = BTreeMap::new();
@@ -128,15 +90,8 @@ pub fn check_expectation(
             if count.holds(to_i64(found as u64)) {
                 return Ok(());
             }
-            let summary: Vec<String> = by_order
-                .iter()
-                .map(|(o, set)| format!("{} of order {o}", set.len()))
-                .collect();
-            let summary = if summary.is_empty() {
-                "no folios".to_string()
-            } else {
-                summary.join(", ")
-            };
+            let summary: Vec<String> = by_order.iter().map(|(o, set)| format!("{} of order {o}", set.len())).collect();
+            let summary = if summary.is_empty() { "no folios".to_string() } else { summary.join(", ") };
             Err(format!("expected {exp}, found count={found} ({summary})"))
         }
     }
@@ -146,12 +101,7 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn compare(
-    exp: &Expectation,
-    cmp: Cmp,
-    found: i64,
-    show: impl Fn(i64) -> String,
-) -> Result<(), String> {
+fn compare(exp: &Expectation, cmp: Cmp, found: i64, show: impl Fn(i64) -> String) -> Result<(), String> {
     if cmp.holds(found) {
         Ok(())
     } else {
@@ -181,18 +131,15 @@ fn find_region<'o>(obs: &'o Observation, at: &Place) -> Result<&'o RegionObs, St
 }
 
 fn page_at<'o>(region: &'o RegionObs, at: &Place, index: u64) -> Result<&'o PageObs, String> {
-    usize::try_from(index)
-        .ok()
-        .and_then(|i| region.pages.get(i))
-        .ok_or_else(|| {
-            format!(
-                "the observation of {} {} has {} pages, not one at {}",
-                at.proc_name,
-                at.region,
-                region.pages.len(),
-                fmt_size(index * PAGE_SIZE)
-            )
-        })
+    usize::try_from(index).ok().and_then(|i| region.pages.get(i)).ok_or_else(|| {
+        format!(
+            "the observation of {} {} has {} pages, not one at {}",
+            at.proc_name,
+            at.region,
+            region.pages.len(),
+            fmt_size(index * PAGE_SIZE)
+        )
+    })
 }
 
 /// A page the way a `page` expectation would state it.
@@ -236,11 +183,7 @@ fn check_prop(obs: &Observation, page: &PageObs, prop: &PageProp) -> Result<(), 
             if same_folio(page, other) == *same {
                 return Ok(());
             }
-            return Err(format!(
-                "; its folio is {}, {with}'s is {}",
-                folio_name(page),
-                folio_name(other)
-            ));
+            return Err(format!("; its folio is {}, {with}'s is {}", folio_name(page), folio_name(other)));
         }
     };
     if holds {
@@ -268,9 +211,7 @@ fn same_folio(a: &PageObs, b: &PageObs) -> bool {
 fn folio_name(page: &PageObs) -> String {
     match (page.state, page.folio) {
         (PageState::Present, Some(id)) => format!("#{id}"),
-        (PageState::Present, None) if page.zero_page && page.order > 0 => {
-            "the huge zero page".to_string()
-        }
+        (PageState::Present, None) if page.zero_page && page.order > 0 => "the huge zero page".to_string(),
         (PageState::Present, None) if page.zero_page => "the zero page".to_string(),
         (PageState::Present, None) => "unknown".to_string(),
         (PageState::Swapped, _) => "swapped out".to_string(),
@@ -334,19 +275,9 @@ mod tests {
     fn observation() -> Observation {
         let mut p1_pages = vec![thp_page(0, 2, false); 512];
         p1_pages.extend(vec![PageObs::default(); 512]);
-        let mut p2_pages: Vec<PageObs> = (0..512)
-            .map(|_| PageObs {
-                pmd_mapped: false,
-                mapcount: 1,
-                ..thp_page(0, 2, false)
-            })
-            .collect();
-        p2_pages[1] = PageObs {
-            order: 0,
-            mapcount: 1,
-            exclusive: true,
-            ..thp_page(1, 1, true)
-        };
+        let mut p2_pages: Vec<PageObs> =
+            (0..512).map(|_| PageObs { pmd_mapped: false, mapcount: 1, ..thp_page(0, 2, false) }).collect();
+        p2_pages[1] = PageObs { order: 0, mapcount: 1, exclusive: true, ..thp_page(1, 1, true) };
         p2_pages[1].pmd_mapped = false;
         p2_pages.extend(vec![PageObs::default(); 512]);
         p2_pages[600] = PageObs {
@@ -370,23 +301,14 @@ mod tests {
             thp_eligible: true,
             vm_flags: vec![],
         };
-        let region = |pages, vmas| RegionObs {
-            name: "A".into(),
-            addr: BASE,
-            len: 4 << 20,
-            vmas,
-            pages,
-        };
+        let region = |pages, vmas| RegionObs { name: "A".into(), addr: BASE, len: 4 << 20, vmas, pages };
         Observation {
             procs: vec![
                 ProcObs {
                     proc: ProcId(0),
                     name: "p1".into(),
                     vm_pte_kb: 12,
-                    regions: vec![region(
-                        p1_pages,
-                        vec![vma(BASE, BASE + (4 << 20), 2048, 2048)],
-                    )],
+                    regions: vec![region(p1_pages, vec![vma(BASE, BASE + (4 << 20), 2048, 2048)])],
                 },
                 ProcObs {
                     proc: ProcId(1),
@@ -394,17 +316,11 @@ mod tests {
                     vm_pte_kb: 16,
                     regions: vec![region(
                         p2_pages,
-                        vec![
-                            vma(BASE, BASE + (1 << 20), 1024, 0),
-                            vma(BASE + (1 << 20), BASE + (4 << 20), 1028, 0),
-                        ],
+                        vec![vma(BASE, BASE + (1 << 20), 1024, 0), vma(BASE + (1 << 20), BASE + (4 << 20), 1028, 0)],
                     )],
                 },
             ],
-            vmstat: BTreeMap::from([
-                ("thp_split_pmd".to_string(), 1),
-                ("thp_deferred_split_page".to_string(), 0),
-            ]),
+            vmstat: BTreeMap::from([("thp_split_pmd".to_string(), 1), ("thp_deferred_split_page".to_string(), 0)]),
             mthp: BTreeMap::from([("2048kB/anon_fault_alloc".to_string(), 1)]),
         }
     }
@@ -412,32 +328,14 @@ mod tests {
     #[test]
     fn ok_and_errno() {
         let obs = Observation::default();
+        assert_eq!(check("p1: madvise A hugepage\nexpect ok", &obs, &Ok(())), Ok(()));
         assert_eq!(
-            check("p1: madvise A hugepage\nexpect ok", &obs, &Ok(())),
-            Ok(())
-        );
-        assert_eq!(
-            check(
-                "p1: madvise A hugepage\nexpect ok",
-                &obs,
-                &Err(Errno::Inval)
-            ),
+            check("p1: madvise A hugepage\nexpect ok", &obs, &Err(Errno::Inval)),
             Err("expected ok, found errno EINVAL".into())
         );
+        assert_eq!(check("p1: madvise A collapse\nexpect errno EAGAIN", &obs, &Err(Errno::Again)), Ok(()));
         assert_eq!(
-            check(
-                "p1: madvise A collapse\nexpect errno EAGAIN",
-                &obs,
-                &Err(Errno::Again)
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            check(
-                "p1: madvise A collapse\nexpect errno EAGAIN",
-                &obs,
-                &Err(Errno::Inval)
-            ),
+            check("p1: madvise A collapse\nexpect errno EAGAIN", &obs, &Err(Errno::Inval)),
             Err("expected errno EAGAIN, found errno EINVAL".into())
         );
         assert_eq!(
@@ -449,18 +347,9 @@ mod tests {
     #[test]
     fn counters() {
         let obs = observation();
-        assert_eq!(
-            check("expect vmstat thp_split_pmd +1", &obs, &Ok(())),
-            Ok(())
-        );
-        assert_eq!(
-            check("expect vmstat thp_split_pmd >= 1", &obs, &Ok(())),
-            Ok(())
-        );
-        assert_eq!(
-            check("expect vmstat thp_deferred_split_page = 0", &obs, &Ok(())),
-            Ok(())
-        );
+        assert_eq!(check("expect vmstat thp_split_pmd +1", &obs, &Ok(())), Ok(()));
+        assert_eq!(check("expect vmstat thp_split_pmd >= 1", &obs, &Ok(())), Ok(()));
+        assert_eq!(check("expect vmstat thp_deferred_split_page = 0", &obs, &Ok(())), Ok(()));
         assert_eq!(
             check("expect vmstat thp_split_pmd = 0", &obs, &Ok(())),
             Err("expected vmstat thp_split_pmd = 0, found +1".into())
@@ -473,10 +362,7 @@ mod tests {
             check("expect vmstat pswpout +2", &obs, &Ok(())),
             Err("vmstat pswpout is not in the observation".into())
         );
-        assert_eq!(
-            check("expect mthp 2M anon_fault_alloc +1", &obs, &Ok(())),
-            Ok(())
-        );
+        assert_eq!(check("expect mthp 2M anon_fault_alloc +1", &obs, &Ok(())), Ok(()));
         assert_eq!(
             check("expect mthp 2048kB anon_fault_alloc = 0", &obs, &Ok(())),
             Err("expected mthp 2048kB anon_fault_alloc = 0, found +1".into())
@@ -486,10 +372,7 @@ mod tests {
     #[test]
     fn smaps_and_vmpte() {
         let obs = observation();
-        assert_eq!(
-            check("expect p1 A AnonHugePages 2048kB", &obs, &Ok(())),
-            Ok(())
-        );
+        assert_eq!(check("expect p1 A AnonHugePages 2048kB", &obs, &Ok(())), Ok(()));
         assert_eq!(
             check("expect p2 A AnonHugePages 2048kB", &obs, &Ok(())),
             Err("expected p2 A AnonHugePages 2048 kB, found 0 kB".into())
@@ -497,29 +380,17 @@ mod tests {
         // Summed over every VMA that intersects the range.
         assert_eq!(check("expect p2 A Rss 2052kB", &obs, &Ok(())), Ok(()));
         assert_eq!(check("expect p2 A 1M Rss 1024kB", &obs, &Ok(())), Ok(()));
-        assert_eq!(
-            check("expect p2 A+1M Anonymous 1028 kB", &obs, &Ok(())),
-            Ok(())
-        );
+        assert_eq!(check("expect p2 A+1M Anonymous 1028 kB", &obs, &Ok(())), Ok(()));
         assert_eq!(
             check("expect p2 A+1M Rss < 1M", &obs, &Ok(())),
             Err("expected p2 A+1M Rss < 1024 kB, found 1028 kB".into())
         );
         assert_eq!(check("expect p1 VmPTE 12kB", &obs, &Ok(())), Ok(()));
         assert_eq!(check("expect p2 VmPTE 16kB", &obs, &Ok(())), Ok(()));
-        assert_eq!(
-            check("expect p2 VmPTE 8kB", &obs, &Ok(())),
-            Err("expected p2 VmPTE 8 kB, found 16 kB".into())
-        );
+        assert_eq!(check("expect p2 VmPTE 8kB", &obs, &Ok(())), Err("expected p2 VmPTE 8 kB, found 16 kB".into()));
         let empty = Observation::default();
-        assert_eq!(
-            check("expect p2 VmPTE 8kB", &empty, &Ok(())),
-            Err("p2 is not in the observation".into())
-        );
-        assert_eq!(
-            check("expect p2 A Rss 0", &empty, &Ok(())),
-            Err("p2 is not in the observation".into())
-        );
+        assert_eq!(check("expect p2 VmPTE 8kB", &empty, &Ok(())), Err("p2 is not in the observation".into()));
+        assert_eq!(check("expect p2 A Rss 0", &empty, &Ok(())), Err("p2 is not in the observation".into()));
     }
 
     #[test]
@@ -565,23 +436,11 @@ mod tests {
     #[test]
     fn folios() {
         let obs = observation();
-        assert_eq!(
-            check("expect p1 A folios order=9 count=1", &obs, &Ok(())),
-            Ok(())
-        );
-        assert_eq!(
-            check("expect p1 A+2M folios count=0", &obs, &Ok(())),
-            Ok(())
-        );
+        assert_eq!(check("expect p1 A folios order=9 count=1", &obs, &Ok(())), Ok(()));
+        assert_eq!(check("expect p1 A+2M folios count=0", &obs, &Ok(())), Ok(()));
         assert_eq!(check("expect p2 A folios count=2", &obs, &Ok(())), Ok(()));
-        assert_eq!(
-            check("expect p2 A 4K folios order=9 count=1", &obs, &Ok(())),
-            Ok(())
-        );
-        assert_eq!(
-            check("expect p2 A+4K 4K folios order=9 count=0", &obs, &Ok(())),
-            Ok(())
-        );
+        assert_eq!(check("expect p2 A 4K folios order=9 count=1", &obs, &Ok(())), Ok(()));
+        assert_eq!(check("expect p2 A+4K 4K folios order=9 count=0", &obs, &Ok(())), Ok(()));
         assert_eq!(
             check("expect p2 A folios order=9 count=2", &obs, &Ok(())).unwrap_err(),
             "expected p2 A folios order=9 count=2, found count=1 (1 of order 0, 1 of order 9)"

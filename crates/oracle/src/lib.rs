@@ -5,9 +5,9 @@
 
 pub mod backend;
 pub mod diff;
+pub mod expect;
 pub mod linux;
 pub mod model;
-pub mod expect;
 pub mod observation;
 pub mod runner;
 

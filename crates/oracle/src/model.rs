@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use thpsim_mm::{self as mm, Machine, PinId, Pid, Vaddr, World, PAGE_SIZE};
+use thpsim_mm::{self as mm, Machine, Pid, PinId, Vaddr, World, PAGE_SIZE};
 use thpsim_workload::{Op, PinRef, ProcId, RegionRef};
 
 use crate::{
-    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageState, ProcObs, RawFolioKey, RegionObs,
-    VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageState, ProcObs, RawFolioKey,
+    RegionObs, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
 
 /// The model as a backend.
@@ -51,10 +51,8 @@ impl ModelBackend {
 
     fn counters(world: &World) -> Counters {
         let stats = world.stats();
-        let vmstat = VMSTAT_COUNTERS
-            .iter()
-            .map(|name| (name.to_string(), stats.vmstat_value(name).unwrap_or(0)))
-            .collect();
+        let vmstat =
+            VMSTAT_COUNTERS.iter().map(|name| (name.to_string(), stats.vmstat_value(name).unwrap_or(0))).collect();
         let mut mthp = BTreeMap::new();
         for kb in MTHP_SIZES_KB {
             let order = mm::Order::from_size(kb * 1024).expect("mTHP size");
@@ -67,7 +65,10 @@ impl ModelBackend {
     }
 
     fn pid(&self, proc: ProcId) -> Result<Pid, BackendError> {
-        self.pids.get(&proc).copied().ok_or_else(|| BackendError::Executor(format!("process {} is not running", proc.0)))
+        self.pids
+            .get(&proc)
+            .copied()
+            .ok_or_else(|| BackendError::Executor(format!("process {} is not running", proc.0)))
     }
 }
 
@@ -210,6 +211,10 @@ impl Backend for ModelBackend {
         let delta = |now: &BTreeMap<String, i64>, base: &BTreeMap<String, i64>| {
             now.iter().map(|(k, v)| (k.clone(), v - base.get(k).copied().unwrap_or(0))).collect()
         };
-        Ok(Observation { procs, vmstat: delta(&now.vmstat, &self.baseline.vmstat), mthp: delta(&now.mthp, &self.baseline.mthp) })
+        Ok(Observation {
+            procs,
+            vmstat: delta(&now.vmstat, &self.baseline.vmstat),
+            mthp: delta(&now.mthp, &self.baseline.mthp),
+        })
     }
 }

@@ -41,10 +41,7 @@ pub struct RunOutcome {
 /// Operations record their result (an errno is a result, not an error);
 /// `observe` steps record their observation; `expect` steps observe and
 /// record a failure if the expectation does not hold, then go on.
-pub fn run_scenario(
-    scenario: &Scenario,
-    backend: &mut dyn Backend,
-) -> Result<RunOutcome, BackendError> {
+pub fn run_scenario(scenario: &Scenario, backend: &mut dyn Backend) -> Result<RunOutcome, BackendError> {
     run_scenario_with(scenario, backend, crate::expect::check_expectation)
 }
 
@@ -60,12 +57,9 @@ pub fn run_scenario_with(
         match &step.kind {
             StepKind::Op(op) => runner.op(step.line, op)?,
             StepKind::Observe(regions) => runner.observe(step.line, regions)?,
-            StepKind::Expect {
-                expectation,
-                regions,
-            } => runner.expect(step.line, &step.source, regions, |obs, last| {
-                check(expectation, obs, last)
-            })?,
+            StepKind::Expect { expectation, regions } => {
+                runner.expect(step.line, &step.source, regions, |obs, last| check(expectation, obs, last))?
+            }
         }
     }
     runner.finish(&scenario.final_regions)
@@ -86,11 +80,7 @@ pub struct Runner<'b> {
 
 impl<'b> Runner<'b> {
     pub fn new(backend: &'b mut dyn Backend) -> Self {
-        Runner {
-            backend,
-            outcome: RunOutcome::default(),
-            last: Ok(()),
-        }
+        Runner { backend, outcome: RunOutcome::default(), last: Ok(()) }
     }
 
     /// Applies one operation and records its result.
@@ -119,11 +109,7 @@ impl<'b> Runner<'b> {
     ) -> Result<(), BackendError> {
         let observation = self.backend.observe(regions)?;
         if let Err(message) = check(&observation, &self.last) {
-            self.outcome.failures.push(ExpectFailure {
-                line,
-                source: source.to_string(),
-                message,
-            });
+            self.outcome.failures.push(ExpectFailure { line, source: source.to_string(), message });
         }
         Ok(())
     }
@@ -167,19 +153,10 @@ mod tests {
                     proc: r.proc,
                     name: r.proc_name.clone(),
                     vm_pte_kb: 0,
-                    regions: vec![RegionObs {
-                        name: r.name.clone(),
-                        addr: r.addr,
-                        len: r.len,
-                        ..RegionObs::default()
-                    }],
+                    regions: vec![RegionObs { name: r.name.clone(), addr: r.addr, len: r.len, ..RegionObs::default() }],
                 })
                 .collect();
-            Ok(Observation {
-                procs,
-                vmstat: [("ops".to_string(), self.ops)].into(),
-                ..Observation::default()
-            })
+            Ok(Observation { procs, vmstat: [("ops".to_string(), self.ops)].into(), ..Observation::default() })
         }
     }
 
@@ -212,19 +189,10 @@ p1: B = mmap 4K
         assert_eq!(outcome.observations[0].1.vmstat["ops"], 2);
         assert_eq!(
             outcome.failures,
-            vec![ExpectFailure {
-                line: 5,
-                source: "expect ok".into(),
-                message: "returned EINVAL".into()
-            }]
+            vec![ExpectFailure { line: 5, source: "expect ok".into(), message: "returned EINVAL".into() }]
         );
         // The final observation covers both regions, after every operation.
-        let names: Vec<&str> = outcome
-            .final_observation
-            .procs
-            .iter()
-            .map(|p| p.regions[0].name.as_str())
-            .collect();
+        let names: Vec<&str> = outcome.final_observation.procs.iter().map(|p| p.regions[0].name.as_str()).collect();
         assert_eq!(names, ["A", "B"]);
         assert_eq!(outcome.final_observation.vmstat["ops"], 4);
     }

@@ -18,9 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use thpsim_mm::Errno;
-use thpsim_oracle::linux::{
-    read_knob, HostLock, LinuxBackend, LinuxOptions, ThpSettings, DEFAULT_LOCK_PATH,
-};
+use thpsim_oracle::linux::{read_knob, HostLock, LinuxBackend, LinuxOptions, ThpSettings, DEFAULT_LOCK_PATH};
 use thpsim_oracle::{Backend, Observation, PageObs, PageState, RegionRef};
 use thpsim_workload::{Access, Advice, Fill, Op, PinRef, ProcId, Prot, ThpDisable, TouchPattern};
 
@@ -62,18 +60,12 @@ struct Host {
 /// Takes the test mutex and the host lock; `None` (after saying why) when
 /// the host cannot run the backend.
 fn host() -> Option<Host> {
-    let serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !host_ready() {
         return None;
     }
-    let lock = HostLock::acquire(Path::new(DEFAULT_LOCK_PATH), Duration::from_secs(600))
-        .expect("taking the host lock");
-    Some(Host {
-        _lock: lock,
-        _serial: serial,
-    })
+    let lock = HostLock::acquire(Path::new(DEFAULT_LOCK_PATH), Duration::from_secs(600)).expect("taking the host lock");
+    Some(Host { _lock: lock, _serial: serial })
 }
 
 /// A backend plus the scenario's bookkeeping, with short helpers.
@@ -86,13 +78,8 @@ impl Run {
     /// (THP on MADV_HUGEPAGE, zero page on), whatever the host had.
     fn start() -> Run {
         // The test holds the host lock (see `host`).
-        let options = LinuxOptions {
-            lock_path: None,
-            ..LinuxOptions::default()
-        };
-        let mut run = Run {
-            backend: LinuxBackend::with_options(options).expect("starting the Linux backend"),
-        };
+        let options = LinuxOptions { lock_path: None, ..LinuxOptions::default() };
+        let mut run = Run { backend: LinuxBackend::with_options(options).expect("starting the Linux backend") };
         for (path, value) in [
             ("enabled", "madvise"),
             ("defrag", "madvise"),
@@ -100,19 +87,14 @@ impl Run {
             ("hugepages-2048kB/enabled", "inherit"),
             ("khugepaged/max_ptes_none", "511"),
         ] {
-            run.ok(Op::Set {
-                path: path.into(),
-                value: value.into(),
-            });
+            run.ok(Op::Set { path: path.into(), value: value.into() });
         }
         run
     }
 
     #[track_caller]
     fn apply(&mut self, op: Op) -> Result<(), Errno> {
-        self.backend
-            .apply(&op)
-            .unwrap_or_else(|err| panic!("{op:?}: backend error: {err}"))
+        self.backend.apply(&op).unwrap_or_else(|err| panic!("{op:?}: backend error: {err}"))
     }
 
     #[track_caller]
@@ -126,29 +108,12 @@ impl Run {
     /// Spawns `proc` and maps a 2 MiB-aligned MADV_HUGEPAGE region of `len` at `addr`.
     fn thp_region(&mut self, proc: ProcId, addr: u64, len: u64) {
         self.ok(Op::Spawn { proc });
-        self.ok(Op::Mmap {
-            proc,
-            addr,
-            len,
-            prot: Prot::READ_WRITE,
-        });
-        self.ok(Op::Madvise {
-            proc,
-            addr,
-            len,
-            advice: Advice::HugePage,
-        });
+        self.ok(Op::Mmap { proc, addr, len, prot: Prot::READ_WRITE });
+        self.ok(Op::Madvise { proc, addr, len, advice: Advice::HugePage });
     }
 
     fn touch(&mut self, proc: ProcId, addr: u64, len: u64, access: Access) -> Result<(), Errno> {
-        self.apply(Op::Touch {
-            proc,
-            addr,
-            len,
-            access,
-            fill: Fill::NonZero,
-            pattern: TouchPattern::All,
-        })
+        self.apply(Op::Touch { proc, addr, len, access, fill: Fill::NonZero, pattern: TouchPattern::All })
     }
 
     #[track_caller]
@@ -177,15 +142,11 @@ impl Drop for Run {
 }
 
 fn counter(obs: &Observation, name: &str) -> i64 {
-    *obs.vmstat
-        .get(name)
-        .unwrap_or_else(|| panic!("no vmstat counter {name} in {:?}", obs.vmstat))
+    *obs.vmstat.get(name).unwrap_or_else(|| panic!("no vmstat counter {name} in {:?}", obs.vmstat))
 }
 
 fn mthp(obs: &Observation, key: &str) -> i64 {
-    *obs.mthp
-        .get(key)
-        .unwrap_or_else(|| panic!("no per-size stat {key} in {:?}", obs.mthp))
+    *obs.mthp.get(key).unwrap_or_else(|| panic!("no per-size stat {key} in {:?}", obs.mthp))
 }
 
 fn pages(obs: &Observation, proc: usize, region: usize) -> &[PageObs] {
@@ -195,12 +156,7 @@ fn pages(obs: &Observation, proc: usize, region: usize) -> &[PageObs] {
 /// The backend saw no other process change `nr_anon_transparent_hugepages`.
 #[track_caller]
 fn assert_no_host_noise(run: &Run) {
-    let noise: Vec<&String> = run
-        .backend
-        .warnings()
-        .iter()
-        .filter(|w| w.starts_with("host noise"))
-        .collect();
+    let noise: Vec<&String> = run.backend.warnings().iter().filter(|w| w.starts_with("host noise")).collect();
     assert!(noise.is_empty(), "{noise:?}");
 }
 
@@ -221,9 +177,7 @@ fn with_retries(check: impl Fn()) {
         if catch_unwind(AssertUnwindSafe(&check)).is_ok() {
             return;
         }
-        eprintln!(
-            "attempt {attempt} of {ATTEMPTS} failed; retrying (host-wide counters are shared)"
-        );
+        eprintln!("attempt {attempt} of {ATTEMPTS} failed; retrying (host-wide counters are shared)");
     }
     check();
 }
@@ -261,10 +215,7 @@ fn write_fault_maps_one_pmd_thp() {
         assert_eq!(region.vmas.len(), 1);
         let vma = &region.vmas[0];
         assert_eq!((vma.start, vma.end), (a, a + PMD));
-        assert_eq!(
-            (vma.rss_kb, vma.anonymous_kb, vma.anon_huge_pages_kb),
-            (2048, 2048, 2048)
-        );
+        assert_eq!((vma.rss_kb, vma.anonymous_kb, vma.anon_huge_pages_kb), (2048, 2048, 2048));
         assert!(vma.thp_eligible);
         assert_eq!(vma.vm_flags, vec!["hg", "rd", "wr"]);
         assert_eq!(counter(&obs, "thp_fault_alloc"), 1);
@@ -274,10 +225,7 @@ fn write_fault_maps_one_pmd_thp() {
         assert_no_host_noise(&run);
         // A PUD table and a PMD table for the region's own 512 GiB slot, plus
         // the PTE table deposited under the PMD THP.
-        assert_eq!(
-            obs.procs[0].vm_pte_kb, 12,
-            "VmPTE: PUD + PMD + deposited PTE table"
-        );
+        assert_eq!(obs.procs[0].vm_pte_kb, 12, "VmPTE: PUD + PMD + deposited PTE table");
     });
 }
 
@@ -291,16 +239,11 @@ fn vm_pte_counts_one_deposited_table_per_thp() {
         run.thp_region(P1, a, 2 * PMD);
         run.touch(P1, a, 2 * PMD, Access::Write).unwrap();
         let obs = run.observe(&[(P1, a, 2 * PMD)]);
-        assert!(pages(&obs, 0, 0)
-            .iter()
-            .all(|p| p.pmd_mapped && p.order == 9));
+        assert!(pages(&obs, 0, 0).iter().all(|p| p.pmd_mapped && p.order == 9));
         assert_eq!(pages(&obs, 0, 0)[511].folio, Some(0));
         assert_eq!(pages(&obs, 0, 0)[512].folio, Some(1));
         assert_eq!(counter(&obs, "thp_fault_alloc"), 2);
-        assert_eq!(
-            obs.procs[0].vm_pte_kb, 16,
-            "VmPTE: PUD + PMD + two deposited PTE tables"
-        );
+        assert_eq!(obs.procs[0].vm_pte_kb, 16, "VmPTE: PUD + PMD + two deposited PTE tables");
     });
 }
 
@@ -329,9 +272,7 @@ fn read_fault_maps_the_huge_zero_page() {
         // 6.18: a write fault on the huge zero PMD allocates a fresh THP.
         run.touch(P1, a, PAGE, Access::Write).unwrap();
         let obs = run.observe(&[(P1, a, PMD)]);
-        assert!(pages(&obs, 0, 0)
-            .iter()
-            .all(|p| p.pmd_mapped && p.order == 9 && !p.zero_page && p.folio == Some(0)));
+        assert!(pages(&obs, 0, 0).iter().all(|p| p.pmd_mapped && p.order == 9 && !p.zero_page && p.folio == Some(0)));
         assert_eq!(counter(&obs, "thp_fault_alloc"), 1);
         assert_eq!(counter(&obs, "thp_split_pmd"), 0);
     });
@@ -347,35 +288,19 @@ fn child_write_after_fork_splits_only_the_childs_pmd() {
         let mut run = Run::start();
         run.thp_region(P1, a, PMD);
         run.touch(P1, a, PMD, Access::Write).unwrap();
-        run.ok(Op::Fork {
-            parent: P1,
-            child: P2,
-        });
+        run.ok(Op::Fork { parent: P1, child: P2 });
         let obs = run.observe(&[(P1, a, PMD), (P2, a, PMD)]);
-        assert!(pages(&obs, 0, 0)
-            .iter()
-            .all(|p| p.pmd_mapped && p.mapcount == 2 && p.folio == Some(0)));
-        assert!(pages(&obs, 1, 0)
-            .iter()
-            .all(|p| p.pmd_mapped && p.mapcount == 2 && p.folio == Some(0)));
-        assert_eq!(
-            obs.procs[1].vm_pte_kb, 12,
-            "the child copies PUD, PMD and the deposited table"
-        );
+        assert!(pages(&obs, 0, 0).iter().all(|p| p.pmd_mapped && p.mapcount == 2 && p.folio == Some(0)));
+        assert!(pages(&obs, 1, 0).iter().all(|p| p.pmd_mapped && p.mapcount == 2 && p.folio == Some(0)));
+        assert_eq!(obs.procs[1].vm_pte_kb, 12, "the child copies PUD, PMD and the deposited table");
 
         run.touch(P2, a + PAGE, PAGE, Access::Write).unwrap();
         let obs = run.observe(&[(P1, a, PMD), (P2, a, PMD)]);
         let (parent, child) = (pages(&obs, 0, 0), pages(&obs, 1, 0));
-        assert!(parent
-            .iter()
-            .all(|p| p.pmd_mapped && p.order == 9 && p.folio == Some(0)));
+        assert!(parent.iter().all(|p| p.pmd_mapped && p.order == 9 && p.folio == Some(0)));
         for (i, page) in child.iter().enumerate() {
             if i == 1 {
-                assert_eq!(
-                    (page.order, page.folio, page.mapcount, page.pmd_mapped),
-                    (0, Some(1), 1, false),
-                    "page 1"
-                );
+                assert_eq!((page.order, page.folio, page.mapcount, page.pmd_mapped), (0, Some(1), 1, false), "page 1");
                 assert!(page.exclusive);
             } else {
                 assert_eq!(
@@ -399,15 +324,10 @@ fn child_write_after_fork_splits_only_the_childs_pmd() {
         // The child exits: the parent's folio is mapped once again.
         let child_pid = run.backend.pid(P2).unwrap();
         run.ok(Op::Exit { proc: P2 });
-        assert!(
-            !Path::new(&format!("/proc/{child_pid}")).exists(),
-            "the child's process is gone"
-        );
+        assert!(!Path::new(&format!("/proc/{child_pid}")).exists(), "the child's process is gone");
         let obs = run.observe(&[(P1, a, PMD)]);
         assert_eq!(obs.procs.len(), 1);
-        assert!(pages(&obs, 0, 0)
-            .iter()
-            .all(|p| p.pmd_mapped && p.mapcount == 1));
+        assert!(pages(&obs, 0, 0).iter().all(|p| p.pmd_mapped && p.mapcount == 1));
     });
 }
 
@@ -421,11 +341,7 @@ fn munmap_inside_a_thp_defers_the_split_to_the_shrinker() {
         let mut run = Run::start();
         run.thp_region(P1, a, PMD);
         run.touch(P1, a, PMD, Access::Write).unwrap();
-        run.ok(Op::Munmap {
-            proc: P1,
-            addr: a + 100 * PAGE,
-            len: PAGE,
-        });
+        run.ok(Op::Munmap { proc: P1, addr: a + 100 * PAGE, len: PAGE });
         let obs = run.observe(&[(P1, a, PMD)]);
         assert_eq!(counter(&obs, "thp_split_pmd"), 1);
         assert_eq!(counter(&obs, "thp_deferred_split_page"), 1);
@@ -436,11 +352,7 @@ fn munmap_inside_a_thp_defers_the_split_to_the_shrinker() {
             if i == 100 {
                 assert_eq!(page.state, PageState::None);
             } else {
-                assert_eq!(
-                    (page.order, page.pmd_mapped, page.folio),
-                    (9, false, Some(0)),
-                    "page {i}"
-                );
+                assert_eq!((page.order, page.pmd_mapped, page.folio), (9, false, Some(0)), "page {i}");
             }
         }
 
@@ -448,14 +360,9 @@ fn munmap_inside_a_thp_defers_the_split_to_the_shrinker() {
         let obs = run.observe(&[(P1, a, PMD)]);
         assert_eq!(counter(&obs, "thp_split_page"), 1);
         assert_eq!(mthp(&obs, "2048kB/nr_anon_partially_mapped"), 0);
-        let present: Vec<&PageObs> = pages(&obs, 0, 0)
-            .iter()
-            .filter(|p| p.state == PageState::Present)
-            .collect();
+        let present: Vec<&PageObs> = pages(&obs, 0, 0).iter().filter(|p| p.state == PageState::Present).collect();
         assert_eq!(present.len(), 511);
-        assert!(present
-            .iter()
-            .all(|p| p.order == 0 && !p.pmd_mapped && p.mapcount == 1));
+        assert!(present.iter().all(|p| p.order == 0 && !p.pmd_mapped && p.mapcount == 1));
         let mut folios: Vec<u32> = present.iter().map(|p| p.folio.unwrap()).collect();
         folios.dedup();
         assert_eq!(folios.len(), 511, "511 distinct order-0 folios");
@@ -468,29 +375,9 @@ fn mmap_over_a_mapping_answers_eexist() {
     let a = region_base(6);
     let mut run = Run::start();
     run.ok(Op::Spawn { proc: P1 });
-    run.ok(Op::Mmap {
-        proc: P1,
-        addr: a,
-        len: PMD,
-        prot: Prot::READ_WRITE,
-    });
-    assert_eq!(
-        run.apply(Op::Mmap {
-            proc: P1,
-            addr: a + PAGE,
-            len: PAGE,
-            prot: Prot::READ
-        }),
-        Err(Errno::Exist)
-    );
-    assert_eq!(
-        run.apply(Op::Munmap {
-            proc: P1,
-            addr: a + 1,
-            len: PAGE
-        }),
-        Err(Errno::Inval)
-    );
+    run.ok(Op::Mmap { proc: P1, addr: a, len: PMD, prot: Prot::READ_WRITE });
+    assert_eq!(run.apply(Op::Mmap { proc: P1, addr: a + PAGE, len: PAGE, prot: Prot::READ }), Err(Errno::Exist));
+    assert_eq!(run.apply(Op::Munmap { proc: P1, addr: a + 1, len: PAGE }), Err(Errno::Inval));
 }
 
 #[test]
@@ -499,30 +386,14 @@ fn touching_what_the_process_may_not_access_answers_efault() {
     let a = region_base(7);
     let mut run = Run::start();
     run.ok(Op::Spawn { proc: P1 });
-    run.ok(Op::Mmap {
-        proc: P1,
-        addr: a,
-        len: PMD,
-        prot: Prot::READ,
-    });
+    run.ok(Op::Mmap { proc: P1, addr: a, len: PMD, prot: Prot::READ });
     // Unmapped, read-only for a store, PROT_NONE: EFAULT, nothing touched.
-    assert_eq!(
-        run.touch(P1, a + PMD, PAGE, Access::Read),
-        Err(Errno::Fault)
-    );
+    assert_eq!(run.touch(P1, a + PMD, PAGE, Access::Read), Err(Errno::Fault));
     assert_eq!(run.touch(P1, a, PMD, Access::Write), Err(Errno::Fault));
-    run.ok(Op::Mprotect {
-        proc: P1,
-        addr: a + PAGE,
-        len: PAGE,
-        prot: Prot::NONE,
-    });
+    run.ok(Op::Mprotect { proc: P1, addr: a + PAGE, len: PAGE, prot: Prot::NONE });
     assert_eq!(run.touch(P1, a, 4 * PAGE, Access::Read), Err(Errno::Fault));
     let obs = run.observe(&[(P1, a, PMD)]);
-    assert!(
-        pages(&obs, 0, 0).iter().all(|p| p.state == PageState::None),
-        "nothing was touched"
-    );
+    assert!(pages(&obs, 0, 0).iter().all(|p| p.state == PageState::None), "nothing was touched");
     // Reading what is readable works; the worker is still alive.
     run.touch(P1, a + 2 * PAGE, PAGE, Access::Read).unwrap();
     let obs = run.observe(&[(P1, a, PMD)]);
@@ -546,102 +417,31 @@ fn a_pin_blocks_split_and_collapse() {
         let mut run = Run::start();
         run.thp_region(P1, a, 2 * PMD);
         run.touch(P1, a, 2 * PMD, Access::Write).unwrap();
-        run.ok(Op::Pin {
-            proc: P1,
-            pin: pin_a,
-            addr: a,
-            len: PMD,
-            longterm: true,
-        });
-        run.ok(Op::Pin {
-            proc: P1,
-            pin: pin_b,
-            addr: b,
-            len: PMD,
-            longterm: false,
-        });
-        run.ok(Op::Munmap {
-            proc: P1,
-            addr: a + 100 * PAGE,
-            len: PAGE,
-        });
-        run.ok(Op::Mprotect {
-            proc: P1,
-            addr: b + 7 * PAGE,
-            len: PAGE,
-            prot: Prot::READ,
-        });
-        run.ok(Op::Mprotect {
-            proc: P1,
-            addr: b + 7 * PAGE,
-            len: PAGE,
-            prot: Prot::READ_WRITE,
-        });
+        run.ok(Op::Pin { proc: P1, pin: pin_a, addr: a, len: PMD, longterm: true });
+        run.ok(Op::Pin { proc: P1, pin: pin_b, addr: b, len: PMD, longterm: false });
+        run.ok(Op::Munmap { proc: P1, addr: a + 100 * PAGE, len: PAGE });
+        run.ok(Op::Mprotect { proc: P1, addr: b + 7 * PAGE, len: PAGE, prot: Prot::READ });
+        run.ok(Op::Mprotect { proc: P1, addr: b + 7 * PAGE, len: PAGE, prot: Prot::READ_WRITE });
         run.ok(Op::Shrink);
         let obs = run.observe(&[(P1, a, PMD), (P1, b, PMD)]);
-        assert_eq!(
-            counter(&obs, "thp_split_pmd"),
-            2,
-            "munmap and mprotect still split the PMDs"
-        );
+        assert_eq!(counter(&obs, "thp_split_pmd"), 2, "munmap and mprotect still split the PMDs");
         assert_eq!(counter(&obs, "thp_deferred_split_page"), 1);
-        assert_eq!(
-            counter(&obs, "thp_split_page"),
-            0,
-            "the pinned folio is not split"
-        );
-        assert!(
-            counter(&obs, "thp_split_page_failed") >= 1,
-            "the shrinker tried and failed"
-        );
-        assert!(pages(&obs, 0, 0)
-            .iter()
-            .filter(|p| p.state == PageState::Present)
-            .all(|p| p.order == 9));
-        assert!(pages(&obs, 0, 1)
-            .iter()
-            .all(|p| p.order == 9 && !p.pmd_mapped));
+        assert_eq!(counter(&obs, "thp_split_page"), 0, "the pinned folio is not split");
+        assert!(counter(&obs, "thp_split_page_failed") >= 1, "the shrinker tried and failed");
+        assert!(pages(&obs, 0, 0).iter().filter(|p| p.state == PageState::Present).all(|p| p.order == 9));
+        assert!(pages(&obs, 0, 1).iter().all(|p| p.order == 9 && !p.pmd_mapped));
         assert_eq!(obs.procs[0].regions[1].vmas.len(), 1, "the VMA merged back");
-        assert_eq!(
-            run.apply(Op::Madvise {
-                proc: P1,
-                addr: b,
-                len: PMD,
-                advice: Advice::Collapse
-            }),
-            Err(Errno::Again)
-        );
+        assert_eq!(run.apply(Op::Madvise { proc: P1, addr: b, len: PMD, advice: Advice::Collapse }), Err(Errno::Again));
 
         run.ok(Op::Unpin { pin: pin_a });
         run.ok(Op::Unpin { pin: pin_b });
-        assert_eq!(
-            run.apply(Op::Unpin { pin: pin_a }),
-            Err(Errno::Inval),
-            "a pin is released once"
-        );
+        assert_eq!(run.apply(Op::Unpin { pin: pin_a }), Err(Errno::Inval), "a pin is released once");
         run.ok(Op::Shrink);
-        run.ok(Op::Madvise {
-            proc: P1,
-            addr: b,
-            len: PMD,
-            advice: Advice::Collapse,
-        });
+        run.ok(Op::Madvise { proc: P1, addr: b, len: PMD, advice: Advice::Collapse });
         let obs = run.observe(&[(P1, a, PMD), (P1, b, PMD)]);
-        assert_eq!(
-            counter(&obs, "thp_split_page"),
-            1,
-            "unpinned, the shrinker splits A"
-        );
-        assert!(pages(&obs, 0, 0)
-            .iter()
-            .filter(|p| p.state == PageState::Present)
-            .all(|p| p.order == 0));
-        assert!(
-            pages(&obs, 0, 1)
-                .iter()
-                .all(|p| p.order == 9 && p.pmd_mapped),
-            "B collapsed"
-        );
+        assert_eq!(counter(&obs, "thp_split_page"), 1, "unpinned, the shrinker splits A");
+        assert!(pages(&obs, 0, 0).iter().filter(|p| p.state == PageState::Present).all(|p| p.order == 0));
+        assert!(pages(&obs, 0, 1).iter().all(|p| p.order == 9 && p.pmd_mapped), "B collapsed");
         assert_eq!(counter(&obs, "thp_collapse_alloc"), 1);
     });
 }
@@ -655,46 +455,21 @@ fn khugepaged_step_collapses_a_populated_block() {
         let a = region_base(9);
         let mut run = Run::start();
         run.ok(Op::Spawn { proc: P1 });
-        run.ok(Op::Mmap {
-            proc: P1,
-            addr: a,
-            len: PMD,
-            prot: Prot::READ_WRITE,
-        });
+        run.ok(Op::Mmap { proc: P1, addr: a, len: PMD, prot: Prot::READ_WRITE });
         run.touch(P1, a, PMD, Access::Write).unwrap();
         let obs = run.observe(&[(P1, a, PMD)]);
         assert!(pages(&obs, 0, 0).iter().all(|p| p.order == 0));
-        let collapsed_before = read_knob("khugepaged/pages_collapsed")
-            .unwrap()
-            .parse::<u64>()
-            .unwrap();
-        run.ok(Op::Madvise {
-            proc: P1,
-            addr: a,
-            len: PMD,
-            advice: Advice::HugePage,
-        });
+        let collapsed_before = read_knob("khugepaged/pages_collapsed").unwrap().parse::<u64>().unwrap();
+        run.ok(Op::Madvise { proc: P1, addr: a, len: PMD, advice: Advice::HugePage });
         let obs = run.observe(&[(P1, a, PMD)]);
-        assert!(
-            pages(&obs, 0, 0).iter().all(|p| p.order == 0),
-            "khugepaged stayed quiet"
-        );
+        assert!(pages(&obs, 0, 0).iter().all(|p| p.order == 0), "khugepaged stayed quiet");
         run.ok(Op::Khugepaged { full_scans: 1 });
         let obs = run.observe(&[(P1, a, PMD)]);
-        assert!(pages(&obs, 0, 0)
-            .iter()
-            .all(|p| p.order == 9 && p.pmd_mapped && p.folio == Some(0)));
+        assert!(pages(&obs, 0, 0).iter().all(|p| p.order == 9 && p.pmd_mapped && p.folio == Some(0)));
         assert_eq!(counter(&obs, "thp_collapse_alloc"), 1);
-        let collapsed_after = read_knob("khugepaged/pages_collapsed")
-            .unwrap()
-            .parse::<u64>()
-            .unwrap();
+        let collapsed_after = read_knob("khugepaged/pages_collapsed").unwrap().parse::<u64>().unwrap();
         assert_eq!(collapsed_after, collapsed_before + 1);
-        assert_eq!(
-            read_knob("khugepaged/scan_sleep_millisecs").unwrap(),
-            "3600000",
-            "quiet again"
-        );
+        assert_eq!(read_knob("khugepaged/scan_sleep_millisecs").unwrap(), "3600000", "quiet again");
     });
 }
 
@@ -705,32 +480,14 @@ fn prctl_except_advised_keeps_thp_only_where_asked() {
         let a = region_base(10);
         let (advised, plain) = (a, a + PMD);
         let mut run = Run::start();
-        run.ok(Op::Set {
-            path: "enabled".into(),
-            value: "always".into(),
-        });
+        run.ok(Op::Set { path: "enabled".into(), value: "always".into() });
         run.ok(Op::Spawn { proc: P1 });
-        run.ok(Op::Prctl {
-            proc: P1,
-            disable: ThpDisable::ExceptAdvised,
-        });
-        run.ok(Op::Mmap {
-            proc: P1,
-            addr: a,
-            len: 2 * PMD,
-            prot: Prot::READ_WRITE,
-        });
-        run.ok(Op::Madvise {
-            proc: P1,
-            addr: advised,
-            len: PMD,
-            advice: Advice::HugePage,
-        });
+        run.ok(Op::Prctl { proc: P1, disable: ThpDisable::ExceptAdvised });
+        run.ok(Op::Mmap { proc: P1, addr: a, len: 2 * PMD, prot: Prot::READ_WRITE });
+        run.ok(Op::Madvise { proc: P1, addr: advised, len: PMD, advice: Advice::HugePage });
         run.touch(P1, a, 2 * PMD, Access::Write).unwrap();
         let obs = run.observe(&[(P1, advised, PMD), (P1, plain, PMD)]);
-        assert!(pages(&obs, 0, 0)
-            .iter()
-            .all(|p| p.order == 9 && p.pmd_mapped));
+        assert!(pages(&obs, 0, 0).iter().all(|p| p.order == 9 && p.pmd_mapped));
         assert!(pages(&obs, 0, 1).iter().all(|p| p.order == 0));
         // `enabled=always` is system-wide: other processes on the host fault
         // THPs too while it is set, so the counter can only be checked softly.
@@ -746,22 +503,11 @@ fn worker_memory_gets_no_thp_under_enabled_always() {
     let Some(_host) = host() else { return };
     let a = region_base(14);
     let mut run = Run::start();
-    run.ok(Op::Set {
-        path: "enabled".into(),
-        value: "always".into(),
-    });
+    run.ok(Op::Set { path: "enabled".into(), value: "always".into() });
     run.ok(Op::Spawn { proc: P1 });
-    run.ok(Op::Mmap {
-        proc: P1,
-        addr: a,
-        len: PMD,
-        prot: Prot::READ_WRITE,
-    });
+    run.ok(Op::Mmap { proc: P1, addr: a, len: PMD, prot: Prot::READ_WRITE });
     run.touch(P1, a, PMD, Access::Write).unwrap();
-    run.ok(Op::Fork {
-        parent: P1,
-        child: P2,
-    });
+    run.ok(Op::Fork { parent: P1, child: P2 });
     run.touch(P2, a, PAGE, Access::Write).unwrap();
     for proc in [P1, P2] {
         let pid = run.backend.pid(proc).unwrap();
@@ -773,12 +519,7 @@ fn worker_memory_gets_no_thp_under_enabled_always() {
             .map(|v| v.parse().unwrap())
             .unwrap();
         let expected = if proc == P1 { 2048 } else { 0 };
-        assert_eq!(
-            thp_kb,
-            expected,
-            "p{}: AnonHugePages of the whole process",
-            proc.0 + 1
-        );
+        assert_eq!(thp_kb, expected, "p{}: AnonHugePages of the whole process", proc.0 + 1);
     }
 }
 
@@ -791,23 +532,10 @@ fn vm_pte_returns_to_zero_when_the_scenario_unmaps_everything() {
     let mut run = Run::start();
     run.thp_region(P1, a, 4 * PMD);
     run.touch(P1, a, 4 * PMD, Access::Write).unwrap();
-    run.ok(Op::Mprotect {
-        proc: P1,
-        addr: a + PAGE,
-        len: PAGE,
-        prot: Prot::READ,
-    });
+    run.ok(Op::Mprotect { proc: P1, addr: a + PAGE, len: PAGE, prot: Prot::READ });
     run.touch(P1, a + PMD, PMD, Access::Read).unwrap();
-    run.ok(Op::Madvise {
-        proc: P1,
-        addr: a + 2 * PMD,
-        len: PMD,
-        advice: Advice::DontNeed,
-    });
-    run.ok(Op::Fork {
-        parent: P1,
-        child: P2,
-    });
+    run.ok(Op::Madvise { proc: P1, addr: a + 2 * PMD, len: PMD, advice: Advice::DontNeed });
+    run.ok(Op::Fork { parent: P1, child: P2 });
     run.touch(P2, a + 3 * PMD, PMD, Access::Write).unwrap();
     let obs = run.observe(&[]);
     // 0     2M    4M    6M    8M
@@ -817,11 +545,7 @@ fn vm_pte_returns_to_zero_when_the_scenario_unmaps_everything() {
     // use by the split), and the tables deposited under blocks 1 and 3.
     assert_eq!(obs.procs[0].vm_pte_kb, 4 + 4 + 4 + 2 * 4, "p1");
     for proc in [P1, P2] {
-        run.ok(Op::Munmap {
-            proc,
-            addr: a,
-            len: 4 * PMD,
-        });
+        run.ok(Op::Munmap { proc, addr: a, len: 4 * PMD });
     }
     let obs = run.observe(&[]);
     assert_eq!((obs.procs[0].vm_pte_kb, obs.procs[1].vm_pte_kb), (0, 0));
@@ -852,25 +576,15 @@ fn split_maps_zero_filled_subpages_to_the_zero_page() {
             fill: Fill::NonZero,
             pattern: TouchPattern::EveryNth(4),
         });
-        run.ok(Op::Munmap {
-            proc: P1,
-            addr: a + PMD - PAGE,
-            len: PAGE,
-        });
+        run.ok(Op::Munmap { proc: P1, addr: a + PMD - PAGE, len: PAGE });
         run.ok(Op::Shrink);
         let obs = run.observe(&[(P1, a, PMD)]);
         assert_eq!(counter(&obs, "thp_split_page"), 1);
         for (i, page) in pages(&obs, 0, 0).iter().enumerate().take(511) {
             if i % 4 == 0 {
-                assert!(
-                    !page.zero_page && page.order == 0 && page.folio.is_some(),
-                    "page {i} holds data"
-                );
+                assert!(!page.zero_page && page.order == 0 && page.folio.is_some(), "page {i} holds data");
             } else {
-                assert!(
-                    page.zero_page && page.folio.is_none(),
-                    "page {i} held only zeroes: {page:?}"
-                );
+                assert!(page.zero_page && page.folio.is_none(), "page {i} held only zeroes: {page:?}");
             }
         }
     });
@@ -881,16 +595,10 @@ fn an_empty_fork_owns_no_page_tables() {
     let Some(_host) = host() else { return };
     let mut run = Run::start();
     run.ok(Op::Spawn { proc: P1 });
-    run.ok(Op::Fork {
-        parent: P1,
-        child: P2,
-    });
+    run.ok(Op::Fork { parent: P1, child: P2 });
     let obs = run.observe(&[]);
     assert_eq!(obs.procs.len(), 2);
-    assert_eq!(
-        (obs.procs[0].name.as_str(), obs.procs[1].name.as_str()),
-        ("p1", "p2")
-    );
+    assert_eq!((obs.procs[0].name.as_str(), obs.procs[1].name.as_str()), ("p1", "p2"));
     assert_eq!((obs.procs[0].vm_pte_kb, obs.procs[1].vm_pte_kb), (0, 0));
 }
 
@@ -898,48 +606,15 @@ fn an_empty_fork_owns_no_page_tables() {
 fn set_refuses_paths_outside_the_thp_directory() {
     let Some(_host) = host() else { return };
     let mut run = Run::start();
-    let bad = |path: &str| Op::Set {
-        path: path.into(),
-        value: "1".into(),
-    };
-    assert_eq!(
-        run.apply(bad("../../../../proc/sys/vm/drop_caches")),
-        Err(Errno::Inval)
-    );
-    assert_eq!(
-        run.apply(bad("khugepaged/../../enabled")),
-        Err(Errno::Inval)
-    );
+    let bad = |path: &str| Op::Set { path: path.into(), value: "1".into() };
+    assert_eq!(run.apply(bad("../../../../proc/sys/vm/drop_caches")), Err(Errno::Inval));
+    assert_eq!(run.apply(bad("khugepaged/../../enabled")), Err(Errno::Inval));
     assert_eq!(run.apply(bad("no_such_knob")), Err(Errno::Inval));
-    assert_eq!(
-        run.apply(bad("khugepaged/full_scans")),
-        Err(Errno::Inval),
-        "a counter"
-    );
-    assert_eq!(
-        run.apply(bad("hugepages-2048kB/stats/split")),
-        Err(Errno::Inval),
-        "a stat"
-    );
-    assert_eq!(
-        run.apply(bad("khugepaged")),
-        Err(Errno::Inval),
-        "a directory"
-    );
-    assert_eq!(
-        run.apply(Op::Set {
-            path: "enabled".into(),
-            value: "sometimes".into()
-        }),
-        Err(Errno::Inval)
-    );
-    assert_eq!(
-        run.apply(Op::Set {
-            path: "khugepaged/pages_to_scan".into(),
-            value: "0".into()
-        }),
-        Err(Errno::Inval)
-    );
+    assert_eq!(run.apply(bad("khugepaged/full_scans")), Err(Errno::Inval), "a counter");
+    assert_eq!(run.apply(bad("hugepages-2048kB/stats/split")), Err(Errno::Inval), "a stat");
+    assert_eq!(run.apply(bad("khugepaged")), Err(Errno::Inval), "a directory");
+    assert_eq!(run.apply(Op::Set { path: "enabled".into(), value: "sometimes".into() }), Err(Errno::Inval));
+    assert_eq!(run.apply(Op::Set { path: "khugepaged/pages_to_scan".into(), value: "0".into() }), Err(Errno::Inval));
 }
 
 /// Every knob a scenario might change, set to something else.
@@ -956,19 +631,13 @@ fn change_everything(run: &mut Run) {
         ("khugepaged/pages_to_scan", "777"),
         ("khugepaged/scan_sleep_millisecs", "5"),
     ] {
-        run.ok(Op::Set {
-            path: path.into(),
-            value: value.into(),
-        });
+        run.ok(Op::Set { path: path.into(), value: value.into() });
     }
 }
 
 fn assert_no_workers(pids: &[i32]) {
     for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "worker {pid} is still there"
-        );
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "worker {pid} is still there");
     }
 }
 
@@ -981,19 +650,13 @@ fn settings_and_processes_are_restored_after_drop() {
         let mut run = Run::start();
         change_everything(&mut run);
         run.thp_region(P1, region_base(11), PMD);
-        run.ok(Op::Fork {
-            parent: P1,
-            child: P2,
-        });
+        run.ok(Op::Fork { parent: P1, child: P2 });
         pids.extend([run.backend.pid(P1).unwrap(), run.backend.pid(P2).unwrap()]);
         assert_ne!(ThpSettings::read().unwrap(), before);
     }
     assert_eq!(ThpSettings::read().unwrap(), before);
     assert_no_workers(&pids);
-    assert!(
-        !Path::new("/run/thpsim-oracle.settings").exists(),
-        "the saved-settings file is removed"
-    );
+    assert!(!Path::new("/run/thpsim-oracle.settings").exists(), "the saved-settings file is removed");
 }
 
 #[test]
@@ -1022,24 +685,10 @@ fn an_error_shuts_the_backend_down_at_once() {
     run.ok(Op::Spawn { proc: P1 });
     let pid = run.backend.pid(P1).unwrap();
     // An operation on a process that does not exist is the caller's bug.
-    assert!(run
-        .backend
-        .apply(&Op::Munmap {
-            proc: P2,
-            addr: BASE,
-            len: PAGE
-        })
-        .is_err());
-    assert_eq!(
-        ThpSettings::read().unwrap(),
-        before,
-        "restored before the backend is dropped"
-    );
+    assert!(run.backend.apply(&Op::Munmap { proc: P2, addr: BASE, len: PAGE }).is_err());
+    assert_eq!(ThpSettings::read().unwrap(), before, "restored before the backend is dropped");
     assert_no_workers(&[pid]);
-    assert!(
-        run.backend.apply(&Op::Spawn { proc: P2 }).is_err(),
-        "no more work after an error"
-    );
+    assert!(run.backend.apply(&Op::Spawn { proc: P2 }).is_err(), "no more work after an error");
 }
 
 /// Set in the environment of the helper process the signal tests start.
@@ -1058,15 +707,8 @@ fn signal_helper_process() {
     let a = region_base(13);
     run.thp_region(P1, a, PMD);
     run.touch(P1, a, PMD, Access::Write).unwrap();
-    run.ok(Op::Fork {
-        parent: P1,
-        child: P2,
-    });
-    println!(
-        "READY {} {}",
-        run.backend.pid(P1).unwrap(),
-        run.backend.pid(P2).unwrap()
-    );
+    run.ok(Op::Fork { parent: P1, child: P2 });
+    println!("READY {} {}", run.backend.pid(P1).unwrap(), run.backend.pid(P2).unwrap());
     std::thread::sleep(Duration::from_secs(120));
 }
 
@@ -1096,23 +738,15 @@ fn process_tree(pid: i32) -> Vec<i32> {
     let mut i = 0;
     while i < tree.len() {
         let parent = tree[i];
-        tree.extend(
-            parents
-                .iter()
-                .filter(|&&(_, p)| p == parent)
-                .map(|&(c, _)| c),
-        );
+        tree.extend(parents.iter().filter(|&&(_, p)| p == parent).map(|&(c, _)| c));
         i += 1;
     }
     tree
 }
 
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next())
-            != Some("Z")
-    })
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()) != Some("Z"))
 }
 
 /// Starts the helper, waits for READY, sends `signal`, and returns the
@@ -1124,12 +758,7 @@ fn signal_the_helper(signal: Signal) -> std::process::ExitStatus {
         .arg("-c")
         .arg("ulimit -c 0; exec \"$0\" \"$@\"")
         .arg(exe)
-        .args([
-            "--exact",
-            "signal_helper_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "signal_helper_process", "--nocapture", "--test-threads=1"])
         .env(HELPER_ENV, "1")
         .stdout(Stdio::piped())
         .spawn()
@@ -1142,23 +771,13 @@ fn signal_the_helper(signal: Signal) -> std::process::ExitStatus {
                 Some(at) => break line[at..].to_string(),
                 None => continue,
             },
-            other => panic!(
-                "the helper ended before it was ready: {other:?}, {:?}",
-                child.wait()
-            ),
+            other => panic!("the helper ended before it was ready: {other:?}, {:?}", child.wait()),
         }
     };
-    let workers: Vec<i32> = ready
-        .split_whitespace()
-        .skip(1)
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let workers: Vec<i32> = ready.split_whitespace().skip(1).map(|p| p.parse().unwrap()).collect();
     // The helper's workers: the sentinel, p1, and p1's child p2.
     let tree = process_tree(child.id() as i32);
-    assert!(
-        tree.len() >= 4 && workers.iter().all(|w| tree.contains(w)),
-        "{tree:?} {workers:?}"
-    );
+    assert!(tree.len() >= 4 && workers.iter().all(|w| tree.contains(w)), "{tree:?} {workers:?}");
     kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let status = child.wait().unwrap();
     // Workers see their socket close and exit on their own after SIGKILL;
@@ -1168,11 +787,7 @@ fn signal_the_helper(signal: Signal) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
     let left: Vec<i32> = tree.iter().copied().filter(|&pid| alive(pid)).collect();
-    assert_eq!(
-        left,
-        Vec::<i32>::new(),
-        "the helper {tree:?} and its workers are gone"
-    );
+    assert_eq!(left, Vec::<i32>::new(), "the helper {tree:?} and its workers are gone");
     status
 }
 
@@ -1181,27 +796,11 @@ fn settings_are_restored_on_sigint_sigterm_sighup_sigquit() {
     use std::os::unix::process::ExitStatusExt;
     let Some(_host) = host() else { return };
     let before = ThpSettings::read().unwrap();
-    for signal in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
         let status = signal_the_helper(signal);
-        assert_eq!(
-            status.signal(),
-            Some(signal as i32),
-            "{signal}: the helper dies of the signal itself"
-        );
-        assert_eq!(
-            ThpSettings::read().unwrap(),
-            before,
-            "{signal}: settings restored"
-        );
-        assert!(
-            !Path::new("/run/thpsim-oracle.settings").exists(),
-            "{signal}: saved-settings file removed"
-        );
+        assert_eq!(status.signal(), Some(signal as i32), "{signal}: the helper dies of the signal itself");
+        assert_eq!(ThpSettings::read().unwrap(), before, "{signal}: settings restored");
+        assert!(!Path::new("/run/thpsim-oracle.settings").exists(), "{signal}: saved-settings file removed");
     }
 }
 
@@ -1210,27 +809,13 @@ fn settings_left_by_a_sigkill_are_restored_at_the_next_start() {
     let Some(_host) = host() else { return };
     let before = ThpSettings::read().unwrap();
     signal_the_helper(Signal::SIGKILL);
-    assert_ne!(
-        ThpSettings::read().unwrap(),
-        before,
-        "nothing can restore on SIGKILL"
-    );
-    assert!(
-        Path::new("/run/thpsim-oracle.settings").exists(),
-        "the saved settings are left behind"
-    );
+    assert_ne!(ThpSettings::read().unwrap(), before, "nothing can restore on SIGKILL");
+    assert!(Path::new("/run/thpsim-oracle.settings").exists(), "the saved settings are left behind");
     let restored_at_start;
     {
         let run = Run::start();
-        restored_at_start = run
-            .backend
-            .warnings()
-            .iter()
-            .any(|w| w.contains("did not finish"));
+        restored_at_start = run.backend.warnings().iter().any(|w| w.contains("did not finish"));
     }
-    assert!(
-        restored_at_start,
-        "the next backend says it restored a killed run's settings"
-    );
+    assert!(restored_at_start, "the next backend says it restored a killed run's settings");
     assert_eq!(ThpSettings::read().unwrap(), before);
 }

@@ -62,16 +62,8 @@ pub const MTHP_STATS: &[&str] = &[
 pub const MTHP_SIZES_KB: &[u64] = &[16, 32, 64, 128, 256, 512, 1024, 2048];
 
 /// The errnos `expect errno` accepts, by the names they print (`ENOMEM`).
-pub const ERRNOS: &[Errno] = &[
-    Errno::Perm,
-    Errno::Srch,
-    Errno::Again,
-    Errno::NoMem,
-    Errno::Fault,
-    Errno::Busy,
-    Errno::Exist,
-    Errno::Inval,
-];
+pub const ERRNOS: &[Errno] =
+    &[Errno::Perm, Errno::Srch, Errno::Again, Errno::NoMem, Errno::Fault, Errno::Busy, Errno::Exist, Errno::Inval];
 
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -107,10 +99,7 @@ pub struct Cmp {
 
 impl Cmp {
     pub const fn eq(value: i64) -> Cmp {
-        Cmp {
-            op: CmpOp::Eq,
-            value,
-        }
+        Cmp { op: CmpOp::Eq, value }
     }
 
     /// Whether `found` satisfies the comparison.
@@ -158,12 +147,8 @@ pub enum SmapsField {
 }
 
 impl SmapsField {
-    pub const ALL: [SmapsField; 4] = [
-        SmapsField::Rss,
-        SmapsField::Anonymous,
-        SmapsField::AnonHugePages,
-        SmapsField::Swap,
-    ];
+    pub const ALL: [SmapsField; 4] =
+        [SmapsField::Rss, SmapsField::Anonymous, SmapsField::AnonHugePages, SmapsField::Swap];
 
     /// The field's name in /proc/<pid>/smaps.
     pub const fn name(self) -> &'static str {
@@ -194,12 +179,7 @@ pub struct Place {
 
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}",
-            self.proc_name,
-            RegionAt(&self.region, self.offset)
-        )
+        write!(f, "{} {}", self.proc_name, RegionAt(&self.region, self.offset))
     }
 }
 
@@ -219,12 +199,7 @@ impl fmt::Display for RegionAt<'_> {
 /// as the scenario language writes sizes: `4K`, `2M`, `1G`, `12288` stays
 /// `12K`, `0` stays `0`.
 pub fn fmt_size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [
-        (1 << 40, "T"),
-        (1 << 30, "G"),
-        (1 << 20, "M"),
-        (1 << 10, "K"),
-    ];
+    const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
     if bytes == 0 {
         return "0".to_string();
     }
@@ -288,13 +263,7 @@ impl fmt::Display for PageProp {
             PageProp::Exclusive(b) => write!(f, "{}exclusive", not(*b)),
             PageProp::Zero(b) => write!(f, "{}zero", not(*b)),
             PageProp::SameFolio { same, with } => {
-                write!(
-                    f,
-                    "{}same_folio={}:{}",
-                    not(*same),
-                    with.proc_name,
-                    RegionAt(&with.region, with.offset)
-                )
+                write!(f, "{}same_folio={}:{}", not(*same), with.proc_name, RegionAt(&with.region, with.offset))
             }
         }
     }
@@ -318,38 +287,20 @@ pub enum Expectation {
         cmp: Cmp,
     },
     /// `expect p1 VmPTE [op] <size>`: /proc/<pid>/status VmPTE, in kB.
-    VmPte {
-        proc: ProcId,
-        proc_name: String,
-        cmp: Cmp,
-    },
+    VmPte { proc: ProcId, proc_name: String, cmp: Cmp },
     /// `expect vmstat <counter> <change>`: the counter's change since the
     /// scenario started.
     Vmstat { counter: String, cmp: Cmp },
     /// `expect mthp <size>kB <stat> <change>`: a per-size stat's change
     /// since the scenario started.
-    Mthp {
-        size_kb: u64,
-        stat: String,
-        cmp: Cmp,
-    },
+    Mthp { size_kb: u64, stat: String, cmp: Cmp },
     /// `expect p1 A[+off] page <props> [pages=N]`: every page of a run of
     /// `pages` pages from `at` has every property.
-    Page {
-        at: Place,
-        pages: u64,
-        props: Vec<PageProp>,
-    },
+    Page { at: Place, pages: u64, props: Vec<PageProp> },
     /// `expect p1 A[+off] [len] folios [order=N] count<op>N`: the number of
     /// distinct folios (of that order, if given) with a present page in the
     /// range. Zero pages are not counted.
-    Folios {
-        at: Place,
-        len: u64,
-        explicit_len: bool,
-        order: Option<u8>,
-        count: Cmp,
-    },
+    Folios { at: Place, len: u64, explicit_len: bool, order: Option<u8>, count: Cmp },
     /// `expect ok`: the previous operation succeeded.
     Ok,
     /// `expect errno ENOMEM`: the previous operation failed with this errno.
@@ -366,20 +317,8 @@ impl fmt::Display for Expectation {
             }
         };
         match self {
-            Expectation::Smaps {
-                at,
-                len: l,
-                explicit_len,
-                field,
-                cmp,
-            } => {
-                write!(
-                    f,
-                    "{at}{} {} {}",
-                    len(*explicit_len, *l),
-                    field.name(),
-                    cmp.fmt_kb()
-                )
+            Expectation::Smaps { at, len: l, explicit_len, field, cmp } => {
+                write!(f, "{at}{} {} {}", len(*explicit_len, *l), field.name(), cmp.fmt_kb())
             }
             Expectation::VmPte { proc_name, cmp, .. } => {
                 write!(f, "{proc_name} VmPTE {}", cmp.fmt_kb())
@@ -400,13 +339,7 @@ impl fmt::Display for Expectation {
                 }
                 Ok(())
             }
-            Expectation::Folios {
-                at,
-                len: l,
-                explicit_len,
-                order,
-                count,
-            } => {
+            Expectation::Folios { at, len: l, explicit_len, order, count } => {
                 write!(f, "{at}{} folios", len(*explicit_len, *l))?;
                 if let Some(order) = order {
                     write!(f, " order={order}")?;
@@ -438,40 +371,14 @@ mod tests {
     fn comparisons() {
         assert!(Cmp::eq(1).holds(1));
         assert!(!Cmp::eq(1).holds(2));
-        assert!(Cmp {
-            op: CmpOp::Ge,
-            value: 1
-        }
-        .holds(3));
-        assert!(Cmp {
-            op: CmpOp::Ne,
-            value: 1
-        }
-        .holds(0));
-        assert!(Cmp {
-            op: CmpOp::Lt,
-            value: 0
-        }
-        .holds(-1));
+        assert!(Cmp { op: CmpOp::Ge, value: 1 }.holds(3));
+        assert!(Cmp { op: CmpOp::Ne, value: 1 }.holds(0));
+        assert!(Cmp { op: CmpOp::Lt, value: 0 }.holds(-1));
         assert_eq!(Cmp::eq(1).fmt_delta(), "+1");
         assert_eq!(Cmp::eq(-2).fmt_delta(), "-2");
         assert_eq!(Cmp::eq(0).fmt_delta(), "= 0");
-        assert_eq!(
-            Cmp {
-                op: CmpOp::Ge,
-                value: 1
-            }
-            .fmt_delta(),
-            ">= 1"
-        );
+        assert_eq!(Cmp { op: CmpOp::Ge, value: 1 }.fmt_delta(), ">= 1");
         assert_eq!(Cmp::eq(2048).fmt_kb(), "2048 kB");
-        assert_eq!(
-            Cmp {
-                op: CmpOp::Le,
-                value: 4
-            }
-            .fmt_keyed("mapcount"),
-            "mapcount<=4"
-        );
+        assert_eq!(Cmp { op: CmpOp::Le, value: 4 }.fmt_keyed("mapcount"), "mapcount<=4");
     }
 }

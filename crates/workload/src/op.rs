@@ -35,29 +35,84 @@ pub enum TouchPattern {
 pub enum Op {
     /// Writes `value` to /sys/kernel/mm/transparent_hugepage/`path`
     /// (e.g. `enabled`, `hugepages-64kB/enabled`, `khugepaged/max_ptes_none`).
-    Set { path: String, value: String },
+    Set {
+        path: String,
+        value: String,
+    },
     /// Starts a new process with an empty address space.
-    Spawn { proc: ProcId },
+    Spawn {
+        proc: ProcId,
+    },
     /// fork(): `child` gets a copy of `parent`'s address space.
-    Fork { parent: ProcId, child: ProcId },
+    Fork {
+        parent: ProcId,
+        child: ProcId,
+    },
     /// The process exits; all its memory is unmapped.
-    Exit { proc: ProcId },
+    Exit {
+        proc: ProcId,
+    },
     /// mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE).
-    Mmap { proc: ProcId, addr: u64, len: u64, prot: Prot },
-    Munmap { proc: ProcId, addr: u64, len: u64 },
-    Mprotect { proc: ProcId, addr: u64, len: u64, prot: Prot },
+    Mmap {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+    },
+    Munmap {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+    },
+    Mprotect {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+    },
     /// mremap(old_addr, old_len, new_len, MREMAP_MAYMOVE [| MREMAP_FIXED, new_addr]).
-    Mremap { proc: ProcId, old_addr: u64, old_len: u64, new_len: u64, new_addr: Option<u64> },
-    Madvise { proc: ProcId, addr: u64, len: u64, advice: Advice },
+    Mremap {
+        proc: ProcId,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        new_addr: Option<u64>,
+    },
+    Madvise {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+        advice: Advice,
+    },
     /// Loads from or stores to the pages of a range the pattern selects; one
     /// access per page, at the page's first byte.
-    Touch { proc: ProcId, addr: u64, len: u64, access: Access, fill: Fill, pattern: TouchPattern },
-    Prctl { proc: ProcId, disable: ThpDisable },
+    Touch {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+        access: Access,
+        fill: Fill,
+        pattern: TouchPattern,
+    },
+    Prctl {
+        proc: ProcId,
+        disable: ThpDisable,
+    },
     /// pin_user_pages(FOLL_PIN | FOLL_WRITE [| FOLL_LONGTERM]) on a range.
-    Pin { proc: ProcId, pin: PinRef, addr: u64, len: u64, longterm: bool },
-    Unpin { pin: PinRef },
+    Pin {
+        proc: ProcId,
+        pin: PinRef,
+        addr: u64,
+        len: u64,
+        longterm: bool,
+    },
+    Unpin {
+        pin: PinRef,
+    },
     /// Lets khugepaged complete `full_scans` full passes over its mm list.
-    Khugepaged { full_scans: u32 },
+    Khugepaged {
+        full_scans: u32,
+    },
     /// Runs the shrinkers (`echo 2 > /proc/sys/vm/drop_caches`): the
     /// deferred-split and underused-THP shrinkers.
     Shrink,

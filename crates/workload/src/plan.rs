@@ -75,10 +75,7 @@ pub enum Placement {
 }
 
 impl Placement {
-    pub const DEFAULT: Placement = Placement::Fresh {
-        align: DEFAULT_ALIGN,
-        offset: 0,
-    };
+    pub const DEFAULT: Placement = Placement::Fresh { align: DEFAULT_ALIGN, offset: 0 };
 }
 
 /// Why a process can no longer be used.
@@ -100,13 +97,8 @@ impl RangeSet {
     fn insert(&mut self, start: u64, end: u64) {
         let (mut start, mut end) = (start, end);
         // Absorb every range that overlaps or touches [start, end).
-        let touching: Vec<(u64, u64)> = self
-            .0
-            .range(..=end)
-            .rev()
-            .take_while(|&(_, &e)| e >= start)
-            .map(|(&s, &e)| (s, e))
-            .collect();
+        let touching: Vec<(u64, u64)> =
+            self.0.range(..=end).rev().take_while(|&(_, &e)| e >= start).map(|(&s, &e)| (s, e)).collect();
         for (s, e) in touching {
             self.0.remove(&s);
             start = start.min(s);
@@ -116,13 +108,8 @@ impl RangeSet {
     }
 
     fn remove(&mut self, start: u64, end: u64) {
-        let overlapping: Vec<(u64, u64)> = self
-            .0
-            .range(..end)
-            .rev()
-            .take_while(|&(_, &e)| e > start)
-            .map(|(&s, &e)| (s, e))
-            .collect();
+        let overlapping: Vec<(u64, u64)> =
+            self.0.range(..end).rev().take_while(|&(_, &e)| e > start).map(|(&s, &e)| (s, e)).collect();
         for (s, e) in overlapping {
             self.0.remove(&s);
             if s < start {
@@ -136,10 +123,7 @@ impl RangeSet {
 
     #[cfg(test)]
     fn intersects(&self, start: u64, end: u64) -> bool {
-        self.0
-            .range(..end)
-            .next_back()
-            .is_some_and(|(_, &e)| e > start)
+        self.0.range(..end).next_back().is_some_and(|(_, &e)| e > start)
     }
 
     fn is_empty(&self) -> bool {
@@ -198,13 +182,7 @@ impl Default for Planner {
 
 impl Planner {
     pub fn new() -> Self {
-        Planner {
-            cursor: MMAP_BASE,
-            procs: Vec::new(),
-            pins: BTreeMap::new(),
-            nr_pins: 0,
-            nr_live_regions: 0,
-        }
+        Planner { cursor: MMAP_BASE, procs: Vec::new(), pins: BTreeMap::new(), nr_pins: 0, nr_live_regions: 0 }
     }
 
     /// Every process name ever created, by `ProcId` index.
@@ -214,10 +192,7 @@ impl Planner {
 
     /// The process of that name, live or exited.
     pub fn proc_id(&self, name: &str) -> Option<ProcId> {
-        self.procs
-            .iter()
-            .position(|p| p.name == name)
-            .map(|i| ProcId(i as u32))
+        self.procs.iter().position(|p| p.name == name).map(|i| ProcId(i as u32))
     }
 
     pub fn proc_name(&self, proc: ProcId) -> &str {
@@ -231,16 +206,10 @@ impl Planner {
     /// Creates a process with an empty address space.
     pub fn spawn(&mut self, name: &str) -> Result<ProcId, String> {
         if self.procs.len() >= MAX_PROCS {
-            return Err(format!(
-                "too many processes: a scenario may create at most {MAX_PROCS}"
-            ));
+            return Err(format!("too many processes: a scenario may create at most {MAX_PROCS}"));
         }
         let proc = ProcId(self.procs.len() as u32);
-        self.procs.push(ProcState {
-            name: name.to_string(),
-            status: ProcStatus::Live,
-            regions: Vec::new(),
-        });
+        self.procs.push(ProcState { name: name.to_string(), status: ProcStatus::Live, regions: Vec::new() });
         Ok(proc)
     }
 
@@ -269,19 +238,12 @@ impl Planner {
 
     /// The live region of that name in the process.
     pub fn region(&self, proc: ProcId, name: &str) -> Option<&Region> {
-        self.procs[proc.0 as usize]
-            .regions
-            .iter()
-            .find(|r| r.name == name)
+        self.procs[proc.0 as usize].regions.iter().find(|r| r.name == name)
     }
 
     /// The names of the process's live regions, in creation order.
     pub fn region_names(&self, proc: ProcId) -> Vec<&str> {
-        self.procs[proc.0 as usize]
-            .regions
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect()
+        self.procs[proc.0 as usize].regions.iter().map(|r| r.name.as_str()).collect()
     }
 
     fn reserve_regions(&self, more: usize) -> Result<(), String> {
@@ -297,11 +259,9 @@ impl Planner {
     /// past it.
     fn place(&mut self, len: u64, placement: Placement) -> Result<u64, String> {
         let addr = match placement {
-            Placement::Fresh { align, offset } => self
-                .cursor
-                .checked_next_multiple_of(align)
-                .and_then(|a| a.checked_add(offset))
-                .unwrap_or(u64::MAX),
+            Placement::Fresh { align, offset } => {
+                self.cursor.checked_next_multiple_of(align).and_then(|a| a.checked_add(offset)).unwrap_or(u64::MAX)
+            }
             Placement::At(addr) => addr,
         };
         let end = addr.saturating_add(len);
@@ -312,9 +272,7 @@ impl Planner {
             ));
         }
         if addr < MMAP_BASE {
-            return Err(format!(
-                "address {addr:#x} is below the planner's base {MMAP_BASE:#x}"
-            ));
+            return Err(format!("address {addr:#x} is below the planner's base {MMAP_BASE:#x}"));
         }
         self.cursor = self.cursor.max(end + GUARD_GAP);
         Ok(addr)
@@ -323,24 +281,16 @@ impl Planner {
     /// Where a new mapping of `len` bytes would go, without placing it.
     fn fresh_addr(&self, placement: Placement) -> u64 {
         match placement {
-            Placement::Fresh { align, offset } => self
-                .cursor
-                .checked_next_multiple_of(align)
-                .and_then(|a| a.checked_add(offset))
-                .unwrap_or(u64::MAX),
+            Placement::Fresh { align, offset } => {
+                self.cursor.checked_next_multiple_of(align).and_then(|a| a.checked_add(offset)).unwrap_or(u64::MAX)
+            }
             Placement::At(addr) => addr,
         }
     }
 
     /// Maps a new named region and returns its address. The caller has
     /// checked that `name` is not a live region of `proc`.
-    pub fn mmap(
-        &mut self,
-        proc: ProcId,
-        name: &str,
-        len: u64,
-        placement: Placement,
-    ) -> Result<u64, String> {
+    pub fn mmap(&mut self, proc: ProcId, name: &str, len: u64, placement: Placement) -> Result<u64, String> {
         self.reserve_regions(1)?;
         let addr = self.place(len, placement)?;
         self.procs[proc.0 as usize].regions.push(Region {
@@ -411,10 +361,7 @@ impl Planner {
             None => self.release(proc, &[(old_addr, old_addr + old_len)]),
         }
         if self.region(proc, name).is_some() {
-            return Err(format!(
-                "{} already has a region named {name}",
-                self.proc_name(proc)
-            ));
+            return Err(format!("{} already has a region named {name}", self.proc_name(proc)));
         }
         self.reserve_regions(1)?;
         self.procs[proc.0 as usize].regions.push(Region {
@@ -429,30 +376,15 @@ impl Planner {
 
     /// Creates a named pin held by `proc`.
     pub fn pin(&mut self, proc: ProcId, name: &str) -> Result<PinRef, String> {
-        if let Some(PinState {
-            status: PinStatus::Held,
-            ..
-        }) = self.pins.get(name)
-        {
-            return Err(format!(
-                "pin {name} is already held; unpin it first or choose another name"
-            ));
+        if let Some(PinState { status: PinStatus::Held, .. }) = self.pins.get(name) {
+            return Err(format!("pin {name} is already held; unpin it first or choose another name"));
         }
         if self.nr_pins as usize >= MAX_PINS {
-            return Err(format!(
-                "too many pins: a scenario may create at most {MAX_PINS}"
-            ));
+            return Err(format!("too many pins: a scenario may create at most {MAX_PINS}"));
         }
         let pin = PinRef(self.nr_pins);
         self.nr_pins += 1;
-        self.pins.insert(
-            name.to_string(),
-            PinState {
-                pin,
-                proc,
-                status: PinStatus::Held,
-            },
-        );
+        self.pins.insert(name.to_string(), PinState { pin, proc, status: PinStatus::Held });
         Ok(pin)
     }
 
@@ -464,9 +396,7 @@ impl Planner {
         };
         match state.status {
             PinStatus::Held => {}
-            PinStatus::Unpinned { line } => {
-                return Err(format!("pin {name} was already unpinned at line {line}"))
-            }
+            PinStatus::Unpinned { line } => return Err(format!("pin {name} was already unpinned at line {line}")),
             PinStatus::Released { line } => {
                 return Err(format!(
                     "pin {name} was released when {} exited at line {line}",
@@ -493,9 +423,7 @@ impl Planner {
     /// The table of every live process's regions: `ProcId` order, then
     /// creation order.
     pub fn regions(&self) -> Vec<RegionRef> {
-        (0..self.procs.len())
-            .flat_map(|i| self.proc_regions(ProcId(i as u32)))
-            .collect()
+        (0..self.procs.len()).flat_map(|i| self.proc_regions(ProcId(i as u32))).collect()
     }
 
     /// The process's live regions in creation order.
@@ -504,13 +432,7 @@ impl Planner {
         state
             .regions
             .iter()
-            .map(|r| RegionRef {
-                proc,
-                proc_name: state.name.clone(),
-                name: r.name.clone(),
-                addr: r.addr,
-                len: r.len,
-            })
+            .map(|r| RegionRef { proc, proc_name: state.name.clone(), name: r.name.clone(), addr: r.addr, len: r.len })
             .collect()
     }
 
@@ -533,15 +455,9 @@ mod tests {
         set.insert(0, 10);
         set.insert(20, 30);
         set.insert(10, 20);
-        assert_eq!(
-            set.0.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(),
-            vec![(0, 30)]
-        );
+        assert_eq!(set.0.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(), vec![(0, 30)]);
         set.remove(5, 8);
-        assert_eq!(
-            set.0.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(),
-            vec![(0, 5), (8, 30)]
-        );
+        assert_eq!(set.0.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(), vec![(0, 5), (8, 30)]);
         assert!(set.intersects(4, 6));
         assert!(!set.intersects(5, 8));
         assert!(set.intersects(7, 9));
@@ -559,29 +475,9 @@ mod tests {
         assert_eq!(a, MMAP_BASE);
         let b = plan.mmap(p, "B", 2 * M, Placement::DEFAULT).unwrap();
         assert_eq!(b, MMAP_BASE + 6 * M);
-        let c = plan
-            .mmap(
-                p,
-                "C",
-                4 * K,
-                Placement::Fresh {
-                    align: 1 << 30,
-                    offset: 4 * K,
-                },
-            )
-            .unwrap();
+        let c = plan.mmap(p, "C", 4 * K, Placement::Fresh { align: 1 << 30, offset: 4 * K }).unwrap();
         assert_eq!(c, MMAP_BASE + (1 << 30) + 4 * K);
-        let d = plan
-            .mmap(
-                p,
-                "D",
-                4 * K,
-                Placement::Fresh {
-                    align: 4 * K,
-                    offset: 0,
-                },
-            )
-            .unwrap();
+        let d = plan.mmap(p, "D", 4 * K, Placement::Fresh { align: 4 * K, offset: 0 }).unwrap();
         assert_eq!(d, c + 4 * K + GUARD_GAP);
     }
 
@@ -595,10 +491,7 @@ mod tests {
         assert_eq!(plan.region(p2, "A"), plan.region(p1, "A"));
         assert_eq!(plan.region(p2, "B"), plan.region(p1, "B"));
         let table = plan.regions();
-        let names: Vec<_> = table
-            .iter()
-            .map(|r| format!("{}:{}", r.proc_name, r.name))
-            .collect();
+        let names: Vec<_> = table.iter().map(|r| format!("{}:{}", r.proc_name, r.name)).collect();
         assert_eq!(names, ["p1:A", "p1:B", "p2:A", "p2:B"]);
         // The child's table is a copy: unmapping in one leaves the other.
         plan.munmap(p2, MMAP_BASE, 2 * M);
@@ -616,10 +509,7 @@ mod tests {
         let p = plan.spawn("p1").unwrap();
         let a = plan.mmap(p, "A", 4 * M, Placement::DEFAULT).unwrap();
         plan.munmap(p, a, 2 * M);
-        assert_eq!(
-            plan.region(p, "A").map(|r| (r.addr, r.len)),
-            Some((a, 4 * M))
-        );
+        assert_eq!(plan.region(p, "A").map(|r| (r.addr, r.len)), Some((a, 4 * M)));
         plan.munmap(p, a + 2 * M, 2 * M);
         assert!(plan.region(p, "A").is_none());
     }
@@ -631,29 +521,14 @@ mod tests {
         let a = plan.mmap(p, "A", 4 * M, Placement::DEFAULT).unwrap();
         assert_eq!(plan.mremap(p, "B", a, 4 * M, 2 * M, None), Ok(None));
         assert!(plan.region(p, "A").is_none());
-        assert_eq!(
-            plan.region(p, "B").map(|r| (r.addr, r.len)),
-            Some((a, 2 * M))
-        );
+        assert_eq!(plan.region(p, "B").map(|r| (r.addr, r.len)), Some((a, 2 * M)));
         let dest = plan.mremap(p, "C", a, 2 * M, 8 * M, None).unwrap();
         // The cursor was at A's end plus the gap: 6M.
         assert_eq!(dest, Some(a + 6 * M));
         assert!(plan.region(p, "B").is_none());
         // Moving a part keeps the rest of the name.
         let c = a + 6 * M;
-        let d = plan
-            .mremap(
-                p,
-                "D",
-                c,
-                2 * M,
-                2 * M,
-                Some(Placement::Fresh {
-                    align: 2 * M,
-                    offset: 4 * K,
-                }),
-            )
-            .unwrap();
+        let d = plan.mremap(p, "D", c, 2 * M, 2 * M, Some(Placement::Fresh { align: 2 * M, offset: 4 * K })).unwrap();
         assert_eq!(d, Some(c + 10 * M + 4 * K));
         assert!(plan.region(p, "C").is_some());
     }
@@ -664,14 +539,9 @@ mod tests {
         let p = plan.spawn("p1").unwrap();
         let a = plan.mmap(p, "A", 2 * M, Placement::DEFAULT).unwrap();
         let b = plan.mmap(p, "B", 2 * M, Placement::DEFAULT).unwrap();
-        assert_eq!(
-            plan.mremap(p, "C", b, 2 * M, 2 * M, Some(Placement::At(a + 2 * M))),
-            Ok(Some(a + 2 * M))
-        );
+        assert_eq!(plan.mremap(p, "C", b, 2 * M, 2 * M, Some(Placement::At(a + 2 * M))), Ok(Some(a + 2 * M)));
         assert!(plan.region(p, "B").is_none());
-        let err = plan
-            .mremap(p, "D", a, 2 * M, 2 * M, Some(Placement::At(a + M)))
-            .unwrap_err();
+        let err = plan.mremap(p, "D", a, 2 * M, 2 * M, Some(Placement::At(a + M))).unwrap_err();
         assert!(err.contains("overlaps the range being moved"), "{err}");
     }
 
@@ -681,8 +551,7 @@ mod tests {
         let p = plan.spawn("p1").unwrap();
         for i in 0..48 {
             let name = format!("R{i}");
-            plan.mmap(p, &name, MAX_SIZE - 4 * M, Placement::DEFAULT)
-                .unwrap();
+            plan.mmap(p, &name, MAX_SIZE - 4 * M, Placement::DEFAULT).unwrap();
         }
         let err = plan.mmap(p, "X", MAX_SIZE, Placement::DEFAULT).unwrap_err();
         assert!(err.contains("address space is full"), "{err}");
@@ -697,19 +566,10 @@ mod tests {
         assert_eq!(plan.pin(p2, "P2"), Ok(PinRef(1)));
         assert!(plan.pin(p1, "P1").is_err());
         assert_eq!(plan.unpin("P1", None, 5), Ok(PinRef(0)));
-        assert_eq!(
-            plan.unpin("P1", None, 6),
-            Err("pin P1 was already unpinned at line 5".to_string())
-        );
+        assert_eq!(plan.unpin("P1", None, 6), Err("pin P1 was already unpinned at line 5".to_string()));
         assert_eq!(plan.pin(p1, "P1"), Ok(PinRef(2)));
         plan.exit(p2, 7);
-        assert_eq!(
-            plan.unpin("P2", None, 8),
-            Err("pin P2 was released when p2 exited at line 7".to_string())
-        );
-        assert_eq!(
-            plan.unpin("P1", Some(p2), 9),
-            Err("pin P1 is held by p1, not p2".to_string())
-        );
+        assert_eq!(plan.unpin("P2", None, 8), Err("pin P2 was released when p2 exited at line 7".to_string()));
+        assert_eq!(plan.unpin("P1", Some(p2), 9), Err("pin P1 is held by p1, not p2".to_string()));
     }
 }

@@ -42,10 +42,7 @@ pub struct Machine {
 
 impl Default for Machine {
     fn default() -> Self {
-        Machine {
-            ram: 16 << 30,
-            swap: 0,
-        }
+        Machine { ram: 16 << 30, swap: 0 }
     }
 }
 
@@ -96,11 +93,7 @@ impl fmt::Display for ParseError {
     ///   |              ^
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{}:{}:{}: error: {}",
-            self.file, self.line, self.column, self.message
-        )?;
+        writeln!(f, "{}:{}:{}: error: {}", self.file, self.line, self.column, self.message)?;
         writeln!(f, "  | {}", self.source_line)?;
         // Keep tabs so that the caret lines up under a tab-indented line.
         let pad: String = self

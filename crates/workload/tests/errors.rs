@@ -8,19 +8,11 @@ use thpsim_workload::parse_scenario;
 #[track_caller]
 fn check(text: &str, line: u32, column: u32, message: &str) {
     let err = match parse_scenario("scenarios/t.thp", text) {
-        Ok(s) => panic!(
-            "parsed without error into {} steps: {:?}",
-            s.steps.len(),
-            text.get(..200).unwrap_or(text)
-        ),
+        Ok(s) => panic!("parsed without error into {} steps: {:?}", s.steps.len(), text.get(..200).unwrap_or(text)),
         Err(err) => err,
     };
     assert_eq!(err.file, "scenarios/t.thp");
-    assert_eq!(
-        (err.line, err.column, err.message.as_str()),
-        (line, column, message),
-        "\n{err}"
-    );
+    assert_eq!((err.line, err.column, err.message.as_str()), (line, column, message), "\n{err}");
     let source = text.split('\n').nth(line as usize - 1).unwrap_or_default();
     assert_eq!(err.source_line, source.trim_end_matches('\r'));
 }
@@ -29,8 +21,7 @@ const A2M: &str = "p1: A = mmap 2M\n";
 
 #[test]
 fn the_error_points_at_the_token_under_the_line() {
-    let err =
-        parse_scenario("scenarios/t.thp", "# x\n\tp1: A = mmap 2MB  # a comment").unwrap_err();
+    let err = parse_scenario("scenarios/t.thp", "# x\n\tp1: A = mmap 2MB  # a comment").unwrap_err();
     assert_eq!(
         err.to_string(),
         "scenarios/t.thp:2:15: error: expected a size such as 4K, 2M, 1G or 64kB, found \"2MB\" \
@@ -77,36 +68,11 @@ fn unknown_statements_and_operations() {
         "expected an operation (mmap, munmap, mprotect, madvise, mremap, touch, prctl, pin, unpin, exit), found \
          \"mmapp\" (did you mean \"mmap\"?)",
     );
-    check(
-        "p1: mmap 2M",
-        1,
-        5,
-        "mmap makes a new region and needs its name: `p1: A = mmap ...`",
-    );
-    check(
-        "p1: A = mmop 2M",
-        1,
-        9,
-        "expected mmap or mremap, found \"mmop\" (did you mean \"mmap\"?)",
-    );
-    check(
-        "A = mmap 2M",
-        1,
-        5,
-        "expected fork, found \"mmap\" (regions belong to a process: `p1: A = mmap ...`)",
-    );
-    check(
-        &format!("{A2M}p1:"),
-        2,
-        4,
-        "expected an operation such as mmap, touch or madvise, found end of line",
-    );
-    check(
-        &format!("{A2M}shrink now"),
-        2,
-        8,
-        "expected end of line, found \"now\"",
-    );
+    check("p1: mmap 2M", 1, 5, "mmap makes a new region and needs its name: `p1: A = mmap ...`");
+    check("p1: A = mmop 2M", 1, 9, "expected mmap or mremap, found \"mmop\" (did you mean \"mmap\"?)");
+    check("A = mmap 2M", 1, 5, "expected fork, found \"mmap\" (regions belong to a process: `p1: A = mmap ...`)");
+    check(&format!("{A2M}p1:"), 2, 4, "expected an operation such as mmap, touch or madvise, found end of line");
+    check(&format!("{A2M}shrink now"), 2, 8, "expected end of line, found \"now\"");
 }
 
 #[test]
@@ -117,37 +83,22 @@ fn machine_must_come_first() {
         1,
         "machine must be the first statement of a scenario",
     );
-    check(
-        "machine ram=1G\nmachine ram=2G",
-        2,
-        1,
-        "machine must be the first statement of a scenario",
-    );
-    check(
-        "machine ram=1G disk=2G",
-        1,
-        16,
-        "expected ram= or swap=, found \"disk\"",
-    );
+    check("machine ram=1G\nmachine ram=2G", 2, 1, "machine must be the first statement of a scenario");
+    check("machine ram=1G disk=2G", 1, 16, "expected ram= or swap=, found \"disk\"");
     check("machine ram=1G ram=2G", 1, 16, "ram= is given twice");
     check("machine ram=0", 1, 13, "the RAM size must not be zero");
-    check(
-        "machine ram",
-        1,
-        9,
-        "expected ram=<size> or swap=<size>, found \"ram\"",
-    );
+    check("machine ram", 1, 9, "expected ram=<size> or swap=<size>, found \"ram\"");
 }
 
 #[test]
 fn unknown_and_dead_processes() {
-    check(&format!("{A2M}expect p3 A Rss 0"), 2, 8, "there is no process named \"p3\" (did you mean \"p1\"?); expect takes ok, errno, vmstat, mthp or a process");
     check(
-        &format!("{A2M}p2 = fork p3"),
+        &format!("{A2M}expect p3 A Rss 0"),
         2,
-        11,
-        "there is no process named \"p3\" (did you mean \"p1\"?)",
+        8,
+        "there is no process named \"p3\" (did you mean \"p1\"?); expect takes ok, errno, vmstat, mthp or a process",
     );
+    check(&format!("{A2M}p2 = fork p3"), 2, 11, "there is no process named \"p3\" (did you mean \"p1\"?)");
     check("p1: exit", 1, 1, "there is no process named \"p1\"");
     check("exit p1", 1, 6, "there is no process named \"p1\"");
     check(
@@ -156,12 +107,7 @@ fn unknown_and_dead_processes() {
         1,
         "p2 exited at line 3 and cannot be used any more",
     );
-    check(
-        &format!("{A2M}exit p1\nobserve p1"),
-        3,
-        9,
-        "p1 exited at line 2 and cannot be used any more",
-    );
+    check(&format!("{A2M}exit p1\nobserve p1"), 3, 9, "p1 exited at line 2 and cannot be used any more");
     check(
         &format!("{A2M}p2 = fork p1\nexit p2\np2 = fork p1"),
         4,
@@ -172,82 +118,27 @@ fn unknown_and_dead_processes() {
 
 #[test]
 fn unknown_regions() {
-    check(
-        &format!("{A2M}p1: touch B"),
-        2,
-        11,
-        "p1 has no region named \"B\" (p1 has A)",
-    );
-    check(
-        "p1: prctl thp_disable all\np1: touch A",
-        2,
-        11,
-        "p1 has no region named \"A\" (p1 has no regions)",
-    );
-    check(
-        &format!("{A2M}p1: munmap A\np1: touch A"),
-        3,
-        11,
-        "p1 has no region named \"A\" (p1 has no regions)",
-    );
-    check(
-        &format!("{A2M}observe p1 B"),
-        2,
-        12,
-        "p1 has no region named \"B\" (p1 has A)",
-    );
-    check(
-        &format!("{A2M}p2: touch A"),
-        2,
-        11,
-        "p2 has no region named \"A\" (p2 has no regions)",
-    );
+    check(&format!("{A2M}p1: touch B"), 2, 11, "p1 has no region named \"B\" (p1 has A)");
+    check("p1: prctl thp_disable all\np1: touch A", 2, 11, "p1 has no region named \"A\" (p1 has no regions)");
+    check(&format!("{A2M}p1: munmap A\np1: touch A"), 3, 11, "p1 has no region named \"A\" (p1 has no regions)");
+    check(&format!("{A2M}observe p1 B"), 2, 12, "p1 has no region named \"B\" (p1 has A)");
+    check(&format!("{A2M}p2: touch A"), 2, 11, "p2 has no region named \"A\" (p2 has no regions)");
 }
 
 #[test]
 fn duplicate_and_reserved_names() {
-    check(
-        &format!("{A2M}p1: A = mmap 2M"),
-        2,
-        5,
-        "p1 already has a region named A",
-    );
-    check(
-        &format!("{A2M}p1: B = mmap 2M\np1: B = mremap A 4M"),
-        3,
-        5,
-        "p1 already has a region named B",
-    );
-    check(
-        &format!("{A2M}p1 = fork p1"),
-        2,
-        1,
-        "process p1 already exists",
-    );
+    check(&format!("{A2M}p1: A = mmap 2M"), 2, 5, "p1 already has a region named A");
+    check(&format!("{A2M}p1: B = mmap 2M\np1: B = mremap A 4M"), 3, 5, "p1 already has a region named B");
+    check(&format!("{A2M}p1 = fork p1"), 2, 1, "process p1 already exists");
     check(
         &format!("{A2M}p1: pin X = A\np1: pin X = A"),
         3,
         9,
         "pin X is already held; unpin it first or choose another name",
     );
-    check(
-        "p1: VmPTE = mmap 2M",
-        1,
-        5,
-        "\"VmPTE\" is a keyword and cannot be a region name",
-    );
-    check(
-        "expect: A = mmap 2M",
-        1,
-        1,
-        "\"expect\" is a keyword and cannot be a process name",
-    );
-    check(
-        &format!("{A2M}vmstat = fork p1"),
-        2,
-        1,
-        "\"vmstat\" is a keyword and cannot be a process name",
-    );
+    check("p1: VmPTE = mmap 2M", 1, 5, "\"VmPTE\" is a keyword and cannot be a region name");
+    check("expect: A = mmap 2M", 1, 1, "\"expect\" is a keyword and cannot be a process name");
+    check(&format!("{A2M}vmstat = fork p1"), 2, 1, "\"vmstat\" is a keyword and cannot be a process name");
     check(
         "p1: 2A = mmap 2M",
         1,
@@ -258,19 +149,14 @@ fn duplicate_and_reserved_names() {
 
 #[test]
 fn sizes() {
-    check("p1: A = mmap 2MB", 1, 14, "expected a size such as 4K, 2M, 1G or 64kB, found \"2MB\" (units are binary and written K, M, G, T or kB)");
     check(
-        "p1: A = mmap 2X",
+        "p1: A = mmap 2MB",
         1,
         14,
-        "expected a size such as 4K, 2M, 1G or 64kB, found \"2X\"",
+        "expected a size such as 4K, 2M, 1G or 64kB, found \"2MB\" (units are binary and written K, M, G, T or kB)",
     );
-    check(
-        "p1: A = mmap 6K",
-        1,
-        14,
-        "the length 6K is not a multiple of the page size (4K)",
-    );
+    check("p1: A = mmap 2X", 1, 14, "expected a size such as 4K, 2M, 1G or 64kB, found \"2X\"");
+    check("p1: A = mmap 6K", 1, 14, "the length 6K is not a multiple of the page size (4K)");
     check(
         "p1: A = mmap 1000",
         1,
@@ -278,76 +164,26 @@ fn sizes() {
         "the length 1000 is not a multiple of the page size (4K); a bare number is bytes",
     );
     check("p1: A = mmap 0", 1, 14, "the length must not be zero");
-    check(
-        "p1: A = mmap 2T",
-        1,
-        14,
-        "the length 2T is above the limit of 1T",
-    );
+    check("p1: A = mmap 2T", 1, 14, "the length 2T is above the limit of 1T");
     check(
         "p1: A = mmap 99999999999999999999",
         1,
         14,
         "expected a size such as 4K, 2M, 1G or 64kB, found \"99999999999999999999\"",
     );
-    check(
-        "p1: A = mmap 99999999999T",
-        1,
-        14,
-        "expected a size such as 4K, 2M, 1G or 64kB, found \"99999999999T\"",
-    );
-    check(
-        "p1: A = mmap",
-        1,
-        13,
-        "expected the length to map, such as 2M, found end of line",
-    );
+    check("p1: A = mmap 99999999999T", 1, 14, "expected a size such as 4K, 2M, 1G or 64kB, found \"99999999999T\"");
+    check("p1: A = mmap", 1, 13, "expected the length to map, such as 2M, found end of line");
 }
 
 #[test]
 fn offsets_and_lengths_stay_inside_the_region() {
-    check(
-        &format!("{A2M}p1: munmap A+2M"),
-        2,
-        14,
-        "the offset 2M is outside A, which is 2M long",
-    );
-    check(
-        &format!("{A2M}p1: munmap A+1K"),
-        2,
-        14,
-        "the offset 1K is not a multiple of the page size (4K)",
-    );
-    check(
-        &format!("{A2M}p1: munmap A+1M 2M"),
-        2,
-        17,
-        "A+1M 2M runs past the end of A, which is 2M long",
-    );
-    check(
-        &format!("{A2M}p1: munmap A 0"),
-        2,
-        14,
-        "the length must not be zero",
-    );
-    check(
-        &format!("{A2M}p1: munmap A+"),
-        2,
-        14,
-        "expected a size such as 4K, 2M, 1G or 64kB, found \"\"",
-    );
-    check(
-        &format!("{A2M}p1: touch A + 4K"),
-        2,
-        13,
-        "write the offset without spaces: A+4K",
-    );
-    check(
-        &format!("{A2M}p1: touch A write 513"),
-        2,
-        19,
-        "513 pages from A do not fit in A (512 pages there)",
-    );
+    check(&format!("{A2M}p1: munmap A+2M"), 2, 14, "the offset 2M is outside A, which is 2M long");
+    check(&format!("{A2M}p1: munmap A+1K"), 2, 14, "the offset 1K is not a multiple of the page size (4K)");
+    check(&format!("{A2M}p1: munmap A+1M 2M"), 2, 17, "A+1M 2M runs past the end of A, which is 2M long");
+    check(&format!("{A2M}p1: munmap A 0"), 2, 14, "the length must not be zero");
+    check(&format!("{A2M}p1: munmap A+"), 2, 14, "expected a size such as 4K, 2M, 1G or 64kB, found \"\"");
+    check(&format!("{A2M}p1: touch A + 4K"), 2, 13, "write the offset without spaces: A+4K");
+    check(&format!("{A2M}p1: touch A write 513"), 2, 19, "513 pages from A do not fit in A (512 pages there)");
     check(
         &format!("{A2M}p1: touch A+4K 1"),
         2,
@@ -355,76 +191,26 @@ fn offsets_and_lengths_stay_inside_the_region() {
         "the length 1 is not a multiple of the page size (4K); a bare number is bytes, and a page count goes after \
          read or write: `touch A+4K write 1`",
     );
-    check(
-        &format!("{A2M}p1: touch A 8K 2"),
-        2,
-        16,
-        "give either a length or a number of pages, not both",
-    );
-    check(
-        &format!("{A2M}p1: pin X = A+4K 2M"),
-        2,
-        18,
-        "A+4K 2M runs past the end of A, which is 2M long",
-    );
-    check(
-        &format!("{A2M}p1: B = mremap A 4M 8M"),
-        2,
-        18,
-        "A 4M runs past the end of A, which is 2M long",
-    );
-    check(
-        &format!("{A2M}expect p1 A+2M Rss 0"),
-        2,
-        13,
-        "the offset 2M is outside A, which is 2M long",
-    );
+    check(&format!("{A2M}p1: touch A 8K 2"), 2, 16, "give either a length or a number of pages, not both");
+    check(&format!("{A2M}p1: pin X = A+4K 2M"), 2, 18, "A+4K 2M runs past the end of A, which is 2M long");
+    check(&format!("{A2M}p1: B = mremap A 4M 8M"), 2, 18, "A 4M runs past the end of A, which is 2M long");
+    check(&format!("{A2M}expect p1 A+2M Rss 0"), 2, 13, "the offset 2M is outside A, which is 2M long");
     check(
         &format!("{A2M}expect p1 A page present pages=513"),
         2,
         32,
         "pages= must be from 1 to the 512 pages from A to the end of A",
     );
-    check(
-        &format!("{A2M}p1: B = mmap 2M at=A+3M"),
-        2,
-        22,
-        "the offset 3M is outside A, which is 2M long",
-    );
+    check(&format!("{A2M}p1: B = mmap 2M at=A+3M"), 2, 22, "the offset 3M is outside A, which is 2M long");
 }
 
 #[test]
 fn placement_options() {
-    check(
-        "p1: A = mmap 2M align=3M",
-        1,
-        23,
-        "align= must be a power of two from 4K to 1T, found \"3M\"",
-    );
-    check(
-        "p1: A = mmap 2M align=2K",
-        1,
-        23,
-        "align= must be a power of two from 4K to 1T, found \"2K\"",
-    );
-    check(
-        "p1: A = mmap 2M align=2M offset=2M",
-        1,
-        33,
-        "offset= must be below align= (2M)",
-    );
-    check(
-        "p1: A = mmap 2M offset=6K",
-        1,
-        24,
-        "the offset 6K is not a multiple of the page size (4K)",
-    );
-    check(
-        "p1: A = mmap 2M align=2M align=4M",
-        1,
-        26,
-        "align= is given twice",
-    );
+    check("p1: A = mmap 2M align=3M", 1, 23, "align= must be a power of two from 4K to 1T, found \"3M\"");
+    check("p1: A = mmap 2M align=2K", 1, 23, "align= must be a power of two from 4K to 1T, found \"2K\"");
+    check("p1: A = mmap 2M align=2M offset=2M", 1, 33, "offset= must be below align= (2M)");
+    check("p1: A = mmap 2M offset=6K", 1, 24, "the offset 6K is not a multiple of the page size (4K)");
+    check("p1: A = mmap 2M align=2M align=4M", 1, 26, "align= is given twice");
     check(
         "p1: A = mmap 2M prot=rw-",
         1,
@@ -437,31 +223,21 @@ fn placement_options() {
         17,
         "expected prot=, align=, offset= or at=, found \"alig\" (did you mean \"align\"?)",
     );
-    check(
-        "p1: A = mmap 2M hugepage",
-        1,
-        17,
-        "expected prot=, align=, offset= or at=, found \"hugepage\"",
-    );
+    check("p1: A = mmap 2M hugepage", 1, 17, "expected prot=, align=, offset= or at=, found \"hugepage\"");
     check(
         &format!("{A2M}p1: B = mmap 2M at=A+2M align=2M"),
         2,
         31,
         "at= places the region exactly; it cannot be combined with align= or offset=",
     );
-    check(&format!("{A2M}p1: B = mremap A 2M at=A+1M"), 2, 16, "the destination 0x200000100000..0x200000300000 overlaps the range being moved 0x200000000000..0x200000200000");
     check(
-        &format!("{A2M}p1: B = mremap A"),
+        &format!("{A2M}p1: B = mremap A 2M at=A+1M"),
         2,
-        17,
-        "expected the new length, such as 4M, found end of line",
+        16,
+        "the destination 0x200000100000..0x200000300000 overlaps the range being moved 0x200000000000..0x200000200000",
     );
-    check(
-        &format!("{A2M}p1: B = mremap A 2M prot=r"),
-        2,
-        21,
-        "expected align=, offset= or at=, found \"prot\"",
-    );
+    check(&format!("{A2M}p1: B = mremap A"), 2, 17, "expected the new length, such as 4M, found end of line");
+    check(&format!("{A2M}p1: B = mremap A 2M prot=r"), 2, 21, "expected align=, offset= or at=, found \"prot\"");
 }
 
 #[test]
@@ -501,112 +277,42 @@ fn operation_arguments() {
         16,
         "expected a protection: none, r, rw, rwx (or r, w, x in that order), found \"rw-\"",
     );
+    check(&format!("{A2M}p1: prctl thp_disable some"), 2, 23, "expected all, except_advised or off, found \"some\"");
+    check(&format!("{A2M}p1: prctl thp_enable all"), 2, 11, "expected thp_disable, found \"thp_enable\"");
+    check(&format!("{A2M}p1: touch A read zero"), 2, 18, "zero says what a write stores; a read stores nothing");
+    check(&format!("{A2M}p1: touch A every=2 random=3"), 2, 21, "every= and random= cannot be combined");
+    check(&format!("{A2M}p1: touch A seed=3"), 2, 13, "seed= goes with random=");
+    check(&format!("{A2M}p1: touch A random=600"), 2, 13, "random= must be from 1 to the 512 pages of the range");
+    check(&format!("{A2M}p1: touch A every=0"), 2, 13, "every= must be at least 1");
+    check(&format!("{A2M}p1: touch A write read"), 2, 19, "read or write is given twice");
     check(
-        &format!("{A2M}p1: prctl thp_disable some"),
-        2,
-        23,
-        "expected all, except_advised or off, found \"some\"",
-    );
-    check(
-        &format!("{A2M}p1: prctl thp_enable all"),
-        2,
-        11,
-        "expected thp_disable, found \"thp_enable\"",
-    );
-    check(
-        &format!("{A2M}p1: touch A read zero"),
-        2,
-        18,
-        "zero says what a write stores; a read stores nothing",
-    );
-    check(
-        &format!("{A2M}p1: touch A every=2 random=3"),
-        2,
-        21,
-        "every= and random= cannot be combined",
-    );
-    check(
-        &format!("{A2M}p1: touch A seed=3"),
+        &format!("{A2M}p1: touch A wrte"),
         2,
         13,
-        "seed= goes with random=",
+        "expected read, write, a number of pages, zero, every=N or random=N, found \"wrte\" (did you mean \"write\"?)",
     );
-    check(
-        &format!("{A2M}p1: touch A random=600"),
-        2,
-        13,
-        "random= must be from 1 to the 512 pages of the range",
-    );
-    check(
-        &format!("{A2M}p1: touch A every=0"),
-        2,
-        13,
-        "every= must be at least 1",
-    );
-    check(
-        &format!("{A2M}p1: touch A write read"),
-        2,
-        19,
-        "read or write is given twice",
-    );
-    check(&format!("{A2M}p1: touch A wrte"), 2, 13, "expected read, write, a number of pages, zero, every=N or random=N, found \"wrte\" (did you mean \"write\"?)");
-    check(
-        &format!("{A2M}p1: pin X = A shortterm"),
-        2,
-        15,
-        "expected longterm or end of line, found \"shortterm\"",
-    );
-    check(
-        &format!("{A2M}p1: pin X A"),
-        2,
-        11,
-        "expected = and the range to pin, found \"A\"",
-    );
-    check(
-        "khugepaged 0",
-        1,
-        12,
-        "the number of full scans must be from 1 to 1000",
-    );
-    check(
-        "khugepaged many",
-        1,
-        12,
-        "expected a number of full scans, found \"many\"",
-    );
+    check(&format!("{A2M}p1: pin X = A shortterm"), 2, 15, "expected longterm or end of line, found \"shortterm\"");
+    check(&format!("{A2M}p1: pin X A"), 2, 11, "expected = and the range to pin, found \"A\"");
+    check("khugepaged 0", 1, 12, "the number of full scans must be from 1 to 1000");
+    check("khugepaged many", 1, 12, "expected a number of full scans, found \"many\"");
 }
 
 #[test]
 fn pins() {
     check("unpin X", 1, 7, "there is no pin named X");
-    check(
-        &format!("{A2M}p1: pin X = A\nunpin X\nunpin X"),
-        4,
-        7,
-        "pin X was already unpinned at line 3",
-    );
+    check(&format!("{A2M}p1: pin X = A\nunpin X\nunpin X"), 4, 7, "pin X was already unpinned at line 3");
     check(
         &format!("{A2M}p2 = fork p1\np2: pin X = A\nexit p2\nunpin X"),
         5,
         7,
         "pin X was released when p2 exited at line 4",
     );
-    check(
-        &format!("{A2M}p2 = fork p1\np1: pin X = A\np2: unpin X"),
-        4,
-        11,
-        "pin X is held by p1, not p2",
-    );
+    check(&format!("{A2M}p2 = fork p1\np1: pin X = A\np2: unpin X"), 4, 11, "pin X is held by p1, not p2");
 }
 
 #[test]
 fn settings() {
-    check(
-        "set enabled = sometimes",
-        1,
-        15,
-        "enabled takes always, madvise, never, found \"sometimes\"",
-    );
+    check("set enabled = sometimes", 1, 15, "enabled takes always, madvise, never, found \"sometimes\"");
     check(
         "set khugepaged/max_ptes_none = 512",
         1,
@@ -627,47 +333,22 @@ fn settings() {
         "expected a THP setting such as enabled, defrag, khugepaged/max_ptes_none or hugepages-64kB/enabled, found \
          \"enable\" (did you mean \"enabled\"?)",
     );
-    check(
-        "set shmem_enabled = always",
-        1,
-        5,
-        "shmem_enabled is not modelled: thpsim models anonymous memory only",
-    );
-    check(
-        "set hpage_pmd_size = 4096",
-        1,
-        5,
-        "hpage_pmd_size is read-only",
-    );
-    check(
-        "set enabled always",
-        1,
-        13,
-        "expected = and a value, found \"always\"",
-    );
-    check(
-        "set enabled = always madvise",
-        1,
-        22,
-        "expected end of line, found \"madvise\"",
-    );
+    check("set shmem_enabled = always", 1, 5, "shmem_enabled is not modelled: thpsim models anonymous memory only");
+    check("set hpage_pmd_size = 4096", 1, 5, "hpage_pmd_size is read-only");
+    check("set enabled always", 1, 13, "expected = and a value, found \"always\"");
+    check("set enabled = always madvise", 1, 22, "expected end of line, found \"madvise\"");
 }
 
 #[test]
 fn expectations() {
+    check("expect ok", 1, 8, "expect ok checks the previous operation, and there is none yet");
+    check("expect errno ENOMEM", 1, 8, "expect errno checks the previous operation, and there is none yet");
     check(
-        "expect ok",
-        1,
-        8,
-        "expect ok checks the previous operation, and there is none yet",
+        &format!("{A2M}expect errno ENOENT"),
+        2,
+        14,
+        "expected an errno (EPERM, ESRCH, EAGAIN, ENOMEM, EFAULT, EBUSY, EEXIST, EINVAL), found \"ENOENT\"",
     );
-    check(
-        "expect errno ENOMEM",
-        1,
-        8,
-        "expect errno checks the previous operation, and there is none yet",
-    );
-    check(&format!("{A2M}expect errno ENOENT"), 2, 14, "expected an errno (EPERM, ESRCH, EAGAIN, ENOMEM, EFAULT, EBUSY, EEXIST, EINVAL), found \"ENOENT\"");
     check(
         "expect vmstat thp_split_pmds +1",
         1,
@@ -691,7 +372,12 @@ fn expectations() {
         31,
         "expected a change such as +1, -1 or = 0 (counters compare as changes since the scenario started), found \"x\"",
     );
-    check("expect mthp 48kB anon_fault_alloc +1", 1, 13, "expected a folio size (16kB, 32kB, 64kB, 128kB, 256kB, 512kB, 1024kB, 2048kB), found \"48kB\"");
+    check(
+        "expect mthp 48kB anon_fault_alloc +1",
+        1,
+        13,
+        "expected a folio size (16kB, 32kB, 64kB, 128kB, 256kB, 512kB, 1024kB, 2048kB), found \"48kB\"",
+    );
     check(
         "expect mthp 64kB anon_fault +1",
         1,
@@ -712,51 +398,26 @@ fn expectations() {
         17,
         "write the unit: 8kB or 8 kB (sizes here are in kB, as smaps prints them)",
     );
-    check(&format!("{A2M}expect p1 A Rsss 0"), 2, 13, "expected Rss, Anonymous, AnonHugePages, Swap, page or folios, found \"Rsss\" (did you mean \"Rss\"?)");
     check(
-        "expect",
-        1,
-        7,
-        "expected ok, errno, vmstat, mthp or a process, found end of line",
+        &format!("{A2M}expect p1 A Rsss 0"),
+        2,
+        13,
+        "expected Rss, Anonymous, AnonHugePages, Swap, page or folios, found \"Rsss\" (did you mean \"Rss\"?)",
     );
+    check("expect", 1, 7, "expected ok, errno, vmstat, mthp or a process, found end of line");
     const PROPS: &str = "a page property (present, none, swapped, [!]pmd, [!]exclusive, [!]zero, order=N, mapcount=N, \
                          [!]same_folio=A+off, pages=N)";
-    check(
-        &format!("{A2M}expect p1 A page"),
-        2,
-        17,
-        &format!("expected {PROPS}, found end of line"),
-    );
-    check(
-        &format!("{A2M}expect p1 A page present bogus"),
-        2,
-        26,
-        &format!("expected {PROPS}, found \"bogus\""),
-    );
+    check(&format!("{A2M}expect p1 A page"), 2, 17, &format!("expected {PROPS}, found end of line"));
+    check(&format!("{A2M}expect p1 A page present bogus"), 2, 26, &format!("expected {PROPS}, found \"bogus\""));
     check(
         &format!("{A2M}expect p1 A page presnt"),
         2,
         18,
         &format!("expected {PROPS}, found \"presnt\" (did you mean \"present\"?)"),
     );
-    check(
-        &format!("{A2M}expect p1 A page present none"),
-        2,
-        26,
-        "the page state is given twice",
-    );
-    check(
-        &format!("{A2M}expect p1 A page order>=9"),
-        2,
-        18,
-        "order takes =, found >=",
-    );
-    check(
-        &format!("{A2M}expect p1 A page order=19"),
-        2,
-        24,
-        "an order is from 0 to 18",
-    );
+    check(&format!("{A2M}expect p1 A page present none"), 2, 26, "the page state is given twice");
+    check(&format!("{A2M}expect p1 A page order>=9"), 2, 18, "order takes =, found >=");
+    check(&format!("{A2M}expect p1 A page order=19"), 2, 24, "an order is from 0 to 18");
     check(
         &format!("{A2M}expect p1 A page !present"),
         2,
@@ -775,24 +436,9 @@ fn expectations() {
         19,
         "a page expectation takes pages=N after its properties, not a length",
     );
-    check(
-        &format!("{A2M}expect p1 A folios order=9"),
-        2,
-        27,
-        "expected count=N, found end of line",
-    );
-    check(
-        &format!("{A2M}expect p1 A folios count"),
-        2,
-        20,
-        "expected order=N or count=N, found \"count\"",
-    );
-    check(
-        &format!("{A2M}expect p1 A folios size=2"),
-        2,
-        20,
-        "expected order= or count=, found \"size\"",
-    );
+    check(&format!("{A2M}expect p1 A folios order=9"), 2, 27, "expected count=N, found end of line");
+    check(&format!("{A2M}expect p1 A folios count"), 2, 20, "expected order=N or count=N, found \"count\"");
+    check(&format!("{A2M}expect p1 A folios size=2"), 2, 20, "expected order= or count=, found \"size\"");
 }
 
 #[test]
@@ -801,12 +447,7 @@ fn scenario_size_is_bounded() {
     for _ in 0..100_000 {
         text.push_str("shrink\n");
     }
-    check(
-        &text,
-        100_000,
-        1,
-        "the scenario is too long: it may have at most 100000 steps",
-    );
+    check(&text, 100_000, 1, "the scenario is too long: it may have at most 100000 steps");
     // Observations of many regions, many times, would describe too much.
     let mut text = String::new();
     for i in 0..1000 {

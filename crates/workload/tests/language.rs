@@ -4,9 +4,8 @@ use thpsim_mm::Errno;
 use thpsim_workload::expect::fmt_size;
 use thpsim_workload::plan::{GUARD_GAP, MMAP_BASE};
 use thpsim_workload::{
-    parse_scenario, Access, Advice, Cmp, CmpOp, Expectation, ExpectedState, Fill, Machine, Op,
-    PageProp, PinRef, Place, ProcId, Prot, RegionRef, Scenario, SmapsField, StepKind, ThpDisable,
-    TouchPattern,
+    parse_scenario, Access, Advice, Cmp, CmpOp, Expectation, ExpectedState, Fill, Machine, Op, PageProp, PinRef, Place,
+    ProcId, Prot, RegionRef, Scenario, SmapsField, StepKind, ThpDisable, TouchPattern,
 };
 
 const K: u64 = 1 << 10;
@@ -51,18 +50,7 @@ fn only_expectation(text: &str) -> Expectation {
 }
 
 fn names(regions: &[RegionRef]) -> Vec<String> {
-    regions
-        .iter()
-        .map(|r| {
-            format!(
-                "{}:{}@{:#x}+{}",
-                r.proc_name,
-                r.name,
-                r.addr,
-                fmt_size(r.len)
-            )
-        })
-        .collect()
+    regions.iter().map(|r| format!("{}:{}@{:#x}+{}", r.proc_name, r.name, r.addr, fmt_size(r.len))).collect()
 }
 
 /// The statement sketch of the brief, all of it.
@@ -109,29 +97,13 @@ expect errno EINVAL
 fn the_tour_compiles_to_these_operations() {
     let s = parse(TOUR);
     assert_eq!(s.name, "test");
-    assert_eq!(
-        s.machine,
-        Machine {
-            ram: 16 * G,
-            swap: 0
-        }
-    );
+    assert_eq!(s.machine, Machine { ram: 16 * G, swap: 0 });
     assert_eq!(s.procs, ["p1", "p2"]);
     let a = MMAP_BASE;
     let b = a + 4 * M + GUARD_GAP + 4 * K;
     let all = ops(&s);
-    let set = |path: &str, value: &str| Op::Set {
-        path: path.into(),
-        value: value.into(),
-    };
-    let touch = |addr, len, access, fill, pattern| Op::Touch {
-        proc: P1,
-        addr,
-        len,
-        access,
-        fill,
-        pattern,
-    };
+    let set = |path: &str, value: &str| Op::Set { path: path.into(), value: value.into() };
+    let touch = |addr, len, access, fill, pattern| Op::Touch { proc: P1, addr, len, access, fill, pattern };
     // The cursor after B: B ends at 6M + 4K + 2M, plus the 2M gap, aligned up to 2M.
     let c = (b + 2 * M + GUARD_GAP).next_multiple_of(2 * M);
     assert_eq!(
@@ -142,91 +114,22 @@ fn the_tour_compiles_to_these_operations() {
             set("khugepaged/max_ptes_none", "511"),
             set("use_zero_page", "1"),
             Op::Spawn { proc: P1 },
-            Op::Mmap {
-                proc: P1,
-                addr: a,
-                len: 4 * M,
-                prot: Prot::READ_WRITE
-            },
-            Op::Mmap {
-                proc: P1,
-                addr: b,
-                len: 2 * M,
-                prot: Prot::READ
-            },
-            Op::Madvise {
-                proc: P1,
-                addr: a,
-                len: 4 * M,
-                advice: Advice::HugePage
-            },
+            Op::Mmap { proc: P1, addr: a, len: 4 * M, prot: Prot::READ_WRITE },
+            Op::Mmap { proc: P1, addr: b, len: 2 * M, prot: Prot::READ },
+            Op::Madvise { proc: P1, addr: a, len: 4 * M, advice: Advice::HugePage },
             touch(a, 4 * M, Access::Write, Fill::NonZero, TouchPattern::All),
-            touch(
-                a + 4 * K,
-                4 * K,
-                Access::Write,
-                Fill::NonZero,
-                TouchPattern::All
-            ),
-            touch(
-                a + M,
-                64 * K,
-                Access::Write,
-                Fill::NonZero,
-                TouchPattern::All
-            ),
-            touch(
-                a,
-                4 * M,
-                Access::Read,
-                Fill::NonZero,
-                TouchPattern::EveryNth(4)
-            ),
-            touch(
-                a,
-                4 * M,
-                Access::Write,
-                Fill::NonZero,
-                TouchPattern::Random {
-                    count: 100,
-                    seed: 7
-                }
-            ),
+            touch(a + 4 * K, 4 * K, Access::Write, Fill::NonZero, TouchPattern::All),
+            touch(a + M, 64 * K, Access::Write, Fill::NonZero, TouchPattern::All),
+            touch(a, 4 * M, Access::Read, Fill::NonZero, TouchPattern::EveryNth(4)),
+            touch(a, 4 * M, Access::Write, Fill::NonZero, TouchPattern::Random { count: 100, seed: 7 }),
             touch(a, 4 * M, Access::Write, Fill::Zero, TouchPattern::All),
-            Op::Munmap {
-                proc: P1,
-                addr: a + 2 * M,
-                len: 4 * K
-            },
-            Op::Mprotect {
-                proc: P1,
-                addr: a + M,
-                len: 4 * K,
-                prot: Prot::READ
-            },
-            Op::Mremap {
-                proc: P1,
-                old_addr: a,
-                old_len: 4 * M,
-                new_len: 8 * M,
-                new_addr: Some(c)
-            },
-            Op::Prctl {
-                proc: P1,
-                disable: ThpDisable::ExceptAdvised
-            },
-            Op::Pin {
-                proc: P1,
-                pin: PinRef(0),
-                addr: c,
-                len: 2 * M,
-                longterm: true
-            },
+            Op::Munmap { proc: P1, addr: a + 2 * M, len: 4 * K },
+            Op::Mprotect { proc: P1, addr: a + M, len: 4 * K, prot: Prot::READ },
+            Op::Mremap { proc: P1, old_addr: a, old_len: 4 * M, new_len: 8 * M, new_addr: Some(c) },
+            Op::Prctl { proc: P1, disable: ThpDisable::ExceptAdvised },
+            Op::Pin { proc: P1, pin: PinRef(0), addr: c, len: 2 * M, longterm: true },
             Op::Unpin { pin: PinRef(0) },
-            Op::Fork {
-                parent: P1,
-                child: P2
-            },
+            Op::Fork { parent: P1, child: P2 },
             Op::Exit { proc: P2 },
             Op::Khugepaged { full_scans: 2 },
             Op::Shrink,
@@ -241,19 +144,11 @@ fn the_tour_compiles_to_these_operations() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        names(observes[0]),
-        [format!("p1:B@{b:#x}+2M"), format!("p1:C@{c:#x}+8M")]
-    );
+    assert_eq!(names(observes[0]), [format!("p1:B@{b:#x}+2M"), format!("p1:C@{c:#x}+8M")]);
     assert_eq!(names(observes[1]), [format!("p1:C@{c:#x}+8M")]);
     assert_eq!(names(&s.final_regions), names(observes[0]));
 
-    let place = |region: &str, offset| Place {
-        proc: P1,
-        proc_name: "p1".into(),
-        region: region.into(),
-        offset,
-    };
+    let place = |region: &str, offset| Place { proc: P1, proc_name: "p1".into(), region: region.into(), offset };
     assert_eq!(
         expectations(&s),
         vec![
@@ -264,24 +159,10 @@ fn the_tour_compiles_to_these_operations() {
                 field: SmapsField::AnonHugePages,
                 cmp: Cmp::eq(2048)
             },
-            Expectation::VmPte {
-                proc: P1,
-                proc_name: "p1".into(),
-                cmp: Cmp::eq(8)
-            },
-            Expectation::Vmstat {
-                counter: "thp_split_pmd".into(),
-                cmp: Cmp::eq(1)
-            },
-            Expectation::Vmstat {
-                counter: "thp_split_pmd".into(),
-                cmp: Cmp::eq(0)
-            },
-            Expectation::Mthp {
-                size_kb: 64,
-                stat: "anon_fault_alloc".into(),
-                cmp: Cmp::eq(4)
-            },
+            Expectation::VmPte { proc: P1, proc_name: "p1".into(), cmp: Cmp::eq(8) },
+            Expectation::Vmstat { counter: "thp_split_pmd".into(), cmp: Cmp::eq(1) },
+            Expectation::Vmstat { counter: "thp_split_pmd".into(), cmp: Cmp::eq(0) },
+            Expectation::Mthp { size_kb: 64, stat: "anon_fault_alloc".into(), cmp: Cmp::eq(4) },
             Expectation::Page {
                 at: place("C", 4 * K),
                 pages: 1,
@@ -309,20 +190,9 @@ fn the_tour_compiles_to_these_operations() {
 #[test]
 fn steps_keep_their_line_and_statement() {
     let s = parse("# header\n\np1: A = mmap 2M   # a comment\n  p1: touch A\r\n");
-    let lines: Vec<(u32, &str)> = s
-        .steps
-        .iter()
-        .map(|st| (st.line, st.source.as_str()))
-        .collect();
+    let lines: Vec<(u32, &str)> = s.steps.iter().map(|st| (st.line, st.source.as_str())).collect();
     // The first statement of a process also spawns it, on the same line.
-    assert_eq!(
-        lines,
-        [
-            (3, "p1: A = mmap 2M"),
-            (3, "p1: A = mmap 2M"),
-            (4, "p1: touch A")
-        ]
-    );
+    assert_eq!(lines, [(3, "p1: A = mmap 2M"), (3, "p1: A = mmap 2M"), (4, "p1: touch A")]);
 }
 
 #[test]
@@ -334,20 +204,8 @@ fn a_byte_order_mark_and_crlf_line_ends_are_fine() {
 
 #[test]
 fn machine_defaults_to_16g_and_no_swap() {
-    assert_eq!(
-        parse("p1: A = mmap 2M").machine,
-        Machine {
-            ram: 16 * G,
-            swap: 0
-        }
-    );
-    assert_eq!(
-        parse("# first\nmachine swap=4G ram=256M").machine,
-        Machine {
-            ram: 256 * M,
-            swap: 4 * G
-        }
-    );
+    assert_eq!(parse("p1: A = mmap 2M").machine, Machine { ram: 16 * G, swap: 0 });
+    assert_eq!(parse("# first\nmachine swap=4G ram=256M").machine, Machine { ram: 256 * M, swap: 4 * G });
 }
 
 #[test]
@@ -411,12 +269,7 @@ fn fork_copies_the_region_table_to_the_child() {
     let (a, b, c) = (MMAP_BASE, MMAP_BASE + 4 * M, MMAP_BASE + 10 * M);
     assert_eq!(
         tables[0],
-        [
-            format!("p1:A@{a:#x}+2M"),
-            format!("p1:B@{b:#x}+4M"),
-            format!("p1:C@{c:#x}+2M"),
-            format!("p2:A@{a:#x}+2M"),
-        ]
+        [format!("p1:A@{a:#x}+2M"), format!("p1:B@{b:#x}+4M"), format!("p1:C@{c:#x}+2M"), format!("p2:A@{a:#x}+2M"),]
     );
     assert_eq!(tables[1][4..], [format!("p3:A@{a:#x}+2M")]);
     assert_eq!(s.procs, ["p1", "p2", "p3"]);
@@ -425,9 +278,7 @@ fn fork_copies_the_region_table_to_the_child() {
 #[test]
 fn exit_drops_a_process_from_the_table() {
     let s = parse("p1: A = mmap 2M\np2 = fork p1\nexit p1\nobserve");
-    let Some(StepKind::Observe(regions)) = s.steps.last().map(|st| &st.kind) else {
-        panic!()
-    };
+    let Some(StepKind::Observe(regions)) = s.steps.last().map(|st| &st.kind) else { panic!() };
     assert_eq!(names(regions), [format!("p2:A@{MMAP_BASE:#x}+2M")]);
     assert_eq!(ops(&s)[3], Op::Exit { proc: P1 });
 }
@@ -456,12 +307,7 @@ fn partial_munmap_keeps_the_name_and_whole_munmap_drops_it() {
     // The name is free again, and the new A goes at a fresh address.
     assert_eq!(
         ops(&s).last(),
-        Some(&Op::Mmap {
-            proc: P1,
-            addr: MMAP_BASE + 6 * M,
-            len: 2 * M,
-            prot: Prot::READ_WRITE
-        })
+        Some(&Op::Mmap { proc: P1, addr: MMAP_BASE + 6 * M, len: 2 * M, prot: Prot::READ_WRITE })
     );
 }
 
@@ -483,51 +329,16 @@ fn mremap_shrinks_in_place_and_grows_to_a_planned_address() {
     assert_eq!(
         ops(&s)[2..],
         [
-            Op::Mremap {
-                proc: P1,
-                old_addr: a,
-                old_len: 4 * M,
-                new_len: 2 * M,
-                new_addr: None
-            },
-            Op::Mremap {
-                proc: P1,
-                old_addr: a,
-                old_len: 2 * M,
-                new_len: 4 * M,
-                new_addr: Some(b)
-            },
-            Op::Mremap {
-                proc: P1,
-                old_addr: b + 2 * M,
-                old_len: 2 * M,
-                new_len: 2 * M,
-                new_addr: Some(c)
-            },
-            Op::Mremap {
-                proc: P1,
-                old_addr: c,
-                old_len: 2 * M,
-                new_len: 2 * M,
-                new_addr: Some(d)
-            },
-            Op::Mremap {
-                proc: P1,
-                old_addr: b,
-                old_len: 2 * M,
-                new_len: 2 * M,
-                new_addr: None
-            },
+            Op::Mremap { proc: P1, old_addr: a, old_len: 4 * M, new_len: 2 * M, new_addr: None },
+            Op::Mremap { proc: P1, old_addr: a, old_len: 2 * M, new_len: 4 * M, new_addr: Some(b) },
+            Op::Mremap { proc: P1, old_addr: b + 2 * M, old_len: 2 * M, new_len: 2 * M, new_addr: Some(c) },
+            Op::Mremap { proc: P1, old_addr: c, old_len: 2 * M, new_len: 2 * M, new_addr: Some(d) },
+            Op::Mremap { proc: P1, old_addr: b, old_len: 2 * M, new_len: 2 * M, new_addr: None },
         ]
     );
-    let Some(StepKind::Observe(regions)) = s.steps.last().map(|st| &st.kind) else {
-        panic!()
-    };
+    let Some(StepKind::Observe(regions)) = s.steps.last().map(|st| &st.kind) else { panic!() };
     // B was moved away piece by piece; D sits right after where B's first half was.
-    assert_eq!(
-        names(regions),
-        [format!("p1:D@{d:#x}+2M"), format!("p1:E@{b:#x}+2M")]
-    );
+    assert_eq!(names(regions), [format!("p1:D@{d:#x}+2M"), format!("p1:E@{b:#x}+2M")]);
 }
 
 #[test]
@@ -540,36 +351,15 @@ fn pins_number_in_creation_order() {
          p1: pin X = A+1M 4K longterm\n\
          unpin Y",
     );
-    let pins: Vec<Op> = ops(&s)
-        .into_iter()
-        .filter(|op| matches!(op, Op::Pin { .. } | Op::Unpin { .. }))
-        .collect();
+    let pins: Vec<Op> = ops(&s).into_iter().filter(|op| matches!(op, Op::Pin { .. } | Op::Unpin { .. })).collect();
     let a = MMAP_BASE;
     assert_eq!(
         pins,
         [
-            Op::Pin {
-                proc: P1,
-                pin: PinRef(0),
-                addr: a,
-                len: 2 * M,
-                longterm: false
-            },
-            Op::Pin {
-                proc: P1,
-                pin: PinRef(1),
-                addr: a + 2 * M,
-                len: 2 * M,
-                longterm: false
-            },
+            Op::Pin { proc: P1, pin: PinRef(0), addr: a, len: 2 * M, longterm: false },
+            Op::Pin { proc: P1, pin: PinRef(1), addr: a + 2 * M, len: 2 * M, longterm: false },
             Op::Unpin { pin: PinRef(0) },
-            Op::Pin {
-                proc: P1,
-                pin: PinRef(2),
-                addr: a + M,
-                len: 4 * K,
-                longterm: true
-            },
+            Op::Pin { proc: P1, pin: PinRef(2), addr: a + M, len: 4 * K, longterm: true },
             Op::Unpin { pin: PinRef(1) },
         ]
     );
@@ -585,18 +375,9 @@ fn set_accepts_the_sysfs_path_with_or_without_its_prefix() {
     assert_eq!(
         ops(&s),
         [
-            Op::Set {
-                path: "enabled".into(),
-                value: "madvise".into()
-            },
-            Op::Set {
-                path: "defrag".into(),
-                value: "defer+madvise".into()
-            },
-            Op::Set {
-                path: "khugepaged/max_ptes_none".into(),
-                value: "0".into()
-            },
+            Op::Set { path: "enabled".into(), value: "madvise".into() },
+            Op::Set { path: "defrag".into(), value: "defer+madvise".into() },
+            Op::Set { path: "khugepaged/max_ptes_none".into(), value: "0".into() },
         ]
     );
 }
@@ -614,80 +395,24 @@ fn advices_protections_and_prctl_modes() {
     );
     let o = ops(&s);
     let a = MMAP_BASE;
-    assert_eq!(
-        o[1],
-        Op::Mmap {
-            proc: P1,
-            addr: a,
-            len: 2 * M,
-            prot: Prot::NONE
-        }
-    );
-    assert_eq!(
-        o[2],
-        Op::Madvise {
-            proc: P1,
-            addr: a,
-            len: 2 * M,
-            advice: Advice::Collapse
-        }
-    );
-    assert_eq!(
-        o[3],
-        Op::Madvise {
-            proc: P1,
-            addr: a,
-            len: 2 * M,
-            advice: Advice::PopulateWrite
-        }
-    );
+    assert_eq!(o[1], Op::Mmap { proc: P1, addr: a, len: 2 * M, prot: Prot::NONE });
+    assert_eq!(o[2], Op::Madvise { proc: P1, addr: a, len: 2 * M, advice: Advice::Collapse });
+    assert_eq!(o[3], Op::Madvise { proc: P1, addr: a, len: 2 * M, advice: Advice::PopulateWrite });
     assert_eq!(
         o[4],
-        Op::Mprotect {
-            proc: P1,
-            addr: a,
-            len: 2 * M,
-            prot: Prot {
-                read: true,
-                write: true,
-                exec: true
-            }
-        }
+        Op::Mprotect { proc: P1, addr: a, len: 2 * M, prot: Prot { read: true, write: true, exec: true } }
     );
     assert_eq!(
         o[5],
-        Op::Mprotect {
-            proc: P1,
-            addr: a,
-            len: 2 * M,
-            prot: Prot {
-                read: false,
-                write: true,
-                exec: false
-            }
-        }
+        Op::Mprotect { proc: P1, addr: a, len: 2 * M, prot: Prot { read: false, write: true, exec: false } }
     );
-    assert_eq!(
-        o[6],
-        Op::Prctl {
-            proc: P1,
-            disable: ThpDisable::All
-        }
-    );
-    assert_eq!(
-        o[7],
-        Op::Prctl {
-            proc: P1,
-            disable: ThpDisable::Off
-        }
-    );
+    assert_eq!(o[6], Op::Prctl { proc: P1, disable: ThpDisable::All });
+    assert_eq!(o[7], Op::Prctl { proc: P1, disable: ThpDisable::Off });
 }
 
 #[test]
 fn touch_takes_a_page_count_after_the_access() {
-    let s = parse(
-        "p1: A = mmap 2M\np1: touch A+8K read 3 every=2\np1: touch A+1M\np1: touch A random=5",
-    );
+    let s = parse("p1: A = mmap 2M\np1: touch A+8K read 3 every=2\np1: touch A+1M\np1: touch A random=5");
     let a = MMAP_BASE;
     assert_eq!(
         ops(&s)[2..],
@@ -722,30 +447,16 @@ fn touch_takes_a_page_count_after_the_access() {
 
 #[test]
 fn observe_selects_processes_and_regions() {
-    let s = parse(
-        "p1: A = mmap 2M\np1: B = mmap 2M\np2: C = mmap 2M\nobserve p1 B A\nobserve p2\nobserve",
-    );
+    let s = parse("p1: A = mmap 2M\np1: B = mmap 2M\np2: C = mmap 2M\nobserve p1 B A\nobserve p2\nobserve");
     let tables: Vec<Vec<String>> = s
         .steps
         .iter()
         .filter_map(|st| match &st.kind {
-            StepKind::Observe(regions) => Some(
-                regions
-                    .iter()
-                    .map(|r| format!("{}:{}", r.proc_name, r.name))
-                    .collect(),
-            ),
+            StepKind::Observe(regions) => Some(regions.iter().map(|r| format!("{}:{}", r.proc_name, r.name)).collect()),
             _ => None,
         })
         .collect();
-    assert_eq!(
-        tables,
-        [
-            vec!["p1:B", "p1:A"],
-            vec!["p2:C"],
-            vec!["p1:A", "p1:B", "p2:C"]
-        ]
-    );
+    assert_eq!(tables, [vec!["p1:B", "p1:A"], vec!["p2:C"], vec!["p1:A", "p1:B", "p2:C"]]);
 }
 
 #[test]
@@ -765,10 +476,7 @@ fn expectation_forms() {
                 len: M,
                 explicit_len: true,
                 field: SmapsField::Rss,
-                cmp: Cmp {
-                    op: CmpOp::Ge,
-                    value: 4,
-                },
+                cmp: Cmp { op: CmpOp::Ge, value: 4 },
             },
         ),
         (
@@ -793,31 +501,15 @@ fn expectation_forms() {
         ),
         (
             "expect vmstat pswpout >= 512",
-            Expectation::Vmstat {
-                counter: "pswpout".into(),
-                cmp: Cmp {
-                    op: CmpOp::Ge,
-                    value: 512,
-                },
-            },
+            Expectation::Vmstat { counter: "pswpout".into(), cmp: Cmp { op: CmpOp::Ge, value: 512 } },
         ),
         (
             "expect vmstat nr_anon_pages -512",
-            Expectation::Vmstat {
-                counter: "nr_anon_pages".into(),
-                cmp: Cmp::eq(-512),
-            },
+            Expectation::Vmstat { counter: "nr_anon_pages".into(), cmp: Cmp::eq(-512) },
         ),
         (
             "expect mthp 2M split != 0",
-            Expectation::Mthp {
-                size_kb: 2048,
-                stat: "split".into(),
-                cmp: Cmp {
-                    op: CmpOp::Ne,
-                    value: 0,
-                },
-            },
+            Expectation::Mthp { size_kb: 2048, stat: "split".into(), cmp: Cmp { op: CmpOp::Ne, value: 0 } },
         ),
         (
             "expect p2 A+4K page swapped !pmd !exclusive !zero mapcount<2 pages=3",
@@ -829,10 +521,7 @@ fn expectation_forms() {
                     PageProp::Pmd(false),
                     PageProp::Exclusive(false),
                     PageProp::Zero(false),
-                    PageProp::Mapcount(Cmp {
-                        op: CmpOp::Lt,
-                        value: 2,
-                    }),
+                    PageProp::Mapcount(Cmp { op: CmpOp::Lt, value: 2 }),
                 ],
             },
         ),
@@ -841,13 +530,7 @@ fn expectation_forms() {
             Expectation::Page {
                 at: place(P2, "A", 2 * M),
                 pages: 512,
-                props: vec![
-                    PageProp::Zero(true),
-                    PageProp::SameFolio {
-                        same: true,
-                        with: place(P1, "A", 2 * M),
-                    },
-                ],
+                props: vec![PageProp::Zero(true), PageProp::SameFolio { same: true, with: place(P1, "A", 2 * M) }],
             },
         ),
         (
@@ -857,10 +540,7 @@ fn expectation_forms() {
                 pages: 1,
                 props: vec![
                     PageProp::State(ExpectedState::None),
-                    PageProp::SameFolio {
-                        same: false,
-                        with: place(P2, "A", 4 * K),
-                    },
+                    PageProp::SameFolio { same: false, with: place(P2, "A", 4 * K) },
                 ],
             },
         ),
@@ -869,10 +549,7 @@ fn expectation_forms() {
             Expectation::Page {
                 at: place(P2, "A", 0),
                 pages: 1,
-                props: vec![PageProp::SameFolio {
-                    same: false,
-                    with: place(P2, "A", 4 * K),
-                }],
+                props: vec![PageProp::SameFolio { same: false, with: place(P2, "A", 4 * K) }],
             },
         ),
         (
@@ -882,10 +559,7 @@ fn expectation_forms() {
                 len: 2 * M,
                 explicit_len: true,
                 order: None,
-                count: Cmp {
-                    op: CmpOp::Ge,
-                    value: 1,
-                },
+                count: Cmp { op: CmpOp::Ge, value: 1 },
             },
         ),
         ("expect errno ENOMEM", Expectation::Errno(Errno::NoMem)),
@@ -930,23 +604,12 @@ fn a_process_may_be_created_by_prctl_and_reused_names_are_fine_after_exit_of_oth
     let s = parse("p1: prctl thp_disable except_advised\np1: A = mmap 2M\np2 = fork p1\np2: exit\np3 = fork p1");
     assert_eq!(s.procs, ["p1", "p2", "p3"]);
     assert_eq!(ops(&s)[0], Op::Spawn { proc: P1 });
-    assert_eq!(
-        ops(&s)[5],
-        Op::Fork {
-            parent: P1,
-            child: ProcId(2)
-        }
-    );
+    assert_eq!(ops(&s)[5], Op::Fork { parent: P1, child: ProcId(2) });
 }
 
 #[test]
 fn mremap_may_keep_the_name_it_moves() {
     let s = parse("p1: A = mmap 2M\np1: A = mremap A 4M\nexpect p1 A Rss 0");
-    let Some(StepKind::Expect { regions, .. }) = s.steps.last().map(|st| &st.kind) else {
-        panic!()
-    };
-    assert_eq!(
-        names(regions),
-        [format!("p1:A@{:#x}+4M", MMAP_BASE + 4 * M)]
-    );
+    let Some(StepKind::Expect { regions, .. }) = s.steps.last().map(|st| &st.kind) else { panic!() };
+    assert_eq!(names(regions), [format!("p1:A@{:#x}+4M", MMAP_BASE + 4 * M)]);
 }

@@ -279,10 +279,7 @@ const ARGS: &[&str] = &[
 ];
 
 fn statement() -> impl Strategy<Value = String> {
-    (
-        prop::sample::select(HEADS),
-        prop::collection::vec(prop::sample::select(ARGS), 0..7),
-    )
+    (prop::sample::select(HEADS), prop::collection::vec(prop::sample::select(ARGS), 0..7))
         .prop_map(|(head, args)| format!("{head} {}", args.join(" ")))
 }
 
@@ -299,9 +296,7 @@ fn parse_never_panics(text: &str) {
             assert!(s.steps.len() <= thpsim_workload::scenario::MAX_STEPS);
             for step in &s.steps {
                 if let StepKind::Expect { regions, .. } | StepKind::Observe(regions) = &step.kind {
-                    assert!(regions
-                        .iter()
-                        .all(|r| r.len > 0 && r.len <= thpsim_workload::plan::MAX_SIZE));
+                    assert!(regions.iter().all(|r| r.len > 0 && r.len <= thpsim_workload::plan::MAX_SIZE));
                 }
             }
         }
@@ -310,10 +305,7 @@ fn parse_never_panics(text: &str) {
             let shown = e.to_string();
             assert!(shown.contains(": error: "), "{shown}");
             assert!(e.line >= 1 && e.column >= 1, "{e:?}");
-            assert!(
-                e.column as usize <= e.source_line.chars().count() + 2,
-                "{e:?}"
-            );
+            assert!(e.column as usize <= e.source_line.chars().count() + 2, "{e:?}");
         }
     }
 }
@@ -399,10 +391,7 @@ fn hostile_inputs() {
         text.push_str(&format!("p{i} = fork p0\n"));
     }
     let err = parse_scenario("fuzz.thp", &text).unwrap_err();
-    assert_eq!(
-        (err.line, err.message.as_str()),
-        (257, "too many processes: a scenario may create at most 256")
-    );
+    assert_eq!((err.line, err.message.as_str()), (257, "too many processes: a scenario may create at most 256"));
     // Regions until the region limit.
     let mut text = String::new();
     for i in 0..5000 {
@@ -411,9 +400,6 @@ fn hostile_inputs() {
     let err = parse_scenario("fuzz.thp", &text).unwrap_err();
     assert_eq!(
         (err.line, err.message.as_str()),
-        (
-            4097,
-            "too many regions: at most 4096 may be alive at once over all processes"
-        )
+        (4097, "too many regions: at most 4096 may be alive at once over all processes")
     );
 }

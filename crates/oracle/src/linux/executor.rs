@@ -49,8 +49,7 @@ fn executor_error(label: &str, what: impl std::fmt::Display) -> BackendError {
 impl Worker {
     /// Forks a fresh worker from the controller.
     pub(crate) fn spawn(name: &str) -> Result<Worker, BackendError> {
-        let (ours, theirs) =
-            sys::seqpacket_pair().map_err(|e| executor_error(name, format!("socketpair: {e}")))?;
+        let (ours, theirs) = sys::seqpacket_pair().map_err(|e| executor_error(name, format!("socketpair: {e}")))?;
         // The worker's receive buffer, allocated and written now so that the
         // worker never faults a fresh page of its own (see worker.rs).
         let mut buf = vec![0xa5u8; MSG_MAX];
@@ -63,10 +62,7 @@ impl Worker {
             worker::run(theirs, &mut buf);
         }
         if pid < 0 {
-            return Err(executor_error(
-                name,
-                format!("fork: {}", std::io::Error::last_os_error()),
-            ));
+            return Err(executor_error(name, format!("fork: {}", std::io::Error::last_os_error())));
         }
         drop(theirs);
         drop(buf);
@@ -76,12 +72,7 @@ impl Worker {
 
     /// Waits for a new worker's first message and opens what the controller
     /// needs to follow it. Kills the worker if that fails.
-    fn adopt(
-        name: &str,
-        pid: libc::pid_t,
-        channel: OwnedFd,
-        direct_child: bool,
-    ) -> Result<Worker, BackendError> {
+    fn adopt(name: &str, pid: libc::pid_t, channel: OwnedFd, direct_child: bool) -> Result<Worker, BackendError> {
         let label = format!("{name} (pid {pid})");
         let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
@@ -100,8 +91,7 @@ impl Worker {
             label,
             pidfd,
             channel,
-            pagemap: File::open("/dev/null")
-                .map_err(|e| executor_error(name, format!("/dev/null: {e}")))?,
+            pagemap: File::open("/dev/null").map_err(|e| executor_error(name, format!("/dev/null: {e}")))?,
             direct_child,
             alive: true,
             out: Vec::with_capacity(MSG_MAX),
@@ -109,12 +99,7 @@ impl Worker {
         // From here on, dropping `worker` kills the process.
         match sys::wait_readable(worker.channel.as_fd(), READY_TIMEOUT) {
             Ok(true) => {}
-            Ok(false) => {
-                return Err(executor_error(
-                    &worker.label,
-                    format!("not ready after {READY_TIMEOUT:?}"),
-                ))
-            }
+            Ok(false) => return Err(executor_error(&worker.label, format!("not ready after {READY_TIMEOUT:?}"))),
             Err(e) => return Err(executor_error(&worker.label, format!("poll: {e}"))),
         }
         let mut buf = [0u8; REPLY_BYTES];
@@ -124,29 +109,18 @@ impl Worker {
             return Err(worker.death());
         }
         let ready = protocol::decode_reply(&buf[..len]);
-        if ready
-            != Some(Reply {
-                status: 0,
-                value: pid as u64,
-            })
-        {
-            return Err(executor_error(
-                &worker.label,
-                format!("bad first message {ready:?} ({len} bytes)"),
-            ));
+        if ready != Some(Reply { status: 0, value: pid as u64 }) {
+            return Err(executor_error(&worker.label, format!("bad first message {ready:?} ({len} bytes)")));
         }
         let path = format!("/proc/{pid}/pagemap");
-        worker.pagemap =
-            File::open(&path).map_err(|e| executor_error(&worker.label, format!("{path}: {e}")))?;
+        worker.pagemap = File::open(&path).map_err(|e| executor_error(&worker.label, format!("{path}: {e}")))?;
         Ok(worker)
     }
 
     /// Why the worker stopped answering.
     fn death(&mut self) -> BackendError {
         let how = if self.direct_child {
-            sys::reap(self.pid, true)
-                .map(sys::describe_status)
-                .unwrap_or_else(|| "gone".to_string())
+            sys::reap(self.pid, true).map(sys::describe_status).unwrap_or_else(|| "gone".to_string())
         } else {
             "gone".to_string()
         };
@@ -155,32 +129,17 @@ impl Worker {
         executor_error(&self.label, format!("the worker died unexpectedly ({how})"))
     }
 
-    fn send(
-        &mut self,
-        cmd: Cmd,
-        args: [u64; 7],
-        payload: &[u64],
-        pass: Option<&OwnedFd>,
-    ) -> Result<(), BackendError> {
+    fn send(&mut self, cmd: Cmd, args: [u64; 7], payload: &[u64], pass: Option<&OwnedFd>) -> Result<(), BackendError> {
         if !self.alive {
-            return Err(executor_error(
-                &self.label,
-                "the worker is no longer running",
-            ));
+            return Err(executor_error(&self.label, "the worker is no longer running"));
         }
         protocol::encode_request(cmd, args, payload, &mut self.out);
         if self.out.len() > MSG_MAX {
-            return Err(executor_error(
-                &self.label,
-                format!("a {cmd:?} request of {} bytes", self.out.len()),
-            ));
+            return Err(executor_error(&self.label, format!("a {cmd:?} request of {} bytes", self.out.len())));
         }
         match sys::send_msg(self.channel.as_fd(), &self.out, pass.map(|fd| fd.as_fd())) {
             Ok(()) => Ok(()),
-            Err(e)
-                if e.raw_os_error() == Some(libc::EPIPE)
-                    || e.raw_os_error() == Some(libc::ECONNRESET) =>
-            {
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) || e.raw_os_error() == Some(libc::ECONNRESET) => {
                 Err(self.death())
             }
             Err(e) => Err(executor_error(&self.label, format!("send {cmd:?}: {e}"))),
@@ -191,10 +150,7 @@ impl Worker {
         match sys::wait_readable(self.channel.as_fd(), REPLY_TIMEOUT) {
             Ok(true) => {}
             Ok(false) => {
-                return Err(executor_error(
-                    &self.label,
-                    format!("no reply to {cmd:?} after {REPLY_TIMEOUT:?}"),
-                ))
+                return Err(executor_error(&self.label, format!("no reply to {cmd:?} after {REPLY_TIMEOUT:?}")))
             }
             Err(e) => return Err(executor_error(&self.label, format!("poll: {e}"))),
         }
@@ -210,29 +166,21 @@ impl Worker {
         let reply = protocol::decode_reply(&buf[..len])
             .ok_or_else(|| executor_error(&self.label, format!("a malformed reply to {cmd:?}")))?;
         if reply.status < 0 {
-            return Err(executor_error(
-                &self.label,
-                format!("{cmd:?}: {}", WorkerFault::describe(reply.status)),
-            ));
+            return Err(executor_error(&self.label, format!("{cmd:?}: {}", WorkerFault::describe(reply.status))));
         }
         Ok(reply)
     }
 
     /// Sends one request and waits for its reply.
-    pub(crate) fn call(
-        &mut self,
-        cmd: Cmd,
-        args: [u64; 7],
-        payload: &[u64],
-    ) -> Result<Reply, BackendError> {
+    pub(crate) fn call(&mut self, cmd: Cmd, args: [u64; 7], payload: &[u64]) -> Result<Reply, BackendError> {
         self.send(cmd, args, payload, None)?;
         self.receive(cmd)
     }
 
     /// Asks the worker to fork. `Ok(Err(errno))` when fork itself failed.
     pub(crate) fn fork(&mut self, child_name: &str) -> Result<Result<Worker, i32>, BackendError> {
-        let (ours, theirs) = sys::seqpacket_pair()
-            .map_err(|e| executor_error(child_name, format!("socketpair: {e}")))?;
+        let (ours, theirs) =
+            sys::seqpacket_pair().map_err(|e| executor_error(child_name, format!("socketpair: {e}")))?;
         self.send(Cmd::Fork, [0; 7], &[], Some(&theirs))?;
         drop(theirs);
         let reply = self.receive(Cmd::Fork)?;
@@ -265,10 +213,9 @@ impl Worker {
         self.alive = false;
         match gone {
             Ok(true) => Ok(()),
-            Ok(false) => Err(executor_error(
-                &self.label,
-                format!("still running {EXIT_TIMEOUT:?} after it was told to exit"),
-            )),
+            Ok(false) => {
+                Err(executor_error(&self.label, format!("still running {EXIT_TIMEOUT:?} after it was told to exit")))
+            }
             Err(e) => Err(executor_error(&self.label, format!("poll on pidfd: {e}"))),
         }
     }
@@ -287,10 +234,7 @@ impl Worker {
             // ESRCH: it already exited.
             if e.raw_os_error() != Some(libc::ESRCH) {
                 self.alive = false;
-                return Err(executor_error(
-                    &self.label,
-                    format!("pidfd_send_signal: {e}"),
-                ));
+                return Err(executor_error(&self.label, format!("pidfd_send_signal: {e}")));
             }
         }
         self.wait_gone()

@@ -31,12 +31,8 @@ const POLL: Duration = Duration::from_millis(10);
 /// A khugepaged counter (`pages_collapsed` or `full_scans`).
 pub(crate) fn counter(name: &str) -> io::Result<u64> {
     let text = read_knob(&format!("khugepaged/{name}"))?;
-    text.parse::<u64>().map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("khugepaged/{name} = {text:?}: {e}"),
-        )
-    })
+    text.parse::<u64>()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("khugepaged/{name} = {text:?}: {e}")))
 }
 
 /// The pid of the khugepaged kernel thread, if it runs (it stops when THP
@@ -56,9 +52,7 @@ pub(crate) fn thread_pid() -> Option<i32> {
         let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
         if ppid == Some("2") {
             return Some(pid);
         }
@@ -72,9 +66,7 @@ pub(crate) fn thread_pid() -> Option<i32> {
 fn is_idle(pid: i32) -> bool {
     let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
     wchan.trim() == "khugepaged" && state == Some("S")
 }
 
@@ -131,11 +123,7 @@ impl From<io::Error> for RunError {
 /// the model). Fails when the counter stops
 /// moving for `stall_timeout`. Quiets khugepaged again in every case; the
 /// result says whether it was then seen idle.
-pub(crate) fn run_full_scans(
-    full_scans: u32,
-    pages_to_scan: &str,
-    stall_timeout: Duration,
-) -> Result<bool, RunError> {
+pub(crate) fn run_full_scans(full_scans: u32, pages_to_scan: &str, stall_timeout: Duration) -> Result<bool, RunError> {
     let result = run_inner(full_scans, pages_to_scan, stall_timeout);
     let quieted = quiet();
     // A pass may still be running with the large budget it read at its
@@ -146,11 +134,7 @@ pub(crate) fn run_full_scans(
     Ok(idle)
 }
 
-fn run_inner(
-    full_scans: u32,
-    pages_to_scan: &str,
-    stall_timeout: Duration,
-) -> Result<(), RunError> {
+fn run_inner(full_scans: u32, pages_to_scan: &str, stall_timeout: Duration) -> Result<(), RunError> {
     let from = counter("full_scans")?;
     let wanted = from + u64::from(full_scans);
     write_knob("khugepaged/pages_to_scan", pages_to_scan)?;
@@ -166,12 +150,7 @@ fn run_inner(
             last = now;
             last_move = Instant::now();
         } else if last_move.elapsed() > stall_timeout {
-            return Err(RunError::Stalled {
-                from,
-                reached: now,
-                wanted,
-                stalled: stall_timeout,
-            });
+            return Err(RunError::Stalled { from, reached: now, wanted, stalled: stall_timeout });
         }
         sleep(POLL);
     }

@@ -58,8 +58,6 @@ fn acquire_lock(path: &Path, wait: Duration) -> Result<File, BackendError> {
         }
     }
     // Who holds it, for the message above; the lock is what counts.
-    let _ = file
-        .set_len(0)
-        .and_then(|()| writeln!(file, "{}", std::process::id()));
+    let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
     Ok(file)
 }

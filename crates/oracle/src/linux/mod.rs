@@ -145,20 +145,14 @@ impl LinuxBackend {
     pub fn check_host() -> Result<(), BackendError> {
         let euid = sys::geteuid();
         if euid != 0 {
-            return Err(precondition(format!(
-                "the Linux backend must run as root (effective uid is {euid})"
-            )));
+            return Err(precondition(format!("the Linux backend must run as root (effective uid is {euid})")));
         }
         let page_size = sys::page_size();
         if page_size != PAGE_SIZE {
-            return Err(precondition(format!(
-                "the host's page size is {page_size} bytes, not 4096"
-            )));
+            return Err(precondition(format!("the host's page size is {page_size} bytes, not 4096")));
         }
         if !Path::new(THP_ROOT).join("enabled").exists() {
-            return Err(precondition(format!(
-                "{THP_ROOT}/enabled does not exist: no transparent hugepage support"
-            )));
+            return Err(precondition(format!("{THP_ROOT}/enabled does not exist: no transparent hugepage support")));
         }
         for path in ["/proc/kpageflags", "/proc/kpagecount"] {
             let mut word = [0u8; 8];
@@ -172,11 +166,7 @@ impl LinuxBackend {
         }
         match pagemap_scan::available() {
             Ok(true) => {}
-            Ok(false) => {
-                return Err(precondition(
-                    "the PAGEMAP_SCAN ioctl is missing (needs Linux 6.7 or later)",
-                ))
-            }
+            Ok(false) => return Err(precondition("the PAGEMAP_SCAN ioctl is missing (needs Linux 6.7 or later)")),
             Err(err) => return Err(precondition(format!("probing PAGEMAP_SCAN failed: {err}"))),
         }
         for path in ["/proc/sys/vm/stat_refresh", "/proc/sys/vm/drop_caches"] {
@@ -200,11 +190,8 @@ impl LinuxBackend {
             Some(path) => Some(HostLock::acquire(path, options.lock_wait)?),
             None => None,
         };
-        let warnings =
-            sysfs::recover_stale(&options.saved_settings_path).map_err(io_error(format!(
-                "restoring settings from {}",
-                options.saved_settings_path.display()
-            )))?;
+        let warnings = sysfs::recover_stale(&options.saved_settings_path)
+            .map_err(io_error(format!("restoring settings from {}", options.saved_settings_path.display())))?;
         let settings = SettingsGuard::save(Some(options.saved_settings_path.clone()))
             .map_err(io_error("saving the THP settings"))?;
         // From here on, dropping `backend` (also on an error below) undoes
@@ -234,8 +221,7 @@ impl LinuxBackend {
         // a worker's write to an inherited THP would split it and move the
         // scenario's counters.
         let before = sys::get_thp_disable().map_err(io_error("prctl(PR_GET_THP_DISABLE)"))?;
-        sys::set_thp_disable(true, 0)
-            .map_err(io_error("prctl(PR_SET_THP_DISABLE) on the controller"))?;
+        sys::set_thp_disable(true, 0).map_err(io_error("prctl(PR_SET_THP_DISABLE) on the controller"))?;
         self.controller_thp_disable = Some(before);
 
         khugepaged::quiet().map_err(io_error("quieting khugepaged"))?;
@@ -261,8 +247,7 @@ impl LinuxBackend {
         }
         self.sentinel = Some(sentinel);
         if !khugepaged::wait_idle(Duration::from_secs(5)) {
-            self.warnings
-                .push("khugepaged did not go idle within 5 s of being quieted".to_string());
+            self.warnings.push("khugepaged did not go idle within 5 s of being quieted".to_string());
         }
         self.kpages = Some(Kpages::open().map_err(io_error("opening /proc/kpageflags"))?);
         // Drain the system-wide deferred-split queue before the baseline, so
@@ -271,8 +256,8 @@ impl LinuxBackend {
         procfs::drop_caches().map_err(io_error("draining the deferred-split queue"))?;
         self.refresh_stats();
         self.base_vmstat = procfs::read_vmstat().map_err(io_error("reading /proc/vmstat"))?;
-        self.base_mthp = sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS)
-            .map_err(io_error("reading the per-size THP stats"))?;
+        self.base_mthp =
+            sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS).map_err(io_error("reading the per-size THP stats"))?;
         Ok(())
     }
 
@@ -289,16 +274,15 @@ impl LinuxBackend {
 
     fn refresh_stats(&mut self) {
         if let Err(err) = procfs::stat_refresh() {
-            self.warnings
-                .push(format!("stat_refresh failed, nr_* counters may lag: {err}"));
+            self.warnings.push(format!("stat_refresh failed, nr_* counters may lag: {err}"));
         }
     }
 
     fn usable(&self) -> Result<(), BackendError> {
         match &self.failed {
-            Some(first) => Err(BackendError::Executor(format!(
-                "the Linux backend stopped after an earlier error: {first}"
-            ))),
+            Some(first) => {
+                Err(BackendError::Executor(format!("the Linux backend stopped after an earlier error: {first}")))
+            }
             None => Ok(()),
         }
     }
@@ -325,8 +309,7 @@ impl LinuxBackend {
         self.pins.clear();
         if let Some(sentinel) = self.sentinel.take() {
             if let Err(err) = sentinel.kill() {
-                self.warnings
-                    .push(format!("killing the khugepaged sentinel: {err}"));
+                self.warnings.push(format!("killing the khugepaged sentinel: {err}"));
             }
         }
         if let Some(mut settings) = self.settings.take() {
@@ -341,9 +324,7 @@ impl LinuxBackend {
                 _ => sys::set_thp_disable(true, sys::PR_THP_DISABLE_EXCEPT_ADVISED),
             };
             if let Err(err) = restored {
-                self.warnings.push(format!(
-                    "could not restore the controller's PR_SET_THP_DISABLE ({before}): {err}"
-                ));
+                self.warnings.push(format!("could not restore the controller's PR_SET_THP_DISABLE ({before}): {err}"));
             }
         }
         self.lock = None;

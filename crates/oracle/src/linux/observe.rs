@@ -8,8 +8,8 @@ use std::io;
 use super::procfs::{self, Kpages, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP};
 use super::{executor::Worker, io_error, pagemap_scan, sysfs, LinuxBackend, PAGE_SIZE};
 use crate::{
-    normalise_folios, BackendError, Observation, PageObs, PageState, ProcObs, RegionObs, RegionRef,
-    VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+    normalise_folios, BackendError, Observation, PageObs, PageState, ProcObs, RegionObs, RegionRef, VmaObs,
+    MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
 
 /// The end of user space with 4-level page tables (x86-64 `TASK_SIZE`).
@@ -28,21 +28,16 @@ impl LinuxBackend {
     /// The observation of `regions` now. Regions of processes that are not
     /// running are left out; processes without a listed region appear with
     /// no regions, named `p<N+1>`.
-    pub(super) fn observe_inner(
-        &mut self,
-        regions: &[RegionRef],
-    ) -> Result<Observation, BackendError> {
+    pub(super) fn observe_inner(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError> {
         self.refresh_stats();
         let Some(mut kpages) = self.kpages.take() else {
             return Err(BackendError::Executor("kpageflags reader missing".into()));
         };
         kpages.clear();
-        let result = self
-            .observe_procs(&mut kpages, regions)
-            .and_then(|observed| {
-                let own_thps = self.pmd_mapped_folios(&mut kpages)?;
-                Ok((observed, own_thps))
-            });
+        let result = self.observe_procs(&mut kpages, regions).and_then(|observed| {
+            let own_thps = self.pmd_mapped_folios(&mut kpages)?;
+            Ok((observed, own_thps))
+        });
         self.kpages = Some(kpages);
         let ((mut procs, raw), own_thps) = result?;
         normalise_folios(&mut procs, &raw);
@@ -50,25 +45,14 @@ impl LinuxBackend {
         let vmstat_now = procfs::read_vmstat().map_err(io_error("reading /proc/vmstat"))?;
         let vmstat: BTreeMap<String, i64> = VMSTAT_COUNTERS
             .iter()
-            .filter_map(|name| {
-                Some((
-                    name.to_string(),
-                    vmstat_now.get(*name)? - self.base_vmstat.get(*name)?,
-                ))
-            })
+            .filter_map(|name| Some((name.to_string(), vmstat_now.get(*name)? - self.base_vmstat.get(*name)?)))
             .collect();
         self.check_foreign_thps(&vmstat, own_thps);
-        let mthp_now = sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS)
-            .map_err(io_error("reading the per-size THP stats"))?;
-        let mthp = mthp_now
-            .iter()
-            .filter_map(|(key, now)| Some((key.clone(), now - self.base_mthp.get(key)?)))
-            .collect();
-        Ok(Observation {
-            procs,
-            vmstat,
-            mthp,
-        })
+        let mthp_now =
+            sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS).map_err(io_error("reading the per-size THP stats"))?;
+        let mthp =
+            mthp_now.iter().filter_map(|(key, now)| Some((key.clone(), now - self.base_mthp.get(key)?))).collect();
+        Ok(Observation { procs, vmstat, mthp })
     }
 
     /// The distinct folios PMD-mapped anywhere in the scenario's processes
@@ -84,14 +68,11 @@ impl LinuxBackend {
                 .map_err(|e| io_error(context())(e))?;
             for (start, end) in ranges {
                 for addr in (start..end).step_by(PMD_SIZE as usize) {
-                    let entry = procfs::read_pagemap(&worker.pagemap, addr, 1)
-                        .map_err(|e| io_error(context())(e))?[0];
+                    let entry = procfs::read_pagemap(&worker.pagemap, addr, 1).map_err(|e| io_error(context())(e))?[0];
                     if entry & PM_PRESENT == 0 {
                         continue;
                     }
-                    let folio = kpages
-                        .folio_of(entry & PM_PFN_MASK)
-                        .map_err(|e| io_error(context())(e))?;
+                    let folio = kpages.folio_of(entry & PM_PFN_MASK).map_err(|e| io_error(context())(e))?;
                     if !folio.zero {
                         heads.insert(folio.head);
                     }
@@ -131,13 +112,10 @@ impl LinuxBackend {
         for (&id, proc) in &self.procs {
             let worker = &proc.worker;
             let mine: Vec<&RegionRef> = regions.iter().filter(|r| r.proc == id).collect();
-            let name = mine
-                .first()
-                .map(|r| r.proc_name.clone())
-                .unwrap_or_else(|| format!("p{}", id.0 + 1));
+            let name = mine.first().map(|r| r.proc_name.clone()).unwrap_or_else(|| format!("p{}", id.0 + 1));
             let vm_pte_kb = worker.vm_pte_kb()?.saturating_sub(proc.vm_pte_base_kb);
-            let smaps = procfs::read_smaps(worker.pid)
-                .map_err(io_error(format!("reading the smaps of {}", worker.label)))?;
+            let smaps =
+                procfs::read_smaps(worker.pid).map_err(io_error(format!("reading the smaps of {}", worker.label)))?;
             let mut region_obs = Vec::new();
             let mut raw_regions = Vec::new();
             for region in mine {
@@ -157,10 +135,7 @@ impl LinuxBackend {
                     })
                     .collect();
                 let (pages, keys) = observe_pages(worker, kpages, region.addr, region.len)
-                    .map_err(io_error(format!(
-                        "reading the pages of {} region {}",
-                        worker.label, region.name
-                    )))?;
+                    .map_err(io_error(format!("reading the pages of {} region {}", worker.label, region.name)))?;
                 region_obs.push(RegionObs {
                     name: region.name.clone(),
                     addr: region.addr,
@@ -170,12 +145,7 @@ impl LinuxBackend {
                 });
                 raw_regions.push(keys);
             }
-            procs.push(ProcObs {
-                proc: id,
-                name,
-                vm_pte_kb,
-                regions: region_obs,
-            });
+            procs.push(ProcObs { proc: id, name, vm_pte_kb, regions: region_obs });
             raw.push(raw_regions);
         }
         Ok((procs, raw))
@@ -184,11 +154,7 @@ impl LinuxBackend {
 
 /// The `VmFlags` mnemonics thpsim models, sorted.
 fn modelled_vm_flags(all: &[String]) -> Vec<String> {
-    let mut flags: Vec<String> = all
-        .iter()
-        .filter(|f| MODELLED_VM_FLAGS.contains(&f.as_str()))
-        .cloned()
-        .collect();
+    let mut flags: Vec<String> = all.iter().filter(|f| MODELLED_VM_FLAGS.contains(&f.as_str())).cloned().collect();
     flags.sort();
     flags
 }
@@ -214,10 +180,7 @@ fn observe_pages(
         while huge.peek().is_some_and(|&&(_, range_end)| range_end <= va) {
             huge.next();
         }
-        let mut page = PageObs {
-            exclusive: entry & PM_MMAP_EXCLUSIVE != 0,
-            ..PageObs::default()
-        };
+        let mut page = PageObs { exclusive: entry & PM_MMAP_EXCLUSIVE != 0, ..PageObs::default() };
         let mut key = None;
         if entry & PM_PRESENT != 0 {
             page.state = PageState::Present;
@@ -232,9 +195,7 @@ fn observe_pages(
             page.order = folio.order;
             page.zero_page = folio.zero;
             page.mapcount = kpages.mapcount(&folio, pfn)?;
-            page.pmd_mapped = huge
-                .peek()
-                .is_some_and(|&&(range_start, _)| range_start <= va);
+            page.pmd_mapped = huge.peek().is_some_and(|&&(range_start, _)| range_start <= va);
             if !folio.zero {
                 key = Some(folio.head);
             }
@@ -253,10 +214,7 @@ mod tests {
 
     #[test]
     fn vm_flags_are_filtered_and_sorted() {
-        let all: Vec<String> = "rd wr mr mw me ac sd hg"
-            .split(' ')
-            .map(String::from)
-            .collect();
+        let all: Vec<String> = "rd wr mr mw me ac sd hg".split(' ').map(String::from).collect();
         assert_eq!(modelled_vm_flags(&all), vec!["hg", "rd", "wr"]);
     }
 }

@@ -8,91 +8,43 @@ use thpsim_workload::{Access, Fill, Op, ProcId, Prot, ThpDisable};
 
 use super::executor::Worker;
 use super::protocol::{self, Cmd, MAX_RUNS_PER_MSG};
-use super::{
-    io_error, khugepaged, procfs, sys, sysfs, LinuxBackend, Proc, NONZERO_FILL, PAGE_SIZE,
-};
+use super::{io_error, khugepaged, procfs, sys, sysfs, LinuxBackend, Proc, NONZERO_FILL, PAGE_SIZE};
 use crate::{BackendError, OpResult};
 
 impl LinuxBackend {
     fn proc_mut(&mut self, proc: ProcId) -> Result<&mut Proc, BackendError> {
-        self.procs
-            .get_mut(&proc)
-            .ok_or_else(|| BackendError::Executor(format!("p{} is not running", proc.0 + 1)))
+        self.procs.get_mut(&proc).ok_or_else(|| BackendError::Executor(format!("p{} is not running", proc.0 + 1)))
     }
 
     /// Calls into a process's worker and turns the reply into the kernel's answer.
-    fn call(
-        &mut self,
-        op: &Op,
-        proc: ProcId,
-        cmd: Cmd,
-        args: [u64; 7],
-    ) -> Result<(OpResult, u64), BackendError> {
+    fn call(&mut self, op: &Op, proc: ProcId, cmd: Cmd, args: [u64; 7]) -> Result<(OpResult, u64), BackendError> {
         let reply = self.proc_mut(proc)?.worker.call(cmd, args, &[])?;
         Ok((errno_result(op, reply.status)?, reply.value))
     }
 
     pub(super) fn apply_op(&mut self, op: &Op) -> Result<OpResult, BackendError> {
         match *op {
-            Op::Set {
-                ref path,
-                ref value,
-            } => self.set(path, value),
+            Op::Set { ref path, ref value } => self.set(path, value),
             Op::Spawn { proc } => self.spawn(proc),
             Op::Fork { parent, child } => self.fork(op, parent, child),
             Op::Exit { proc } => {
-                let entry = self.procs.remove(&proc).ok_or_else(|| {
-                    BackendError::Executor(format!("p{} is not running", proc.0 + 1))
-                })?;
+                let entry = self
+                    .procs
+                    .remove(&proc)
+                    .ok_or_else(|| BackendError::Executor(format!("p{} is not running", proc.0 + 1)))?;
                 self.pins.retain(|_, owner| *owner != proc);
                 entry.worker.exit()?;
                 Ok(Ok(()))
             }
-            Op::Mmap {
-                proc,
-                addr,
-                len,
-                prot,
-            } => Ok(self
-                .call(
-                    op,
-                    proc,
-                    Cmd::Mmap,
-                    [addr, len, prot_word(prot), 0, 0, 0, 0],
-                )?
-                .0),
-            Op::Munmap { proc, addr, len } => Ok(self
-                .call(op, proc, Cmd::Munmap, [addr, len, 0, 0, 0, 0, 0])?
-                .0),
-            Op::Mprotect {
-                proc,
-                addr,
-                len,
-                prot,
-            } => Ok(self
-                .call(
-                    op,
-                    proc,
-                    Cmd::Mprotect,
-                    [addr, len, prot_word(prot), 0, 0, 0, 0],
-                )?
-                .0),
-            Op::Mremap {
-                proc,
-                old_addr,
-                old_len,
-                new_len,
-                new_addr,
-            } => {
-                let args = [
-                    old_addr,
-                    old_len,
-                    new_len,
-                    new_addr.is_some() as u64,
-                    new_addr.unwrap_or(0),
-                    0,
-                    0,
-                ];
+            Op::Mmap { proc, addr, len, prot } => {
+                Ok(self.call(op, proc, Cmd::Mmap, [addr, len, prot_word(prot), 0, 0, 0, 0])?.0)
+            }
+            Op::Munmap { proc, addr, len } => Ok(self.call(op, proc, Cmd::Munmap, [addr, len, 0, 0, 0, 0, 0])?.0),
+            Op::Mprotect { proc, addr, len, prot } => {
+                Ok(self.call(op, proc, Cmd::Mprotect, [addr, len, prot_word(prot), 0, 0, 0, 0])?.0)
+            }
+            Op::Mremap { proc, old_addr, old_len, new_len, new_addr } => {
+                let args = [old_addr, old_len, new_len, new_addr.is_some() as u64, new_addr.unwrap_or(0), 0, 0];
                 let (result, moved_to) = self.call(op, proc, Cmd::Mremap, args)?;
                 if result.is_ok() && new_addr.is_none() && moved_to != old_addr {
                     self.warnings.push(format!(
@@ -101,27 +53,10 @@ impl LinuxBackend {
                 }
                 Ok(result)
             }
-            Op::Madvise {
-                proc,
-                addr,
-                len,
-                advice,
-            } => Ok(self
-                .call(
-                    op,
-                    proc,
-                    Cmd::Madvise,
-                    [addr, len, advice.code() as u64, 0, 0, 0, 0],
-                )?
-                .0),
-            Op::Touch {
-                proc,
-                addr,
-                len,
-                access,
-                fill,
-                pattern,
-            } => {
+            Op::Madvise { proc, addr, len, advice } => {
+                Ok(self.call(op, proc, Cmd::Madvise, [addr, len, advice.code() as u64, 0, 0, 0, 0])?.0)
+            }
+            Op::Touch { proc, addr, len, access, fill, pattern } => {
                 let first_page = addr & !(PAGE_SIZE - 1);
                 let nr_pages = (addr + len).div_ceil(PAGE_SIZE) - first_page / PAGE_SIZE;
                 let addrs: Vec<u64> = pattern
@@ -137,33 +72,17 @@ impl LinuxBackend {
                     ThpDisable::All => (1, 0),
                     ThpDisable::ExceptAdvised => (1, sys::PR_THP_DISABLE_EXCEPT_ADVISED),
                 };
-                Ok(self
-                    .call(op, proc, Cmd::Prctl, [arg2, arg3, 0, 0, 0, 0, 0])?
-                    .0)
+                Ok(self.call(op, proc, Cmd::Prctl, [arg2, arg3, 0, 0, 0, 0, 0])?.0)
             }
             // io_uring pins with FOLL_LONGTERM either way. For anonymous
             // memory outside ZONE_MOVABLE and CMA (all of it on this host)
             // a long-term pin differs from a short one only in that it would
             // first migrate the pages out of those zones.
-            Op::Pin {
-                proc,
-                pin,
-                addr,
-                len,
-                longterm: _,
-            } => {
+            Op::Pin { proc, pin, addr, len, longterm: _ } => {
                 if self.pins.contains_key(&pin) {
-                    return Err(BackendError::Executor(format!(
-                        "pin {} is already held",
-                        pin.0
-                    )));
+                    return Err(BackendError::Executor(format!("pin {} is already held", pin.0)));
                 }
-                let (result, _) = self.call(
-                    op,
-                    proc,
-                    Cmd::Pin,
-                    [u64::from(pin.0), addr, len, 0, 0, 0, 0],
-                )?;
+                let (result, _) = self.call(op, proc, Cmd::Pin, [u64::from(pin.0), addr, len, 0, 0, 0, 0])?;
                 if result.is_ok() {
                     self.pins.insert(pin, proc);
                 }
@@ -173,9 +92,7 @@ impl LinuxBackend {
                 let Some(proc) = self.pins.remove(&pin) else {
                     return Ok(Err(Errno::Inval));
                 };
-                Ok(self
-                    .call(op, proc, Cmd::Unpin, [u64::from(pin.0), 0, 0, 0, 0, 0, 0])?
-                    .0)
+                Ok(self.call(op, proc, Cmd::Unpin, [u64::from(pin.0), 0, 0, 0, 0, 0, 0])?.0)
             }
             Op::Khugepaged { full_scans } => self.khugepaged(full_scans),
             Op::Shrink => {
@@ -193,11 +110,7 @@ impl LinuxBackend {
         match path {
             // Held back: writing either would wake khugepaged. The scenario's
             // khugepaged steps use its pages_to_scan.
-            "khugepaged/scan_sleep_millisecs" => Ok(if number.is_some() {
-                Ok(())
-            } else {
-                Err(Errno::Inval)
-            }),
+            "khugepaged/scan_sleep_millisecs" => Ok(if number.is_some() { Ok(()) } else { Err(Errno::Inval) }),
             "khugepaged/pages_to_scan" => match number {
                 Some(n) if n > 0 => {
                     self.scenario_pages_to_scan = Some(n.to_string());
@@ -207,9 +120,7 @@ impl LinuxBackend {
             },
             _ => {
                 let Some(settings) = self.settings.as_mut() else {
-                    return Err(BackendError::Executor(
-                        "the THP settings are no longer saved".into(),
-                    ));
+                    return Err(BackendError::Executor("the THP settings are no longer saved".into()));
                 };
                 // Only knobs: a counter or stat file (read-only) would fail
                 // the write, and then fail again at restore.
@@ -226,30 +137,18 @@ impl LinuxBackend {
 
     fn spawn(&mut self, proc: ProcId) -> Result<OpResult, BackendError> {
         if self.procs.contains_key(&proc) {
-            return Err(BackendError::Executor(format!(
-                "p{} is already running",
-                proc.0 + 1
-            )));
+            return Err(BackendError::Executor(format!("p{} is already running", proc.0 + 1)));
         }
         let mut worker = Worker::spawn(&format!("p{}", proc.0 + 1))?;
         populate_file_mappings(&mut worker)?;
         let vm_pte_base_kb = worker.vm_pte_kb()?;
-        self.procs.insert(
-            proc,
-            Proc {
-                worker,
-                vm_pte_base_kb,
-            },
-        );
+        self.procs.insert(proc, Proc { worker, vm_pte_base_kb });
         Ok(Ok(()))
     }
 
     fn fork(&mut self, op: &Op, parent: ProcId, child: ProcId) -> Result<OpResult, BackendError> {
         if self.procs.contains_key(&child) {
-            return Err(BackendError::Executor(format!(
-                "p{} is already running",
-                child.0 + 1
-            )));
+            return Err(BackendError::Executor(format!("p{} is already running", child.0 + 1)));
         }
         let parent_proc = self.proc_mut(parent)?;
         let vm_pte_base_kb = parent_proc.vm_pte_base_kb;
@@ -258,13 +157,7 @@ impl LinuxBackend {
             Err(errno) => return errno_result(op, i64::from(errno)),
         };
         populate_file_mappings(&mut worker)?;
-        self.procs.insert(
-            child,
-            Proc {
-                worker,
-                vm_pte_base_kb,
-            },
-        );
+        self.procs.insert(child, Proc { worker, vm_pte_base_kb });
         Ok(Ok(()))
     }
 
@@ -282,8 +175,7 @@ impl LinuxBackend {
         // its maps first. Like a program touching pages in order, it touches
         // every page before the first one it may not access, then the
         // operation answers EFAULT (as the model does).
-        let maps = procfs::read_maps(worker.pid)
-            .map_err(io_error(format!("reading the maps of {}", worker.label)))?;
+        let maps = procfs::read_maps(worker.pid).map_err(io_error(format!("reading the maps of {}", worker.label)))?;
         let accessible = |addr: u64| match maps.partition_point(|vma| vma.end <= addr) {
             // x86 lets any accessible mapping be read (access_error() in
             // arch/x86/mm/fault.c); stores need VM_WRITE.
@@ -307,19 +199,8 @@ impl LinuxBackend {
         let runs = protocol::compress_runs(addrs);
         for chunk in runs.chunks(MAX_RUNS_PER_MSG) {
             let payload: Vec<u64> = chunk.iter().flatten().copied().collect();
-            let reply = worker.call(
-                Cmd::Touch,
-                [
-                    write as u64,
-                    u64::from(value),
-                    chunk.len() as u64,
-                    0,
-                    0,
-                    0,
-                    0,
-                ],
-                &payload,
-            )?;
+            let reply =
+                worker.call(Cmd::Touch, [write as u64, u64::from(value), chunk.len() as u64, 0, 0, 0, 0], &payload)?;
             let result = errno_result(op, reply.status)?;
             if result.is_err() {
                 return Ok(result);
@@ -330,15 +211,10 @@ impl LinuxBackend {
 
     fn khugepaged(&mut self, full_scans: u32) -> Result<OpResult, BackendError> {
         if khugepaged::thread_pid().is_none() {
-            self.warnings.push(
-                "khugepaged is not running (THP is disabled at every size): nothing to scan".into(),
-            );
+            self.warnings.push("khugepaged is not running (THP is disabled at every size): nothing to scan".into());
             return Ok(Ok(()));
         }
-        let pages = self
-            .scenario_pages_to_scan
-            .clone()
-            .unwrap_or_else(|| khugepaged::RUN_PAGES_TO_SCAN.to_string());
+        let pages = self.scenario_pages_to_scan.clone().unwrap_or_else(|| khugepaged::RUN_PAGES_TO_SCAN.to_string());
         match khugepaged::run_full_scans(full_scans, &pages, self.options.khugepaged_stall_timeout) {
             Ok(idle) => {
                 if !idle {
@@ -385,18 +261,10 @@ fn prot_word(prot: Prot) -> u64 {
 /// its `VmPTE` baseline is read and stay constant afterwards; fork does not
 /// copy page tables of file mappings, so a forked worker does it too.
 fn populate_file_mappings(worker: &mut Worker) -> Result<(), BackendError> {
-    let maps = procfs::read_maps(worker.pid)
-        .map_err(io_error(format!("reading the maps of {}", worker.label)))?;
-    for vma in maps
-        .iter()
-        .filter(|vma| vma.inode != 0 && !vma.name.starts_with('[') && (vma.read || vma.exec))
-    {
+    let maps = procfs::read_maps(worker.pid).map_err(io_error(format!("reading the maps of {}", worker.label)))?;
+    for vma in maps.iter().filter(|vma| vma.inode != 0 && !vma.name.starts_with('[') && (vma.read || vma.exec)) {
         // Errors (a mapping past the end of its file) do not matter here.
-        worker.call(
-            Cmd::Populate,
-            [vma.start, vma.end - vma.start, 0, 0, 0, 0, 0],
-            &[],
-        )?;
+        worker.call(Cmd::Populate, [vma.start, vma.end - vma.start, 0, 0, 0, 0, 0], &[])?;
     }
     Ok(())
 }
@@ -410,13 +278,6 @@ mod tests {
         assert_eq!(prot_word(Prot::NONE), 0);
         assert_eq!(prot_word(Prot::READ), 1);
         assert_eq!(prot_word(Prot::READ_WRITE), 3);
-        assert_eq!(
-            prot_word(Prot {
-                read: true,
-                write: false,
-                exec: true
-            }),
-            5
-        );
+        assert_eq!(prot_word(Prot { read: true, write: false, exec: true }), 5);
     }
 }

@@ -36,10 +36,8 @@ struct PageRegion {
 }
 
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
-const PAGEMAP_SCAN: libc::c_ulong = (3 << 30)
-    | ((std::mem::size_of::<PmScanArg>() as libc::c_ulong) << 16)
-    | ((b'f' as libc::c_ulong) << 8)
-    | 16;
+const PAGEMAP_SCAN: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<PmScanArg>() as libc::c_ulong) << 16) | ((b'f' as libc::c_ulong) << 8) | 16;
 
 /// Page categories (`PAGE_IS_*`).
 const PAGE_IS_PRESENT: u64 = 1 << 3;
@@ -50,11 +48,7 @@ const VEC_LEN: usize = 256;
 
 /// The [start, end) ranges within [start, end) that present PMD leaves map
 /// (THPs and the huge zero page), ascending.
-pub(crate) fn pmd_mapped_ranges(
-    pagemap: &File,
-    start: u64,
-    end: u64,
-) -> io::Result<Vec<(u64, u64)>> {
+pub(crate) fn pmd_mapped_ranges(pagemap: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     let mut vec = vec![PageRegion::default(); VEC_LEN];
     let mut from = start;
@@ -71,13 +65,7 @@ pub(crate) fn pmd_mapped_ranges(
         };
         // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points to VEC_LEN
         // writable page_regions; the kernel writes `walk_end` back into `arg`.
-        let n = unsafe {
-            libc::ioctl(
-                pagemap.as_raw_fd(),
-                PAGEMAP_SCAN,
-                &mut arg as *mut PmScanArg,
-            )
-        };
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -88,9 +76,7 @@ pub(crate) fn pmd_mapped_ranges(
             }
         }
         if arg.walk_end <= from {
-            return Err(io::Error::other(format!(
-                "PAGEMAP_SCAN made no progress at {from:#x}"
-            )));
+            return Err(io::Error::other(format!("PAGEMAP_SCAN made no progress at {from:#x}")));
         }
         from = arg.walk_end;
     }
@@ -104,9 +90,7 @@ pub(crate) fn available() -> io::Result<bool> {
     let page = (&probe as *const u64 as u64) & !4095;
     match pmd_mapped_ranges(&pagemap, page, page + 4096) {
         Ok(_) => Ok(true),
-        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EINVAL)) => {
-            Ok(false)
-        }
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EINVAL)) => Ok(false),
         Err(err) => Err(err),
     }
 }

@@ -85,10 +85,7 @@ pub(crate) struct SmapsVma {
 /// Parses a `start-end` hex address range.
 fn parse_range(text: &str) -> Option<(u64, u64)> {
     let (start, end) = text.split_once('-')?;
-    Some((
-        u64::from_str_radix(start, 16).ok()?,
-        u64::from_str_radix(end, 16).ok()?,
-    ))
+    Some((u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?))
 }
 
 /// Parses /proc/<pid>/smaps text.
@@ -99,13 +96,7 @@ pub(crate) fn parse_smaps(text: &str) -> Vec<SmapsVma> {
         let Some(first) = words.next() else { continue };
         if let Some(key) = first.strip_suffix(':') {
             let Some(vma) = vmas.last_mut() else { continue };
-            let value = || {
-                words
-                    .clone()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
+            let value = || words.clone().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             match key {
                 "Rss" => vma.rss_kb = value(),
                 "Anonymous" => vma.anonymous_kb = value(),
@@ -116,11 +107,7 @@ pub(crate) fn parse_smaps(text: &str) -> Vec<SmapsVma> {
                 _ => {}
             }
         } else if let Some((start, end)) = parse_range(first) {
-            vmas.push(SmapsVma {
-                start,
-                end,
-                ..SmapsVma::default()
-            });
+            vmas.push(SmapsVma { start, end, ..SmapsVma::default() });
         }
     }
     vmas
@@ -159,13 +146,9 @@ pub(crate) fn parse_maps(text: &str) -> Vec<MapsVma> {
     let mut vmas = Vec::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();
-        let (Some(range), Some(perms), Some(_offset), Some(_dev), Some(inode)) = (
-            words.next(),
-            words.next(),
-            words.next(),
-            words.next(),
-            words.next(),
-        ) else {
+        let (Some(range), Some(perms), Some(_offset), Some(_dev), Some(inode)) =
+            (words.next(), words.next(), words.next(), words.next(), words.next())
+        else {
             continue;
         };
         let Some((start, end)) = parse_range(range) else {
@@ -194,10 +177,7 @@ pub(crate) fn read_maps(pid: i32) -> io::Result<Vec<MapsVma>> {
 pub(crate) fn read_pagemap(pagemap: &File, addr: u64, nr_pages: u64) -> io::Result<Vec<u64>> {
     let mut bytes = vec![0u8; nr_pages as usize * 8];
     pagemap.read_exact_at(&mut bytes, (addr / 4096) * 8)?;
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-        .collect())
+    Ok(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).collect())
 }
 
 /// One folio as kpageflags shows it.
@@ -240,10 +220,7 @@ impl Kpages {
         let mut bytes = vec![0u8; n as usize * 8];
         file.read_exact_at(&mut bytes, first_pfn * 8)
             .map_err(|e| io::Error::new(e.kind(), format!("{name} at pfn {first_pfn:#x}: {e}")))?;
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-            .collect())
+        Ok(bytes.chunks_exact(8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).collect())
     }
 
     /// The kpageflags of `n` consecutive PFNs.
@@ -260,28 +237,16 @@ impl Kpages {
             }
         }
         let flags = self.flags(pfn, 1)?[0];
-        let (head, head_flags) = if flags & KPF_COMPOUND_TAIL != 0 {
-            self.find_head(pfn)?
-        } else {
-            (pfn, flags)
-        };
-        let nr_pages = if head_flags & KPF_COMPOUND_HEAD != 0 {
-            1 + self.count_tails(head + 1)?
-        } else {
-            1
-        };
+        let (head, head_flags) = if flags & KPF_COMPOUND_TAIL != 0 { self.find_head(pfn)? } else { (pfn, flags) };
+        let nr_pages = if head_flags & KPF_COMPOUND_HEAD != 0 { 1 + self.count_tails(head + 1)? } else { 1 };
         if !nr_pages.is_power_of_two() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("compound page at pfn {head:#x} has {nr_pages} pages, not a power of two"),
             ));
         }
-        let folio = FolioInfo {
-            head,
-            nr_pages,
-            order: nr_pages.trailing_zeros() as u8,
-            zero: head_flags & KPF_ZERO_PAGE != 0,
-        };
+        let folio =
+            FolioInfo { head, nr_pages, order: nr_pages.trailing_zeros() as u8, zero: head_flags & KPF_ZERO_PAGE != 0 };
         self.folios.insert(head, folio);
         Ok(folio)
     }
@@ -307,10 +272,7 @@ impl Kpages {
             }
             end = start;
         }
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("no compound head found below tail page {tail:#x}"),
-        ))
+        Err(io::Error::new(io::ErrorKind::InvalidData, format!("no compound head found below tail page {tail:#x}")))
     }
 
     /// Counts the tail pages from `first` on.
@@ -324,12 +286,7 @@ impl Kpages {
             let got = self
                 .flags
                 .read_at(&mut bytes, (first + tails) * 8)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("/proc/kpageflags at pfn {:#x}: {e}", first + tails),
-                    )
-                })?;
+                .map_err(|e| io::Error::new(e.kind(), format!("/proc/kpageflags at pfn {:#x}: {e}", first + tails)))?;
             if got < 8 {
                 return Ok(tails);
             }
@@ -348,20 +305,13 @@ impl Kpages {
     /// mapcount. Read once per folio.
     pub(crate) fn mapcount(&mut self, folio: &FolioInfo, pfn: u64) -> io::Result<u64> {
         if !self.mapcounts.contains_key(&folio.head) {
-            let counts =
-                Self::read_u64s(&self.count, "/proc/kpagecount", folio.head, folio.nr_pages)?;
+            let counts = Self::read_u64s(&self.count, "/proc/kpagecount", folio.head, folio.nr_pages)?;
             self.mapcounts.insert(folio.head, counts);
         }
         let counts = &self.mapcounts[&folio.head];
-        counts
-            .get((pfn - folio.head) as usize)
-            .copied()
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("pfn {pfn:#x} is outside folio {:#x}", folio.head),
-                )
-            })
+        counts.get((pfn - folio.head) as usize).copied().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("pfn {pfn:#x} is outside folio {:#x}", folio.head))
+        })
     }
 }
 
@@ -389,14 +339,7 @@ VmFlags: rd mr mw me sd
         assert_eq!(vmas.len(), 2);
         assert_eq!(vmas[0].start, 0x2000_0000_0000);
         assert_eq!(vmas[0].end, 0x2000_0020_0000);
-        assert_eq!(
-            (
-                vmas[0].rss_kb,
-                vmas[0].anonymous_kb,
-                vmas[0].anon_huge_pages_kb
-            ),
-            (2048, 2048, 2048)
-        );
+        assert_eq!((vmas[0].rss_kb, vmas[0].anonymous_kb, vmas[0].anon_huge_pages_kb), (2048, 2048, 2048));
         assert!(vmas[0].thp_eligible);
         assert!(vmas[0].vm_flags.contains(&"hg".to_string()));
         assert_eq!(vmas[1].rss_kb, 4);

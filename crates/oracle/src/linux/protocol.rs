@@ -156,10 +156,7 @@ pub(crate) fn decode_reply(msg: &[u8]) -> Option<Reply> {
     if msg.len() != REPLY_BYTES {
         return None;
     }
-    Some(Reply {
-        status: word(msg, 0)? as i64,
-        value: word(msg, 1)?,
-    })
+    Some(Reply { status: word(msg, 0)? as i64, value: word(msg, 1)? })
 }
 
 /// Compresses ascending page addresses into (start, count, stride) runs, so
@@ -197,10 +194,7 @@ mod tests {
         assert_eq!(payload_word(&msg, 2), Some(9));
         assert_eq!(payload_word(&msg, 3), None);
         assert_eq!(decode_request(&msg[..10]), None);
-        let reply = Reply {
-            status: -2,
-            value: 42,
-        };
+        let reply = Reply { status: -2, value: 42 };
         assert_eq!(decode_reply(&encode_reply(reply)), Some(reply));
     }
 
@@ -210,14 +204,9 @@ mod tests {
         assert_eq!(compress_runs(&all), vec![[0x1000_0000, 512, 4096]]);
         let every4: Vec<u64> = (0..128).map(|i| i * 4 * 4096).collect();
         assert_eq!(compress_runs(&every4), vec![[0, 128, 16384]]);
-        assert_eq!(
-            compress_runs(&[0, 4096, 12288]),
-            vec![[0, 2, 4096], [12288, 1, 0]]
-        );
+        assert_eq!(compress_runs(&[0, 4096, 12288]), vec![[0, 2, 4096], [12288, 1, 0]]);
         let expand = |runs: &[[u64; 3]]| -> Vec<u64> {
-            runs.iter()
-                .flat_map(|&[s, n, st]| (0..n).map(move |i| s + i * st))
-                .collect()
+            runs.iter().flat_map(|&[s, n, st]| (0..n).map(move |i| s + i * st)).collect()
         };
         let odd = [0, 4096, 8192, 20480, 24576, 40960];
         assert_eq!(expand(&compress_runs(&odd)), odd);

@@ -32,8 +32,7 @@ struct Restore {
     value: Box<[u8]>,
 }
 
-static SETTINGS: [AtomicPtr<Restore>; MAX_SETTINGS] =
-    [const { AtomicPtr::new(null_mut()) }; MAX_SETTINGS];
+static SETTINGS: [AtomicPtr<Restore>; MAX_SETTINGS] = [const { AtomicPtr::new(null_mut()) }; MAX_SETTINGS];
 static NEXT_SETTING: AtomicUsize = AtomicUsize::new(0);
 static WORKERS: [AtomicI32; MAX_WORKERS] = [const { AtomicI32::new(0) }; MAX_WORKERS];
 static SAVED_FILE: AtomicPtr<CString> = AtomicPtr::new(null_mut());
@@ -43,19 +42,14 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 pub(crate) fn register_setting(path: &Path, value: &str) -> io::Result<()> {
     let path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a sysfs path with a NUL byte"))?;
-    let entry = Box::into_raw(Box::new(Restore {
-        path,
-        value: value.as_bytes().into(),
-    }));
+    let entry = Box::into_raw(Box::new(Restore { path, value: value.as_bytes().into() }));
     let slot = NEXT_SETTING.fetch_add(1, Ordering::AcqRel);
     match SETTINGS.get(slot) {
         Some(cell) => {
             cell.store(entry, Ordering::Release);
             Ok(())
         }
-        None => Err(io::Error::other(
-            "too many THP knobs to restore on a signal",
-        )),
+        None => Err(io::Error::other("too many THP knobs to restore on a signal")),
     }
 }
 
@@ -79,10 +73,7 @@ pub(crate) fn set_saved_file(path: Option<&Path>) {
 /// Remembers a worker's pid so a handler can kill it.
 pub(crate) fn register_worker(pid: libc::pid_t) {
     for cell in &WORKERS {
-        if cell
-            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if cell.compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return;
         }
     }
@@ -92,10 +83,7 @@ pub(crate) fn register_worker(pid: libc::pid_t) {
 /// handler never kills a recycled pid.
 pub(crate) fn unregister_worker(pid: libc::pid_t) {
     for cell in &WORKERS {
-        if cell
-            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+        if cell.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return;
         }
     }
@@ -120,11 +108,7 @@ extern "C" fn on_fatal_signal(sig: libc::c_int) {
             let entry = &*entry;
             let fd = libc::open(entry.path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd >= 0 {
-                libc::write(
-                    fd,
-                    entry.value.as_ptr() as *const libc::c_void,
-                    entry.value.len(),
-                );
+                libc::write(fd, entry.value.as_ptr() as *const libc::c_void, entry.value.len());
                 libc::close(fd);
             }
         }
@@ -154,9 +138,7 @@ impl SignalGuard {
     /// Installs the restoring handler for SIGINT, SIGTERM, SIGHUP, SIGQUIT.
     pub(crate) fn install() -> io::Result<SignalGuard> {
         if INSTALLED.swap(true, Ordering::AcqRel) {
-            return Err(io::Error::other(
-                "restore handlers are already installed by another Linux backend",
-            ));
+            return Err(io::Error::other("restore handlers are already installed by another Linux backend"));
         }
         // SAFETY: sigaction is a plain C struct for which all-zero is valid.
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };

@@ -45,14 +45,7 @@ pub(crate) fn errno() -> i32 {
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1 as RawFd; 2];
     // SAFETY: `fds` is a valid two-element array the call fills in.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
     // SAFETY: socketpair succeeded, so both descriptors are open and owned by us.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -63,15 +56,8 @@ pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 struct CmsgSpace([u8; 32]);
 
 /// Sends one message, optionally passing a descriptor with it.
-pub(crate) fn send_msg(
-    fd: BorrowedFd<'_>,
-    data: &[u8],
-    pass: Option<BorrowedFd<'_>>,
-) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
+pub(crate) fn send_msg(fd: BorrowedFd<'_>, data: &[u8], pass: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
     let mut cmsg = CmsgSpace([0; 32]);
     // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -115,10 +101,7 @@ pub(crate) fn send_msg(
 /// Receives one message into `buf`. Returns its length (0 when the peer
 /// closed its end) and the descriptor passed with it, if any.
 pub(crate) fn recv_msg(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
     let mut cmsg = CmsgSpace([0; 32]);
     // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -163,11 +146,7 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: `pfd` is one valid pollfd.
         let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
         if ready > 0 {
@@ -213,8 +192,7 @@ pub(crate) fn reap(pid: libc::pid_t, nohang: bool) -> Option<libc::c_int> {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a valid out-pointer.
-        let ret =
-            unsafe { libc::waitpid(pid, &mut status, if nohang { libc::WNOHANG } else { 0 }) };
+        let ret = unsafe { libc::waitpid(pid, &mut status, if nohang { libc::WNOHANG } else { 0 }) };
         if ret == pid {
             return Some(status);
         }
@@ -258,13 +236,7 @@ pub(crate) fn get_thp_disable() -> io::Result<libc::c_int> {
 pub(crate) fn set_thp_disable(disable: bool, flags: libc::c_ulong) -> io::Result<()> {
     // SAFETY: PR_SET_THP_DISABLE takes integers only.
     cvt(unsafe {
-        libc::prctl(
-            libc::PR_SET_THP_DISABLE,
-            disable as libc::c_ulong,
-            flags,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
+        libc::prctl(libc::PR_SET_THP_DISABLE, disable as libc::c_ulong, flags, 0 as libc::c_ulong, 0 as libc::c_ulong)
     })?;
     Ok(())
 }

@@ -34,9 +34,7 @@ pub(crate) fn knob_path(rel: &str) -> PathBuf {
 pub(crate) fn is_safe_knob_path(rel: &str) -> bool {
     !rel.is_empty()
         && !rel.starts_with('/')
-        && rel
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && rel.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
         && !rel.contains('\0')
 }
 
@@ -74,10 +72,7 @@ fn per_size_dirs() -> io::Result<Vec<(u64, String)>> {
     let mut dirs = Vec::new();
     for entry in fs::read_dir(THP_ROOT)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(kb) = name
-            .strip_prefix("hugepages-")
-            .and_then(|s| s.strip_suffix("kB"))
-        {
+        if let Some(kb) = name.strip_prefix("hugepages-").and_then(|s| s.strip_suffix("kB")) {
             if let Ok(kb) = kb.parse::<u64>() {
                 dirs.push((kb, name));
             }
@@ -130,8 +125,7 @@ impl ThpSettings {
     pub fn read() -> io::Result<ThpSettings> {
         let mut values = Vec::new();
         for rel in knob_list()? {
-            let value =
-                read_knob(&rel).map_err(|e| io::Error::new(e.kind(), format!("{rel}: {e}")))?;
+            let value = read_knob(&rel).map_err(|e| io::Error::new(e.kind(), format!("{rel}: {e}")))?;
             values.push((rel, value));
         }
         Ok(ThpSettings(values))
@@ -140,10 +134,7 @@ impl ThpSettings {
 
 /// Serialises saved settings: one `path<TAB>value` line per knob.
 fn format_saved(values: &[(String, String)]) -> String {
-    values
-        .iter()
-        .map(|(rel, value)| format!("{rel}\t{value}\n"))
-        .collect()
+    values.iter().map(|(rel, value)| format!("{rel}\t{value}\n")).collect()
 }
 
 fn parse_saved(text: &str) -> Vec<(String, String)> {
@@ -159,9 +150,7 @@ fn write_back(values: &[(String, String)]) -> Vec<String> {
     let mut errors = Vec::new();
     for (rel, value) in values {
         if let Err(err) = write_knob(rel, value) {
-            errors.push(format!(
-                "could not restore {THP_ROOT}/{rel} to {value:?}: {err}"
-            ));
+            errors.push(format!("could not restore {THP_ROOT}/{rel} to {value:?}: {err}"));
         }
     }
     errors
@@ -205,12 +194,7 @@ impl SettingsGuard {
             signals::register_setting(&knob_path(rel), value)?;
         }
         signals::set_saved_file(saved_file.as_deref());
-        let guard = SettingsGuard {
-            saved,
-            saved_file,
-            restored: false,
-            _signals: signals,
-        };
+        let guard = SettingsGuard { saved, saved_file, restored: false, _signals: signals };
         guard.persist()?;
         Ok(guard)
     }
@@ -266,31 +250,21 @@ impl Drop for SettingsGuard {
 
 /// The per-size stats `hugepages-<size>kB/stats/<stat>` of the given sizes
 /// and stats that exist on this host, keyed `"<size>kB/<stat>"`.
-pub(crate) fn read_mthp_stats(
-    sizes_kb: &[u64],
-    stats: &[&str],
-) -> io::Result<BTreeMap<String, i64>> {
+pub(crate) fn read_mthp_stats(sizes_kb: &[u64], stats: &[&str]) -> io::Result<BTreeMap<String, i64>> {
     let mut out = BTreeMap::new();
     for size in sizes_kb {
         for stat in stats {
             let path = knob_path(&format!("hugepages-{size}kB/stats/{stat}"));
             match fs::read_to_string(&path) {
                 Ok(text) => {
-                    let value = text.trim().parse::<i64>().map_err(|e| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{}: {e}", path.display()),
-                        )
-                    })?;
+                    let value = text
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
                     out.insert(format!("{size}kB/{stat}"), value);
                 }
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    return Err(io::Error::new(
-                        err.kind(),
-                        format!("{}: {err}", path.display()),
-                    ))
-                }
+                Err(err) => return Err(io::Error::new(err.kind(), format!("{}: {err}", path.display()))),
             }
         }
     }
@@ -304,10 +278,7 @@ mod tests {
     #[test]
     fn knob_values_as_sysfs_spells_them() {
         assert_eq!(parse_knob("always [madvise] never\n"), "madvise");
-        assert_eq!(
-            parse_knob("always defer defer+madvise [madvise] never"),
-            "madvise"
-        );
+        assert_eq!(parse_knob("always defer defer+madvise [madvise] never"), "madvise");
         assert_eq!(parse_knob("10000\n"), "10000");
     }
 
@@ -324,10 +295,7 @@ mod tests {
 
     #[test]
     fn saved_file_round_trips() {
-        let values = vec![
-            ("enabled".to_string(), "madvise".to_string()),
-            ("khugepaged/defrag".into(), "1".into()),
-        ];
+        let values = vec![("enabled".to_string(), "madvise".to_string()), ("khugepaged/defrag".into(), "1".into())];
         assert_eq!(parse_saved(&format_saved(&values)), values);
     }
 }

@@ -49,15 +49,7 @@ pub(crate) fn run(socket: OwnedFd, buf: &mut [u8]) -> ! {
     // will show it.
     let _ = sys::set_thp_disable(false, 0);
     let mut pins = Pins::new();
-    if send_reply(
-        channel(),
-        Reply {
-            status: 0,
-            value: my_pid(),
-        },
-    )
-    .is_err()
-    {
+    if send_reply(channel(), Reply { status: 0, value: my_pid() }).is_err() {
         exit(2);
     }
     loop {
@@ -84,21 +76,12 @@ pub(crate) fn run(socket: OwnedFd, buf: &mut [u8]) -> ! {
                     // closed by `adopt_channel`.
                     adopt_channel(child_channel);
                     pins.forget_all();
-                    Reply {
-                        status: 0,
-                        value: my_pid(),
-                    }
+                    Reply { status: 0, value: my_pid() }
                 }
             },
             Cmd::Exit => {
                 pins.release_all();
-                let _ = send_reply(
-                    channel(),
-                    Reply {
-                        status: 0,
-                        value: 0,
-                    },
-                );
+                let _ = send_reply(channel(), Reply { status: 0, value: 0 });
                 exit(0);
             }
             _ => execute(req.cmd, &req.args, msg, &mut pins),
@@ -122,25 +105,16 @@ fn my_pid() -> u64 {
 }
 
 fn fault(kind: WorkerFault) -> Reply {
-    Reply {
-        status: kind as i64,
-        value: 0,
-    }
+    Reply { status: kind as i64, value: 0 }
 }
 
 fn errno_reply() -> Reply {
-    Reply {
-        status: i64::from(errno()),
-        value: 0,
-    }
+    Reply { status: i64::from(errno()), value: 0 }
 }
 
 fn check(ret: libc::c_int) -> Reply {
     if ret == 0 {
-        Reply {
-            status: 0,
-            value: 0,
-        }
+        Reply { status: 0, value: 0 }
     } else {
         errno_reply()
     }
@@ -219,10 +193,7 @@ fn fork_worker(child_channel: Option<OwnedFd>) -> Forked {
     match pid {
         -1 => Forked::Parent(errno_reply()),
         0 => Forked::Child(child_channel),
-        pid => Forked::Parent(Reply {
-            status: 0,
-            value: pid as u64,
-        }),
+        pid => Forked::Parent(Reply { status: 0, value: pid as u64 }),
     }
 }
 
@@ -248,8 +219,7 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
             let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
             // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping,
             // so no memory this process uses can be affected.
-            let got =
-                unsafe { libc::mmap(ptr(a[0]), a[1] as usize, prot_bits(a[2]), flags, -1, 0) };
+            let got = unsafe { libc::mmap(ptr(a[0]), a[1] as usize, prot_bits(a[2]), flags, -1, 0) };
             if got == libc::MAP_FAILED {
                 return errno_reply();
             }
@@ -258,15 +228,9 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
                 // hint; answer as a newer kernel would.
                 // SAFETY: `got` is the mapping just made, used by nothing.
                 unsafe { libc::munmap(got, a[1] as usize) };
-                return Reply {
-                    status: i64::from(libc::EEXIST),
-                    value: 0,
-                };
+                return Reply { status: i64::from(libc::EEXIST), value: 0 };
             }
-            Reply {
-                status: 0,
-                value: got as u64,
-            }
+            Reply { status: 0, value: got as u64 }
         }
         // SAFETY: scenario addresses; the controller keeps them apart from
         // the worker's own memory (see `LinuxBackend` docs).
@@ -282,15 +246,11 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
             }
             // SAFETY: as for munmap; with MREMAP_FIXED the destination is a
             // scenario address too.
-            let got =
-                unsafe { libc::mremap(ptr(a[0]), a[1] as usize, a[2] as usize, flags, ptr(a[4])) };
+            let got = unsafe { libc::mremap(ptr(a[0]), a[1] as usize, a[2] as usize, flags, ptr(a[4])) };
             if got == libc::MAP_FAILED {
                 errno_reply()
             } else {
-                Reply {
-                    status: 0,
-                    value: got as u64,
-                }
+                Reply { status: 0, value: got as u64 }
             }
         }
         Cmd::Madvise => {
@@ -304,12 +264,10 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
             check(unsafe { libc::madvise(ptr(a[0]), a[1] as usize, MADV_POPULATE_READ) })
         }
         Cmd::Touch => touch(a, msg),
-        Cmd::Prctl => check(
-            match sys::set_thp_disable(a[0] != 0, a[1] as libc::c_ulong) {
-                Ok(()) => 0,
-                Err(_) => -1,
-            },
-        ),
+        Cmd::Prctl => check(match sys::set_thp_disable(a[0] != 0, a[1] as libc::c_ulong) {
+            Ok(()) => 0,
+            Err(_) => -1,
+        }),
         Cmd::Pin => pins.pin(a[0] as u32, a[1], a[2]),
         Cmd::Unpin => pins.unpin(a[0] as u32),
         Cmd::Sentinel => sentinel(),
@@ -346,10 +304,7 @@ fn touch(a: &[u64; 7], msg: &[u8]) -> Reply {
             }
         }
     }
-    Reply {
-        status: 0,
-        value: 0,
-    }
+    Reply { status: 0, value: 0 }
 }
 
 /// Maps 4 MiB anywhere, and writes the 2 MiB-aligned block inside it after
@@ -379,10 +334,7 @@ fn sentinel() -> Reply {
         // SAFETY: inside the writable mapping just made.
         unsafe { std::ptr::write_volatile((block + off) as *mut u8, 0x5a) };
     }
-    Reply {
-        status: 0,
-        value: block as u64,
-    }
+    Reply { status: 0, value: block as u64 }
 }
 
 /// `struct io_uring_params`: 120 bytes, all zero asks for the defaults.
@@ -400,51 +352,31 @@ struct Pins {
 
 impl Pins {
     fn new() -> Pins {
-        Pins {
-            slots: [(0, -1); MAX_PINS],
-        }
+        Pins { slots: [(0, -1); MAX_PINS] }
     }
 
     fn pin(&mut self, id: u32, addr: u64, len: u64) -> Reply {
         let Some(slot) = self.slots.iter().position(|s| s.1 < 0) else {
             return fault(WorkerFault::TooManyPins);
         };
-        let mut iovecs = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_BUFFERS_PER_PIN];
+        let mut iovecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_BUFFERS_PER_PIN];
         let mut nr = 0;
         let mut at = addr;
         while at < addr.saturating_add(len) {
             if nr == MAX_BUFFERS_PER_PIN {
-                return Reply {
-                    status: i64::from(libc::EINVAL),
-                    value: 0,
-                };
+                return Reply { status: i64::from(libc::EINVAL), value: 0 };
             }
             let piece = (addr + len - at).min(MAX_BUFFER_BYTES);
-            iovecs[nr] = libc::iovec {
-                iov_base: at as usize as *mut libc::c_void,
-                iov_len: piece as usize,
-            };
+            iovecs[nr] = libc::iovec { iov_base: at as usize as *mut libc::c_void, iov_len: piece as usize };
             nr += 1;
             at += piece;
         }
         if nr == 0 {
-            return Reply {
-                status: i64::from(libc::EINVAL),
-                value: 0,
-            };
+            return Reply { status: i64::from(libc::EINVAL), value: 0 };
         }
         let mut params = IoUringParams([0; 15]);
         // SAFETY: io_uring_setup takes an entry count and a writable params struct.
-        let ring = unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_setup,
-                1u32,
-                &mut params as *mut IoUringParams,
-            )
-        };
+        let ring = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, &mut params as *mut IoUringParams) };
         if ring < 0 {
             return errno_reply();
         }
@@ -452,13 +384,7 @@ impl Pins {
         // SAFETY: `iovecs[..nr]` are valid iovecs; the kernel pins the user
         // pages they describe.
         let ret = unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_register,
-                ring,
-                IORING_REGISTER_BUFFERS,
-                iovecs.as_ptr(),
-                nr as u32,
-            )
+            libc::syscall(libc::SYS_io_uring_register, ring, IORING_REGISTER_BUFFERS, iovecs.as_ptr(), nr as u32)
         };
         if ret < 0 {
             let reply = errno_reply();
@@ -467,18 +393,12 @@ impl Pins {
             return reply;
         }
         self.slots[slot] = (id, ring);
-        Reply {
-            status: 0,
-            value: 0,
-        }
+        Reply { status: 0, value: 0 }
     }
 
     fn unpin(&mut self, id: u32) -> Reply {
         let Some(slot) = self.slots.iter().position(|s| s.1 >= 0 && s.0 == id) else {
-            return Reply {
-                status: i64::from(libc::EINVAL),
-                value: 0,
-            };
+            return Reply { status: i64::from(libc::EINVAL), value: 0 };
         };
         let ring = self.slots[slot].1;
         self.slots[slot] = (0, -1);
@@ -490,22 +410,9 @@ impl Pins {
     fn release(ring: RawFd) -> Reply {
         // SAFETY: `ring` is an io_uring descriptor this process owns.
         let ret = unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_register,
-                ring,
-                IORING_UNREGISTER_BUFFERS,
-                std::ptr::null::<u8>(),
-                0u32,
-            )
+            libc::syscall(libc::SYS_io_uring_register, ring, IORING_UNREGISTER_BUFFERS, std::ptr::null::<u8>(), 0u32)
         };
-        let reply = if ret < 0 {
-            errno_reply()
-        } else {
-            Reply {
-                status: 0,
-                value: 0,
-            }
-        };
+        let reply = if ret < 0 { errno_reply() } else { Reply { status: 0, value: 0 } };
         // SAFETY: as above; the descriptor is not used again.
         unsafe { libc::close(ring) };
         reply

@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use crate::expect::{
-    Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField, ERRNOS, MTHP_SIZES_KB,
-    MTHP_STATS, VMSTAT_COUNTERS,
+    Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField, ERRNOS, MTHP_SIZES_KB, MTHP_STATS,
+    VMSTAT_COUNTERS,
 };
 use crate::plan::PAGE_SIZE;
 use crate::scenario::StepKind;
@@ -18,26 +18,17 @@ use super::Parser;
 impl Parser {
     /// A change of a counter: `+1`, `-2`, `= 0`, `>= 1`.
     pub(super) fn change(&self, c: &mut Cursor) -> Result<Cmp, Fail> {
-        const WHAT: &str =
-            "a change such as +1, -1 or = 0 (counters compare as changes since the scenario started)";
+        const WHAT: &str = "a change such as +1, -1 or = 0 (counters compare as changes since the scenario started)";
         let op = c.cmp_op();
         let tok = c.word(WHAT)?;
         if op.is_none() && !tok.text.starts_with(['+', '-']) {
-            return Err(Fail::at(
-                &tok,
-                format!("expected {WHAT}, found {}", found(Some(&tok))),
-            ));
+            return Err(Fail::at(&tok, format!("expected {WHAT}, found {}", found(Some(&tok)))));
         }
-        let value = tok.text.parse::<i64>().map_err(|_| {
-            Fail::at(
-                &tok,
-                format!("expected {WHAT}, found {}", found(Some(&tok))),
-            )
-        })?;
-        Ok(Cmp {
-            op: op.unwrap_or(CmpOp::Eq),
-            value,
-        })
+        let value = tok
+            .text
+            .parse::<i64>()
+            .map_err(|_| Fail::at(&tok, format!("expected {WHAT}, found {}", found(Some(&tok)))))?;
+        Ok(Cmp { op: op.unwrap_or(CmpOp::Eq), value })
     }
 
     /// A size compared in kB: `2048kB`, `2048 kB`, `2M`, `0`, `>= 4kB`.
@@ -55,29 +46,23 @@ impl Parser {
         } else {
             let bytes = size(&tok)?;
             if bare && bytes != 0 {
-                return Err(Fail::at(&tok, format!("write the unit: {0}kB or {0} kB (sizes here are in kB, as smaps prints them)", tok.text)));
+                return Err(Fail::at(
+                    &tok,
+                    format!("write the unit: {0}kB or {0} kB (sizes here are in kB, as smaps prints them)", tok.text),
+                ));
             }
             bytes
         };
         if bytes % 1024 != 0 {
-            return Err(Fail::at(
-                &tok,
-                format!("{} is not a whole number of kB", tok.text),
-            ));
+            return Err(Fail::at(&tok, format!("{} is not a whole number of kB", tok.text)));
         }
-        let kb =
-            i64::try_from(bytes / 1024).map_err(|_| Fail::at(&tok, "the size is too large"))?;
+        let kb = i64::try_from(bytes / 1024).map_err(|_| Fail::at(&tok, "the size is too large"))?;
         Ok(Cmp { op, value: kb })
     }
 
     pub(super) fn place(&self, proc: ProcId, tok: &Tok) -> Result<Place, Fail> {
         let (region, offset) = self.region_at(proc, tok, false)?;
-        Ok(Place {
-            proc,
-            proc_name: self.planner.proc_name(proc).to_string(),
-            region: region.name,
-            offset,
-        })
+        Ok(Place { proc, proc_name: self.planner.proc_name(proc).to_string(), region: region.name, offset })
     }
 
     pub(super) fn expect(&mut self, c: &mut Cursor, first: &Tok) -> Result<(), Fail> {
@@ -91,22 +76,18 @@ impl Parser {
             "errno" => {
                 let name = c.word("an errno such as ENOMEM or EINVAL")?;
                 c.end()?;
-                let errno = ERRNOS
-                    .iter()
-                    .copied()
-                    .find(|e| e.to_string() == name.text)
-                    .ok_or_else(|| {
-                        let names: Vec<String> = ERRNOS.iter().map(|e| e.to_string()).collect();
-                        Fail::at(
-                            &name,
-                            format!(
-                                "expected an errno ({}), found {}{}",
-                                names.join(", "),
-                                found(Some(&name)),
-                                suggest(name.text, names.iter().map(String::as_str))
-                            ),
-                        )
-                    })?;
+                let errno = ERRNOS.iter().copied().find(|e| e.to_string() == name.text).ok_or_else(|| {
+                    let names: Vec<String> = ERRNOS.iter().map(|e| e.to_string()).collect();
+                    Fail::at(
+                        &name,
+                        format!(
+                            "expected an errno ({}), found {}{}",
+                            names.join(", "),
+                            found(Some(&name)),
+                            suggest(name.text, names.iter().map(String::as_str))
+                        ),
+                    )
+                })?;
                 self.after_op(&head)?;
                 Expectation::Errno(errno)
             }
@@ -125,10 +106,7 @@ impl Parser {
                 }
                 let cmp = self.change(c)?;
                 c.end()?;
-                Expectation::Vmstat {
-                    counter: counter.text.to_string(),
-                    cmp,
-                }
+                Expectation::Vmstat { counter: counter.text.to_string(), cmp }
             }
             "mthp" => {
                 let size_tok = c.word("a folio size such as 64kB")?;
@@ -136,15 +114,10 @@ impl Parser {
                     .filter(|bytes| bytes % 1024 == 0 && MTHP_SIZES_KB.contains(&(bytes / 1024)))
                     .map(|bytes| bytes / 1024)
                     .ok_or_else(|| {
-                        let sizes: Vec<String> =
-                            MTHP_SIZES_KB.iter().map(|kb| format!("{kb}kB")).collect();
+                        let sizes: Vec<String> = MTHP_SIZES_KB.iter().map(|kb| format!("{kb}kB")).collect();
                         Fail::at(
                             &size_tok,
-                            format!(
-                                "expected a folio size ({}), found {}",
-                                sizes.join(", "),
-                                found(Some(&size_tok))
-                            ),
+                            format!("expected a folio size ({}), found {}", sizes.join(", "), found(Some(&size_tok))),
                         )
                     })?;
                 let stat = c.word("a per-size stat such as anon_fault_alloc")?;
@@ -161,35 +134,19 @@ impl Parser {
                 }
                 let cmp = self.change(c)?;
                 c.end()?;
-                Expectation::Mthp {
-                    size_kb,
-                    stat: stat.text.to_string(),
-                    cmp,
-                }
+                Expectation::Mthp { size_kb, stat: stat.text.to_string(), cmp }
             }
             _ => self.expect_proc(c, &head)?,
         };
         let regions = self.planner.regions();
-        self.push(
-            StepKind::Expect {
-                expectation,
-                regions,
-            },
-            first.col,
-        )
+        self.push(StepKind::Expect { expectation, regions }, first.col)
     }
 
     pub(super) fn after_op(&self, tok: &Tok) -> Result<(), Fail> {
         if self.any_op {
             Ok(())
         } else {
-            Err(Fail::at(
-                tok,
-                format!(
-                    "expect {} checks the previous operation, and there is none yet",
-                    tok.text
-                ),
-            ))
+            Err(Fail::at(tok, format!("expect {} checks the previous operation, and there is none yet", tok.text)))
         }
     }
 
@@ -197,9 +154,7 @@ impl Parser {
     pub(super) fn expect_proc(&self, c: &mut Cursor, proc_tok: &Tok) -> Result<Expectation, Fail> {
         if self.planner.proc_id(proc_tok.text).is_none() {
             let names = self.planner.proc_names();
-            let candidates = ["ok", "errno", "vmstat", "mthp"]
-                .into_iter()
-                .chain(names.iter().map(String::as_str));
+            let candidates = ["ok", "errno", "vmstat", "mthp"].into_iter().chain(names.iter().map(String::as_str));
             return Err(Fail::at(
                 proc_tok,
                 format!(
@@ -215,52 +170,27 @@ impl Parser {
             c.next();
             let cmp = self.size_kb(c)?;
             c.end()?;
-            return Ok(Expectation::VmPte {
-                proc,
-                proc_name,
-                cmp,
-            });
+            return Ok(Expectation::VmPte { proc, proc_name, cmp });
         }
         let region_tok = c.peek();
         let range = self.range(proc, c)?;
-        let at = Place {
-            proc,
-            proc_name,
-            region: range.region.name.clone(),
-            offset: range.offset,
-        };
+        let at = Place { proc, proc_name, region: range.region.name.clone(), offset: range.offset };
         let what = c.word("Rss, Anonymous, AnonHugePages, Swap, page or folios")?;
         if let Some(field) = SmapsField::from_name(what.text) {
             let cmp = self.size_kb(c)?;
             c.end()?;
-            return Ok(Expectation::Smaps {
-                at,
-                len: range.len,
-                explicit_len: range.explicit_len,
-                field,
-                cmp,
-            });
+            return Ok(Expectation::Smaps { at, len: range.len, explicit_len: range.explicit_len, field, cmp });
         }
         match what.text {
             "page" => {
                 if range.explicit_len {
-                    return Err(Fail::at(
-                        &what,
-                        "a page expectation takes pages=N after its properties, not a length",
-                    ));
+                    return Err(Fail::at(&what, "a page expectation takes pages=N after its properties, not a length"));
                 }
                 self.expect_page(c, at, &range, region_tok)
             }
             "folios" => self.expect_folios(c, at, &range),
             _ => {
-                let names = [
-                    "Rss",
-                    "Anonymous",
-                    "AnonHugePages",
-                    "Swap",
-                    "page",
-                    "folios",
-                ];
+                let names = ["Rss", "Anonymous", "AnonHugePages", "Swap", "page", "folios"];
                 Err(Fail::at(
                     &what,
                     format!(
@@ -301,10 +231,7 @@ impl Parser {
                     if op == CmpOp::Eq {
                         Ok(())
                     } else {
-                        Err(Fail::at(
-                            &key,
-                            format!("{name} takes =, found {}", op.symbol()),
-                        ))
+                        Err(Fail::at(&key, format!("{name} takes =, found {}", op.symbol())))
                     }
                 };
                 match name {
@@ -322,8 +249,7 @@ impl Parser {
                         once("mapcount", &key)?;
                         let tok = c.word("a mapcount")?;
                         let n = number(&tok, "a mapcount")?;
-                        let value = i64::try_from(n)
-                            .map_err(|_| Fail::at(&tok, "the mapcount is too large"))?;
+                        let value = i64::try_from(n).map_err(|_| Fail::at(&tok, "the mapcount is too large"))?;
                         props.push(PageProp::Mapcount(Cmp { op, value }));
                     }
                     "pages" if !negated => {
@@ -331,11 +257,7 @@ impl Parser {
                         once("pages", &key)?;
                         let tok = c.word("a number of pages, or all")?;
                         let available = range.len / PAGE_SIZE;
-                        pages = if tok.text == "all" {
-                            available
-                        } else {
-                            number(&tok, "a number of pages, or all")?
-                        };
+                        pages = if tok.text == "all" { available } else { number(&tok, "a number of pages, or all")? };
                         if pages == 0 || pages > available {
                             return Err(Fail::at(
                                 &tok,
@@ -353,10 +275,7 @@ impl Parser {
                             CmpOp::Eq => !negated,
                             CmpOp::Ne if !negated => false,
                             _ => {
-                                return Err(Fail::at(
-                                    &key,
-                                    format!("same_folio takes = or !=, found {}", op.symbol()),
-                                ))
+                                return Err(Fail::at(&key, format!("same_folio takes = or !=, found {}", op.symbol())))
                             }
                         };
                         let first = c.word("a page such as A+0 or p2:A+0")?;
@@ -370,12 +289,7 @@ impl Parser {
                         };
                         props.push(PageProp::SameFolio { same, with });
                     }
-                    _ => {
-                        return Err(Fail::at(
-                            &key,
-                            format!("expected {WHAT}, found \"{}\"", key.text),
-                        ))
-                    }
+                    _ => return Err(Fail::at(&key, format!("expected {WHAT}, found \"{}\"", key.text))),
                 }
                 continue;
             }
@@ -420,11 +334,7 @@ impl Parser {
                     ];
                     return Err(Fail::at(
                         &tok,
-                        format!(
-                            "expected {WHAT}, found {}{}",
-                            found(Some(&tok)),
-                            suggest(name, names)
-                        ),
+                        format!("expected {WHAT}, found {}{}", found(Some(&tok)), suggest(name, names)),
                     ));
                 }
             };
@@ -436,12 +346,7 @@ impl Parser {
         Ok(Expectation::Page { at, pages, props })
     }
 
-    pub(super) fn expect_folios(
-        &self,
-        c: &mut Cursor,
-        at: Place,
-        range: &RangeArg,
-    ) -> Result<Expectation, Fail> {
+    pub(super) fn expect_folios(&self, c: &mut Cursor, at: Place, range: &RangeArg) -> Result<Expectation, Fail> {
         let (mut order, mut count) = (None, None);
         while !c.at_end() {
             let Some((key, op)) = c.key_op() else {
@@ -451,10 +356,7 @@ impl Parser {
             match key.text {
                 "order" => {
                     if op != CmpOp::Eq {
-                        return Err(Fail::at(
-                            &key,
-                            format!("order takes =, found {}", op.symbol()),
-                        ));
+                        return Err(Fail::at(&key, format!("order takes =, found {}", op.symbol())));
                     }
                     let n = number(&tok, "an order such as 0 or 9")?;
                     if n > 18 {
@@ -466,8 +368,7 @@ impl Parser {
                 }
                 "count" => {
                     let n = number(&tok, "a number of folios")?;
-                    let value =
-                        i64::try_from(n).map_err(|_| Fail::at(&tok, "the count is too large"))?;
+                    let value = i64::try_from(n).map_err(|_| Fail::at(&tok, "the count is too large"))?;
                     if count.replace(Cmp { op, value }).is_some() {
                         return Err(Fail::at(&key, "count is given twice"));
                     }
@@ -487,12 +388,6 @@ impl Parser {
         let Some(count) = count else {
             return Err(c.expected("count=N"));
         };
-        Ok(Expectation::Folios {
-            at,
-            len: range.len,
-            explicit_len: range.explicit_len,
-            order,
-            count,
-        })
+        Ok(Expectation::Folios { at, len: range.len, explicit_len: range.explicit_len, order, count })
     }
 }

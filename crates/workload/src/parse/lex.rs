@@ -28,8 +28,7 @@ impl Tok<'_> {
     }
     /// The column `chars` characters into the token.
     pub(super) fn col_at(&self, chars: usize) -> u32 {
-        self.col
-            .saturating_add(u32::try_from(chars).unwrap_or(u32::MAX))
+        self.col.saturating_add(u32::try_from(chars).unwrap_or(u32::MAX))
     }
     pub(super) fn end_col(&self) -> u32 {
         self.col_at(self.text.chars().count())
@@ -48,10 +47,7 @@ pub(super) struct Fail {
 
 impl Fail {
     pub(super) fn at(tok: &Tok, msg: impl Into<String>) -> Fail {
-        Fail {
-            col: tok.col,
-            msg: msg.into(),
-        }
+        Fail { col: tok.col, msg: msg.into() }
     }
 }
 
@@ -91,9 +87,8 @@ pub(super) fn lex(line: &str) -> (Vec<Tok<'_>>, usize) {
                 let mut j = i;
                 while j < chars.len() {
                     let c = chars[j].1;
-                    let ends = c.is_whitespace()
-                        || matches!(c, '#' | ':' | '=' | '<' | '>')
-                        || (c == '!' && next_is_eq(j));
+                    let ends =
+                        c.is_whitespace() || matches!(c, '#' | ':' | '=' | '<' | '>') || (c == '!' && next_is_eq(j));
                     if ends {
                         break;
                     }
@@ -102,11 +97,7 @@ pub(super) fn lex(line: &str) -> (Vec<Tok<'_>>, usize) {
                 (Kind::Word, j - i)
             }
         };
-        toks.push(Tok {
-            kind,
-            text: &line[byte_at(i)..byte_at(i + len)],
-            col: col_of(i),
-        });
+        toks.push(Tok { kind, text: &line[byte_at(i)..byte_at(i + len)], col: col_of(i) });
         i += len;
     }
     (toks, line.len())
@@ -144,10 +135,7 @@ impl<'a> Cursor<'a> {
     }
     /// An "expected X, found Y" failure at the next token.
     pub(super) fn expected(&self, what: &str) -> Fail {
-        Fail {
-            col: self.col(),
-            msg: format!("expected {what}, found {}", found(self.peek().as_ref())),
-        }
+        Fail { col: self.col(), msg: format!("expected {what}, found {}", found(self.peek().as_ref())) }
     }
     pub(super) fn word(&mut self, what: &str) -> Result<Tok<'a>, Fail> {
         match self.peek() {
@@ -178,13 +166,7 @@ impl<'a> Cursor<'a> {
     /// comparison.
     pub(super) fn key_op(&mut self) -> Option<(Tok<'a>, CmpOp)> {
         match (self.peek(), self.peek_at(1)) {
-            (
-                Some(key),
-                Some(Tok {
-                    kind: Kind::Cmp(op),
-                    ..
-                }),
-            ) if key.is_word() => {
+            (Some(key), Some(Tok { kind: Kind::Cmp(op), .. })) if key.is_word() => {
                 self.pos += 2;
                 Some((key, op))
             }
@@ -193,10 +175,7 @@ impl<'a> Cursor<'a> {
     }
     pub(super) fn cmp_op(&mut self) -> Option<CmpOp> {
         match self.peek() {
-            Some(Tok {
-                kind: Kind::Cmp(op),
-                ..
-            }) => {
+            Some(Tok { kind: Kind::Cmp(op), .. }) => {
                 self.pos += 1;
                 Some(op)
             }

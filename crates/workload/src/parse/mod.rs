@@ -15,8 +15,7 @@ use std::collections::BTreeSet;
 
 use crate::plan::{Planner, ProcStatus};
 use crate::scenario::{
-    Machine, ParseError, Scenario, Step, StepKind, MAX_KHUGEPAGED_SCANS, MAX_OBSERVED_REGIONS,
-    MAX_STEPS,
+    Machine, ParseError, Scenario, Step, StepKind, MAX_KHUGEPAGED_SCANS, MAX_OBSERVED_REGIONS, MAX_STEPS,
 };
 use crate::{CmpOp, Op, ProcId};
 
@@ -68,9 +67,8 @@ pub(crate) fn parse(file_label: &str, text: &str) -> Result<Scenario, ParseError
             source_line: raw.to_string(),
         })?;
     }
-    let name = std::path::Path::new(file_label)
-        .file_stem()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let name =
+        std::path::Path::new(file_label).file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     Ok(Scenario {
         name,
         machine: parser.machine.unwrap_or_default(),
@@ -83,10 +81,7 @@ pub(crate) fn parse(file_label: &str, text: &str) -> Result<Scenario, ParseError
 impl Parser {
     fn push(&mut self, kind: StepKind, col: u32) -> Result<(), Fail> {
         if self.steps.len() >= MAX_STEPS {
-            return Err(Fail {
-                col,
-                msg: format!("the scenario is too long: it may have at most {MAX_STEPS} steps"),
-            });
+            return Err(Fail { col, msg: format!("the scenario is too long: it may have at most {MAX_STEPS} steps") });
         }
         if let StepKind::Observe(regions) | StepKind::Expect { regions, .. } = &kind {
             self.observed += regions.len();
@@ -100,11 +95,7 @@ impl Parser {
             }
         }
         self.any_op |= matches!(kind, StepKind::Op(_));
-        self.steps.push(Step {
-            line: self.line,
-            source: self.source.clone(),
-            kind,
-        });
+        self.steps.push(Step { line: self.line, source: self.source.clone(), kind });
         Ok(())
     }
 
@@ -130,10 +121,7 @@ impl Parser {
             _ => {}
         }
         match first.text {
-            "machine" if was_started => Err(Fail::at(
-                &first,
-                "machine must be the first statement of a scenario",
-            )),
+            "machine" if was_started => Err(Fail::at(&first, "machine must be the first statement of a scenario")),
             "machine" => self.machine(c),
             "set" => self.set(c, &first),
             "khugepaged" => {
@@ -142,7 +130,10 @@ impl Parser {
                     Some(tok) => {
                         let n = number(&tok, "a number of full scans")?;
                         if !(1..=MAX_KHUGEPAGED_SCANS as u64).contains(&n) {
-                            return Err(Fail::at(&tok, format!("the number of full scans must be from 1 to {MAX_KHUGEPAGED_SCANS}")));
+                            return Err(Fail::at(
+                                &tok,
+                                format!("the number of full scans must be from 1 to {MAX_KHUGEPAGED_SCANS}"),
+                            ));
                         }
                         n as u32
                     }
@@ -166,10 +157,7 @@ impl Parser {
             _ => {
                 let hint = suggest(first.text, STATEMENTS.iter().copied());
                 let op_hint = if OPERATIONS.contains(&first.text) || first.text == "fork" {
-                    format!(
-                        " ({} is an operation of a process: `p1: {} ...`)",
-                        first.text, first.text
-                    )
+                    format!(" ({} is an operation of a process: `p1: {} ...`)", first.text, first.text)
                 } else {
                     String::new()
                 };
@@ -201,11 +189,7 @@ impl Parser {
                 _ => {
                     return Err(Fail::at(
                         &key,
-                        format!(
-                            "expected ram= or swap=, found \"{}\"{}",
-                            key.text,
-                            suggest(key.text, ["ram", "swap"])
-                        ),
+                        format!("expected ram= or swap=, found \"{}\"{}", key.text, suggest(key.text, ["ram", "swap"])),
                     ))
                 }
             }
@@ -220,13 +204,7 @@ impl Parser {
         let value = c.word("a value")?;
         c.end()?;
         let rel = check_knob(&path, &value)?;
-        self.op(
-            Op::Set {
-                path: rel.to_string(),
-                value: value.text.to_string(),
-            },
-            first.col,
-        )
+        self.op(Op::Set { path: rel.to_string(), value: value.text.to_string() }, first.col)
     }
 
     /// A process that exists and has not exited.
@@ -234,21 +212,14 @@ impl Parser {
         match self.planner.proc_id(tok.text) {
             Some(proc) => match self.planner.proc_status(proc) {
                 ProcStatus::Live => Ok(proc),
-                ProcStatus::Exited { line } => Err(Fail::at(
-                    tok,
-                    format!(
-                        "{} exited at line {line} and cannot be used any more",
-                        tok.text
-                    ),
-                )),
+                ProcStatus::Exited { line } => {
+                    Err(Fail::at(tok, format!("{} exited at line {line} and cannot be used any more", tok.text)))
+                }
             },
             None => {
                 let names = self.planner.proc_names();
                 let hint = suggest(tok.text, names.iter().map(String::as_str));
-                Err(Fail::at(
-                    tok,
-                    format!("there is no process named \"{}\"{hint}", tok.text),
-                ))
+                Err(Fail::at(tok, format!("there is no process named \"{}\"{hint}", tok.text)))
             }
         }
     }
@@ -259,10 +230,7 @@ impl Parser {
             None => self.planner.regions(),
             Some(proc_tok) => {
                 if !proc_tok.is_word() {
-                    return Err(Fail::at(
-                        &proc_tok,
-                        format!("expected a process, found {}", found(Some(&proc_tok))),
-                    ));
+                    return Err(Fail::at(&proc_tok, format!("expected a process, found {}", found(Some(&proc_tok)))));
                 }
                 let proc = self.live_proc(&proc_tok)?;
                 let all = self.planner.proc_regions(proc);
@@ -273,17 +241,11 @@ impl Parser {
                     while !c.at_end() {
                         let tok = c.word("a region name")?;
                         if tok.text.contains('+') {
-                            return Err(Fail::at(
-                                &tok,
-                                "observe takes whole regions, without an offset",
-                            ));
+                            return Err(Fail::at(&tok, "observe takes whole regions, without an offset"));
                         }
                         let (region, _) = self.region_at(proc, &tok, false)?;
                         if let Some(r) = all.iter().find(|r| r.name == region.name) {
-                            if chosen
-                                .iter()
-                                .any(|seen: &crate::RegionRef| seen.name == r.name)
-                            {
+                            if chosen.iter().any(|seen: &crate::RegionRef| seen.name == r.name) {
                                 return Err(Fail::at(&tok, format!("{} is named twice", tok.text)));
                             }
                             chosen.push(r.clone());

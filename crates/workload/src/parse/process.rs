@@ -7,8 +7,8 @@ use crate::{Access, CmpOp, Fill, Op, ProcId, Prot, ThpDisable, TouchPattern};
 
 use super::lex::{found, Cursor, Fail, Kind, Tok};
 use super::words::{
-    aligned_size, check_name, is_identifier, number, parse_advice, parse_prot, size, suggest,
-    EXPECT_WORDS, OPERATIONS, STATEMENTS,
+    aligned_size, check_name, is_identifier, number, parse_advice, parse_prot, size, suggest, EXPECT_WORDS, OPERATIONS,
+    STATEMENTS,
 };
 use super::Parser;
 
@@ -34,16 +34,10 @@ impl Parser {
         let proc = match self.planner.proc_id(name.text) {
             Some(_) => self.live_proc(&name)?,
             None if verb.text == "exit" || verb.text == "unpin" => {
-                return Err(Fail::at(
-                    &name,
-                    format!("there is no process named \"{}\"", name.text),
-                ));
+                return Err(Fail::at(&name, format!("there is no process named \"{}\"", name.text)));
             }
             None => {
-                let proc = self
-                    .planner
-                    .spawn(name.text)
-                    .map_err(|msg| Fail::at(&name, msg))?;
+                let proc = self.planner.spawn(name.text).map_err(|msg| Fail::at(&name, msg))?;
                 self.op(Op::Spawn { proc }, name.col)?;
                 proc
             }
@@ -69,52 +63,25 @@ impl Parser {
                 let range = self.range(proc, c)?;
                 c.end()?;
                 self.planner.munmap(proc, range.addr(), range.len);
-                self.op(
-                    Op::Munmap {
-                        proc,
-                        addr: range.addr(),
-                        len: range.len,
-                    },
-                    verb.col,
-                )
+                self.op(Op::Munmap { proc, addr: range.addr(), len: range.len }, verb.col)
             }
             "mprotect" => {
                 let range = self.range(proc, c)?;
                 let prot = parse_prot(&c.word("a protection: none, r, rw or rwx")?)?;
                 c.end()?;
-                self.op(
-                    Op::Mprotect {
-                        proc,
-                        addr: range.addr(),
-                        len: range.len,
-                        prot,
-                    },
-                    verb.col,
-                )
+                self.op(Op::Mprotect { proc, addr: range.addr(), len: range.len, prot }, verb.col)
             }
             "madvise" => {
                 let range = self.range(proc, c)?;
-                let advice =
-                    parse_advice(&c.word("an advice such as hugepage, dontneed or collapse")?)?;
+                let advice = parse_advice(&c.word("an advice such as hugepage, dontneed or collapse")?)?;
                 c.end()?;
-                self.op(
-                    Op::Madvise {
-                        proc,
-                        addr: range.addr(),
-                        len: range.len,
-                        advice,
-                    },
-                    verb.col,
-                )
+                self.op(Op::Madvise { proc, addr: range.addr(), len: range.len, advice }, verb.col)
             }
             "touch" => self.touch(proc, c, &verb),
             "prctl" => {
                 let what = c.word("thp_disable")?;
                 if what.text != "thp_disable" {
-                    return Err(Fail::at(
-                        &what,
-                        format!("expected thp_disable, found {}", found(Some(&what))),
-                    ));
+                    return Err(Fail::at(&what, format!("expected thp_disable, found {}", found(Some(&what)))));
                 }
                 let mode = c.word("all, except_advised or off")?;
                 let disable = match mode.text {
@@ -146,28 +113,13 @@ impl Parser {
                     Some(tok) => {
                         return Err(Fail::at(
                             &tok,
-                            format!(
-                                "expected longterm or end of line, found {}",
-                                found(Some(&tok))
-                            ),
+                            format!("expected longterm or end of line, found {}", found(Some(&tok))),
                         ))
                     }
                 };
                 c.end()?;
-                let pin = self
-                    .planner
-                    .pin(proc, pin_name.text)
-                    .map_err(|msg| Fail::at(&pin_name, msg))?;
-                self.op(
-                    Op::Pin {
-                        proc,
-                        pin,
-                        addr: range.addr(),
-                        len: range.len,
-                        longterm,
-                    },
-                    verb.col,
-                )
+                let pin = self.planner.pin(proc, pin_name.text).map_err(|msg| Fail::at(&pin_name, msg))?;
+                self.op(Op::Pin { proc, pin, addr: range.addr(), len: range.len, longterm }, verb.col)
             }
             "unpin" => self.unpin(c, Some(proc), &verb),
             "exit" => {
@@ -176,15 +128,9 @@ impl Parser {
             }
             "mmap" | "mremap" => Err(Fail::at(
                 &verb,
-                format!(
-                    "{0} makes a new region and needs its name: `{1}: A = {0} ...`",
-                    verb.text, name.text
-                ),
+                format!("{0} makes a new region and needs its name: `{1}: A = {0} ...`", verb.text, name.text),
             )),
-            "fork" => Err(Fail::at(
-                &verb,
-                format!("fork is written `<child> = fork {}`", name.text),
-            )),
+            "fork" => Err(Fail::at(&verb, format!("fork is written `<child> = fork {}`", name.text))),
             _ => Err(Fail::at(
                 &verb,
                 format!(
@@ -202,18 +148,10 @@ impl Parser {
         self.op(Op::Exit { proc }, at.col)
     }
 
-    pub(super) fn unpin(
-        &mut self,
-        c: &mut Cursor,
-        proc: Option<ProcId>,
-        at: &Tok,
-    ) -> Result<(), Fail> {
+    pub(super) fn unpin(&mut self, c: &mut Cursor, proc: Option<ProcId>, at: &Tok) -> Result<(), Fail> {
         let name = c.word("the pin's name")?;
         c.end()?;
-        let pin = self
-            .planner
-            .unpin(name.text, proc, self.line)
-            .map_err(|msg| Fail::at(&name, msg))?;
+        let pin = self.planner.unpin(name.text, proc, self.line).map_err(|msg| Fail::at(&name, msg))?;
         self.op(Op::Unpin { pin }, at.col)
     }
 
@@ -222,17 +160,11 @@ impl Parser {
         let verb = c.word("fork")?;
         if verb.text != "fork" {
             let hint = if matches!(verb.text, "mmap" | "mremap") {
-                format!(
-                    " (regions belong to a process: `p1: {} = {} ...`)",
-                    child.text, verb.text
-                )
+                format!(" (regions belong to a process: `p1: {} = {} ...`)", child.text, verb.text)
             } else {
                 String::new()
             };
-            return Err(Fail::at(
-                &verb,
-                format!("expected fork, found {}{hint}", found(Some(&verb))),
-            ));
+            return Err(Fail::at(&verb, format!("expected fork, found {}{hint}", found(Some(&verb)))));
         }
         let parent_tok = c.word("the parent process")?;
         c.end()?;
@@ -241,48 +173,25 @@ impl Parser {
             let msg = match self.planner.proc_status(existing) {
                 ProcStatus::Live => format!("process {} already exists", child.text),
                 ProcStatus::Exited { line } => {
-                    format!(
-                        "{} exited at line {line}; a new process needs a new name",
-                        child.text
-                    )
+                    format!("{} exited at line {line}; a new process needs a new name", child.text)
                 }
             };
             return Err(Fail::at(&child, msg));
         }
         let parent = self.live_proc(&parent_tok)?;
-        let child_id = self
-            .planner
-            .fork(parent, child.text)
-            .map_err(|msg| Fail::at(&child, msg))?;
-        self.op(
-            Op::Fork {
-                parent,
-                child: child_id,
-            },
-            child.col,
-        )
+        let child_id = self.planner.fork(parent, child.text).map_err(|msg| Fail::at(&child, msg))?;
+        self.op(Op::Fork { parent, child: child_id }, child.col)
     }
 
     /// Resolves `A` or `A+off` to a live region of `proc` and an offset.
     /// With `allow_end`, the offset may equal the region's length.
-    pub(super) fn region_at(
-        &self,
-        proc: ProcId,
-        tok: &Tok,
-        allow_end: bool,
-    ) -> Result<(Region, u64), Fail> {
+    pub(super) fn region_at(&self, proc: ProcId, tok: &Tok, allow_end: bool) -> Result<(Region, u64), Fail> {
         let (name, offset_text) = match tok.text.split_once('+') {
             Some((name, off)) => (name, Some(off)),
             None => (tok.text, None),
         };
         if !is_identifier(name) {
-            return Err(Fail::at(
-                tok,
-                format!(
-                    "expected a region such as A or A+4K, found {}",
-                    found(Some(tok))
-                ),
-            ));
+            return Err(Fail::at(tok, format!("expected a region such as A or A+4K, found {}", found(Some(tok)))));
         }
         let Some(region) = self.planner.region(proc, name) else {
             let names = self.planner.region_names(proc);
@@ -294,10 +203,7 @@ impl Parser {
             };
             return Err(Fail::at(
                 tok,
-                format!(
-                    "{proc_name} has no region named \"{name}\" ({known}){}",
-                    suggest(name, names.iter().copied())
-                ),
+                format!("{proc_name} has no region named \"{name}\" ({known}){}", suggest(name, names.iter().copied())),
             ));
         };
         let region = region.clone();
@@ -306,18 +212,11 @@ impl Parser {
         };
         let col = tok.col_at(name.chars().count() + 1);
         let offset = aligned_size(offset_text, col, "offset", false)?;
-        let inside = if allow_end {
-            offset <= region.len
-        } else {
-            offset < region.len
-        };
+        let inside = if allow_end { offset <= region.len } else { offset < region.len };
         if !inside {
             return Err(Fail {
                 col,
-                msg: format!(
-                    "the offset {offset_text} is outside {name}, which is {} long",
-                    fmt_size(region.len)
-                ),
+                msg: format!("the offset {offset_text} is outside {name}, which is {} long", fmt_size(region.len)),
             });
         }
         Ok((region, offset))
@@ -333,10 +232,7 @@ impl Parser {
                 ("+", Some(after)) if after.is_word() => format!("+{}", after.text),
                 _ => next.text.to_string(),
             };
-            return Err(Fail::at(
-                &next,
-                format!("write the offset without spaces: {}{offset}", tok.text),
-            ));
+            return Err(Fail::at(&next, format!("write the offset without spaces: {}{offset}", tok.text)));
         }
         let rest = region.len - offset;
         match c.peek() {
@@ -355,19 +251,9 @@ impl Parser {
                         ),
                     ));
                 }
-                Ok(RangeArg {
-                    region,
-                    offset,
-                    len,
-                    explicit_len: true,
-                })
+                Ok(RangeArg { region, offset, len, explicit_len: true })
             }
-            _ => Ok(RangeArg {
-                region,
-                offset,
-                len: rest,
-                explicit_len: false,
-            }),
+            _ => Ok(RangeArg { region, offset, len: rest, explicit_len: false }),
         }
     }
 
@@ -381,11 +267,7 @@ impl Parser {
         let (mut align, mut offset, mut at, mut prot) = (None, None, None, None);
         let mut offset_tok = None;
         while !c.at_end() {
-            let keys = if with_prot {
-                "prot=, align=, offset= or at="
-            } else {
-                "align=, offset= or at="
-            };
+            let keys = if with_prot { "prot=, align=, offset= or at=" } else { "align=, offset= or at=" };
             let Some((key, CmpOp::Eq)) = c.key_op() else {
                 return Err(c.expected(keys));
             };
@@ -397,19 +279,14 @@ impl Parser {
                     if !bytes.is_power_of_two() || !(PAGE_SIZE..=MAX_SIZE).contains(&bytes) {
                         return Err(Fail::at(
                             &value,
-                            format!(
-                                "align= must be a power of two from 4K to 1T, found {}",
-                                found(Some(&value))
-                            ),
+                            format!("align= must be a power of two from 4K to 1T, found {}", found(Some(&value))),
                         ));
                     }
                     align.replace((bytes, value)).is_some()
                 }
                 "offset" => {
                     offset_tok = Some(value);
-                    offset
-                        .replace(aligned_size(value.text, value.col, "offset", false)?)
-                        .is_some()
+                    offset.replace(aligned_size(value.text, value.col, "offset", false)?).is_some()
                 }
                 "at" => at.replace(self.region_at(proc, &value, true)?).is_some(),
                 _ => {
@@ -419,11 +296,7 @@ impl Parser {
                     }
                     return Err(Fail::at(
                         &key,
-                        format!(
-                            "expected {keys}, found \"{}\"{}",
-                            key.text,
-                            suggest(key.text, names)
-                        ),
+                        format!("expected {keys}, found \"{}\"{}", key.text, suggest(key.text, names)),
                     ));
                 }
             };
@@ -449,18 +322,9 @@ impl Parser {
         if offset >= align_bytes {
             let tok = offset_tok.or(align.map(|a| a.1));
             let col = tok.map_or(c.col(), |t| t.col);
-            return Err(Fail {
-                col,
-                msg: format!("offset= must be below align= ({})", fmt_size(align_bytes)),
-            });
+            return Err(Fail { col, msg: format!("offset= must be below align= ({})", fmt_size(align_bytes)) });
         }
-        Ok((
-            Some(Placement::Fresh {
-                align: align_bytes,
-                offset,
-            }),
-            prot,
-        ))
+        Ok((Some(Placement::Fresh { align: align_bytes, offset }), prot))
     }
 
     pub(super) fn check_new_region(&self, proc: ProcId, name: &Tok) -> Result<(), Fail> {
@@ -468,11 +332,7 @@ impl Parser {
         if self.planner.region(proc, name.text).is_some() {
             return Err(Fail::at(
                 name,
-                format!(
-                    "{} already has a region named {}",
-                    self.planner.proc_name(proc),
-                    name.text
-                ),
+                format!("{} already has a region named {}", self.planner.proc_name(proc), name.text),
             ));
         }
         Ok(())
@@ -486,22 +346,9 @@ impl Parser {
         let (placement, prot) = self.placement_options(proc, c, true)?;
         let addr = self
             .planner
-            .mmap(
-                proc,
-                name.text,
-                len,
-                placement.unwrap_or(Placement::DEFAULT),
-            )
+            .mmap(proc, name.text, len, placement.unwrap_or(Placement::DEFAULT))
             .map_err(|msg| Fail::at(name, msg))?;
-        self.op(
-            Op::Mmap {
-                proc,
-                addr,
-                len,
-                prot,
-            },
-            name.col,
-        )
+        self.op(Op::Mmap { proc, addr, len, prot }, name.col)
     }
 
     /// `C = mremap A[+off] [<old len>] <new len> [align=] [offset=] [at=]`.
@@ -548,16 +395,7 @@ impl Parser {
             .planner
             .mremap(proc, name.text, old_addr, old_len, new_len, placement)
             .map_err(|msg| Fail::at(&src, msg))?;
-        self.op(
-            Op::Mremap {
-                proc,
-                old_addr,
-                old_len,
-                new_len,
-                new_addr,
-            },
-            name.col,
-        )
+        self.op(Op::Mremap { proc, old_addr, old_len, new_len, new_addr }, name.col)
     }
 
     /// `touch <range> [read|write] [<pages>] [zero] [every=N | random=N [seed=S]]`.
@@ -566,10 +404,7 @@ impl Parser {
         let mut range = self.range(proc, c).map_err(|mut fail| {
             if fail.msg.ends_with("a bare number is bytes") {
                 let region = region_tok.map_or("A", |t| t.text);
-                fail.msg = format!(
-                    "{}, and a page count goes after read or write: `touch {region} write 1`",
-                    fail.msg
-                );
+                fail.msg = format!("{}, and a page count goes after read or write: `touch {region} write 1`", fail.msg);
             }
             fail
         })?;
@@ -581,10 +416,7 @@ impl Parser {
             if let Some((key, op)) = c.key_op() {
                 let value = c.word("a number")?;
                 if op != CmpOp::Eq {
-                    return Err(Fail::at(
-                        &key,
-                        format!("{}= takes =, found {}", key.text, op.symbol()),
-                    ));
+                    return Err(Fail::at(&key, format!("{}= takes =, found {}", key.text, op.symbol())));
                 }
                 let slot = match key.text {
                     "every" => &mut every,
@@ -656,10 +488,7 @@ impl Parser {
         }
         let access = access.map_or(Access::Write, |(a, _)| a);
         if let (Access::Read, Some(tok)) = (access, zero) {
-            return Err(Fail::at(
-                &tok,
-                "zero says what a write stores; a read stores nothing",
-            ));
+            return Err(Fail::at(&tok, "zero says what a write stores; a read stores nothing"));
         }
         let nr_pages = range.len / PAGE_SIZE;
         let pattern = match (every, random, seed) {
@@ -675,33 +504,13 @@ impl Parser {
             }
             (None, Some((count, key)), seed) => {
                 if count == 0 || count > nr_pages {
-                    return Err(Fail::at(
-                        &key,
-                        format!("random= must be from 1 to the {nr_pages} pages of the range"),
-                    ));
+                    return Err(Fail::at(&key, format!("random= must be from 1 to the {nr_pages} pages of the range")));
                 }
-                TouchPattern::Random {
-                    count,
-                    seed: seed.map_or(0, |(s, _)| s),
-                }
+                TouchPattern::Random { count, seed: seed.map_or(0, |(s, _)| s) }
             }
             (None, None, None) => TouchPattern::All,
         };
-        let fill = if zero.is_some() {
-            Fill::Zero
-        } else {
-            Fill::NonZero
-        };
-        self.op(
-            Op::Touch {
-                proc,
-                addr: range.addr(),
-                len: range.len,
-                access,
-                fill,
-                pattern,
-            },
-            verb.col,
-        )
+        let fill = if zero.is_some() { Fill::Zero } else { Fill::NonZero };
+        self.op(Op::Touch { proc, addr: range.addr(), len: range.len, access, fill, pattern }, verb.col)
     }
 }

@@ -9,20 +9,11 @@ use crate::{Advice, Prot};
 use super::lex::{found, Fail, Kind, Tok};
 
 /// Statement keywords; none of them may name a process.
-pub(super) const STATEMENTS: &[&str] = &[
-    "machine",
-    "set",
-    "khugepaged",
-    "shrink",
-    "observe",
-    "expect",
-    "unpin",
-    "exit",
-];
+pub(super) const STATEMENTS: &[&str] =
+    &["machine", "set", "khugepaged", "shrink", "observe", "expect", "unpin", "exit"];
 /// Operations after `p1:`.
-pub(super) const OPERATIONS: &[&str] = &[
-    "mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "prctl", "pin", "unpin", "exit",
-];
+pub(super) const OPERATIONS: &[&str] =
+    &["mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "prctl", "pin", "unpin", "exit"];
 /// Words that follow `expect` and so cannot name a process either.
 pub(super) const EXPECT_WORDS: &[&str] = &["vmstat", "mthp", "ok", "errno", "fork"];
 /// The longest name of a process, region or pin.
@@ -61,9 +52,7 @@ pub(super) fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c s
 
 pub(super) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && s.len() <= MAX_NAME_LEN
 }
@@ -80,10 +69,7 @@ pub(super) fn check_name(tok: &Tok, what: &str, reserved: &[&[&str]]) -> Result<
         ));
     }
     if reserved.iter().any(|list| list.contains(&tok.text)) {
-        return Err(Fail::at(
-            tok,
-            format!("\"{}\" is a keyword and cannot be {what}", tok.text),
-        ));
+        return Err(Fail::at(tok, format!("\"{}\" is a keyword and cannot be {what}", tok.text)));
     }
     Ok(())
 }
@@ -93,9 +79,7 @@ pub(super) fn check_name(tok: &Tok, what: &str, reserved: &[&[&str]]) -> Result<
 /// Units are binary (as the kernel's memparse and smaps use them): `K` and
 /// `kB` are 1024 bytes. `k`, `m`, `g`, `t` are accepted too.
 pub(super) fn parse_size(text: &str) -> Option<u64> {
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     if digits == 0 {
         return None;
     }
@@ -113,49 +97,29 @@ pub(super) fn parse_size(text: &str) -> Option<u64> {
 
 pub(super) fn size(tok: &Tok) -> Result<u64, Fail> {
     parse_size(tok.text).ok_or_else(|| {
-        let hint =
-            if tok.text.ends_with("MB") || tok.text.ends_with("GB") || tok.text.ends_with("iB") {
-                " (units are binary and written K, M, G, T or kB)"
-            } else {
-                ""
-            };
-        Fail::at(
-            tok,
-            format!("expected {SIZE_HINT}, found {}{hint}", found(Some(tok))),
-        )
+        let hint = if tok.text.ends_with("MB") || tok.text.ends_with("GB") || tok.text.ends_with("iB") {
+            " (units are binary and written K, M, G, T or kB)"
+        } else {
+            ""
+        };
+        Fail::at(tok, format!("expected {SIZE_HINT}, found {}{hint}", found(Some(tok))))
     })
 }
 
 /// A size that must be page-aligned and at most `MAX_SIZE`; `what` names it
 /// in messages ("length", "offset"). `text` starts at column `col`.
 pub(super) fn aligned_size(text: &str, col: u32, what: &str, nonzero: bool) -> Result<u64, Fail> {
-    let bytes = size(&Tok {
-        kind: Kind::Word,
-        text,
-        col,
-    })?;
+    let bytes = size(&Tok { kind: Kind::Word, text, col })?;
     if nonzero && bytes == 0 {
-        return Err(Fail {
-            col,
-            msg: format!("the {what} must not be zero"),
-        });
+        return Err(Fail { col, msg: format!("the {what} must not be zero") });
     }
     if bytes % PAGE_SIZE != 0 {
-        let pages = if what == "length" && text.chars().all(|c| c.is_ascii_digit()) {
-            "; a bare number is bytes"
-        } else {
-            ""
-        };
-        return Err(Fail {
-            col,
-            msg: format!("the {what} {text} is not a multiple of the page size (4K){pages}"),
-        });
+        let pages =
+            if what == "length" && text.chars().all(|c| c.is_ascii_digit()) { "; a bare number is bytes" } else { "" };
+        return Err(Fail { col, msg: format!("the {what} {text} is not a multiple of the page size (4K){pages}") });
     }
     if bytes > MAX_SIZE {
-        return Err(Fail {
-            col,
-            msg: format!("the {what} {text} is above the limit of 1T"),
-        });
+        return Err(Fail { col, msg: format!("the {what} {text} is above the limit of 1T") });
     }
     Ok(bytes)
 }
@@ -172,10 +136,7 @@ pub(super) fn parse_prot(tok: &Tok) -> Result<Prot, Fail> {
     let bad = || {
         Fail::at(
             tok,
-            format!(
-                "expected a protection: none, r, rw, rwx (or r, w, x in that order), found {}",
-                found(Some(tok))
-            ),
+            format!("expected a protection: none, r, rw, rwx (or r, w, x in that order), found {}", found(Some(tok))),
         )
     };
     if tok.text == "none" {
@@ -189,11 +150,7 @@ pub(super) fn parse_prot(tok: &Tok) -> Result<Prot, Fail> {
         }
         None => false,
     };
-    let prot = Prot {
-        read: take('r'),
-        write: take('w'),
-        exec: take('x'),
-    };
+    let prot = Prot { read: take('r'), write: take('w'), exec: take('x') };
     if tok.text.is_empty() || !rest.is_empty() {
         return Err(bad());
     }
@@ -219,22 +176,18 @@ pub(super) fn parse_advice(tok: &Tok) -> Result<Advice, Fail> {
     // Accept the kernel's own spelling too: MADV_HUGEPAGE.
     let name = tok.text.strip_prefix("MADV_").map(str::to_ascii_lowercase);
     let name = name.as_deref().unwrap_or(tok.text);
-    ADVICES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|&(_, a)| a)
-        .ok_or_else(|| {
-            let list: Vec<&str> = ADVICES.iter().map(|(n, _)| *n).collect();
-            Fail::at(
-                tok,
-                format!(
-                    "expected an advice ({}), found {}{}",
-                    list.join(", "),
-                    found(Some(tok)),
-                    suggest(name, list.iter().copied())
-                ),
-            )
-        })
+    ADVICES.iter().find(|(n, _)| *n == name).map(|&(_, a)| a).ok_or_else(|| {
+        let list: Vec<&str> = ADVICES.iter().map(|(n, _)| *n).collect();
+        Fail::at(
+            tok,
+            format!(
+                "expected an advice ({}), found {}{}",
+                list.join(", "),
+                found(Some(tok)),
+                suggest(name, list.iter().copied())
+            ),
+        )
+    })
 }
 
 /// The sysfs files under /sys/kernel/mm/transparent_hugepage a `set` may
@@ -245,35 +198,19 @@ pub(super) enum KnobValues {
 }
 
 pub(super) const KNOBS: &[(&str, KnobValues)] = &[
-    (
-        "enabled",
-        KnobValues::OneOf(&["always", "madvise", "never"]),
-    ),
-    (
-        "defrag",
-        KnobValues::OneOf(&["always", "defer", "defer+madvise", "madvise", "never"]),
-    ),
+    ("enabled", KnobValues::OneOf(&["always", "madvise", "never"])),
+    ("defrag", KnobValues::OneOf(&["always", "defer", "defer+madvise", "madvise", "never"])),
     ("use_zero_page", KnobValues::OneOf(&["0", "1"])),
     ("shrink_underused", KnobValues::OneOf(&["0", "1"])),
     ("khugepaged/defrag", KnobValues::OneOf(&["0", "1"])),
     ("khugepaged/max_ptes_none", KnobValues::Range(0, 511)),
     ("khugepaged/max_ptes_swap", KnobValues::Range(0, 511)),
     ("khugepaged/max_ptes_shared", KnobValues::Range(0, 511)),
-    (
-        "khugepaged/pages_to_scan",
-        KnobValues::Range(1, u32::MAX as u64),
-    ),
-    (
-        "khugepaged/scan_sleep_millisecs",
-        KnobValues::Range(0, u32::MAX as u64),
-    ),
-    (
-        "khugepaged/alloc_sleep_millisecs",
-        KnobValues::Range(0, u32::MAX as u64),
-    ),
+    ("khugepaged/pages_to_scan", KnobValues::Range(1, u32::MAX as u64)),
+    ("khugepaged/scan_sleep_millisecs", KnobValues::Range(0, u32::MAX as u64)),
+    ("khugepaged/alloc_sleep_millisecs", KnobValues::Range(0, u32::MAX as u64)),
 ];
-pub(super) const MTHP_ENABLED: KnobValues =
-    KnobValues::OneOf(&["always", "inherit", "madvise", "never"]);
+pub(super) const MTHP_ENABLED: KnobValues = KnobValues::OneOf(&["always", "inherit", "madvise", "never"]);
 
 /// Checks a `set`; returns the path relative to transparent_hugepage/.
 pub(super) fn check_knob<'t>(path: &Tok<'t>, value: &Tok) -> Result<&'t str, Fail> {
@@ -293,17 +230,11 @@ pub(super) fn check_knob<'t>(path: &Tok<'t>, value: &Tok) -> Result<&'t str, Fai
             let sizes: Vec<String> = MTHP_SIZES_KB.iter().map(|kb| format!("{kb}kB")).collect();
             return Err(Fail::at(
                 path,
-                format!(
-                    "there is no {rel}: per-size directories are hugepages-<size> for {}",
-                    sizes.join(", ")
-                ),
+                format!("there is no {rel}: per-size directories are hugepages-<size> for {}", sizes.join(", ")),
             ));
         }
         _ if rel.ends_with("shmem_enabled") || rel.starts_with("shmem") => {
-            return Err(Fail::at(
-                path,
-                format!("{rel} is not modelled: thpsim models anonymous memory only"),
-            ));
+            return Err(Fail::at(path, format!("{rel} is not modelled: thpsim models anonymous memory only")));
         }
         _ if rel == "hpage_pmd_size"
             || rel.contains("/stats/")
@@ -313,10 +244,7 @@ pub(super) fn check_knob<'t>(path: &Tok<'t>, value: &Tok) -> Result<&'t str, Fai
             return Err(Fail::at(path, format!("{rel} is read-only")));
         }
         _ => {
-            let names = KNOBS
-                .iter()
-                .map(|(n, _)| *n)
-                .chain(["hugepages-64kB/enabled"]);
+            let names = KNOBS.iter().map(|(n, _)| *n).chain(["hugepages-64kB/enabled"]);
             return Err(Fail::at(
                 path,
                 format!(
@@ -329,20 +257,14 @@ pub(super) fn check_knob<'t>(path: &Tok<'t>, value: &Tok) -> Result<&'t str, Fai
     };
     let ok = match values {
         KnobValues::OneOf(list) => list.contains(&value.text),
-        KnobValues::Range(lo, hi) => value
-            .text
-            .parse::<u64>()
-            .is_ok_and(|v| (*lo..=*hi).contains(&v)),
+        KnobValues::Range(lo, hi) => value.text.parse::<u64>().is_ok_and(|v| (*lo..=*hi).contains(&v)),
     };
     if !ok {
         let want = match values {
             KnobValues::OneOf(list) => list.join(", "),
             KnobValues::Range(lo, hi) => format!("a number from {lo} to {hi}"),
         };
-        return Err(Fail::at(
-            value,
-            format!("{rel} takes {want}, found {}", found(Some(value))),
-        ));
+        return Err(Fail::at(value, format!("{rel} takes {want}, found {}", found(Some(value)))));
     }
     Ok(rel)
 }
