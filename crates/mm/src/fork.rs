@@ -46,7 +46,7 @@ impl World {
                 continue;
             }
             let anon_vma = vma.anon_vma.map(|_| self.new_anon_vma());
-            self.mm_mut(child).vmas.insert(Vma { anon_vma, ..vma.clone() });
+            self.mm_mut(child).vmas.insert(Vma { anon_vma, anon_vma_forked: anon_vma.is_some(), ..vma.clone() });
             if vma.anon_vma.is_some() {
                 if let Err(e) = self.copy_page_range(parent, child, &vma) {
                     result = Err(e);

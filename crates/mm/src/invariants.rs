@@ -3,7 +3,8 @@
 //! feature), as CONFIG_DEBUG_VM would. A violation is a bug in the model:
 //! it panics with the operation, the object and the values.
 //!
-//! Checked: physical memory is tiled exactly once by free blocks, folios,
+//! Checked: the buddy allocator's own invariants (free lists, merging,
+//! pageblock types); physical memory is tiled exactly once by free blocks, folios,
 //! page-table pages, deposited tables and the huge zero folio; every
 //! folio's mapcounts and refcount agree with the page tables and pins; page
 //! tables agree with their accounting and deposits; RSS and node counters
@@ -35,6 +36,7 @@ struct MmSeen {
 
 pub(crate) fn check_all(w: &World) {
     let op = w.current_op;
+    w.buddy.check_invariants();
     check_physical_tiling(w, op);
     let (seen, mm_seen, zero_pmds) = walk_all(w, op);
     check_folios(w, op, &seen);

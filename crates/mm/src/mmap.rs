@@ -79,7 +79,7 @@ impl World {
         if prot.write {
             flags = flags.union(VmFlags::ACCOUNT);
         }
-        let vma = Vma { start, end: start.add(len), flags, pgoff: start.vpn(), anon_vma: None };
+        let vma = Vma { start, end: start.add(len), flags, pgoff: start.vpn(), anon_vma: None, anon_vma_forked: false };
         let mm = self.mm_mut(pid);
         mm.vmas.insert(vma);
         mm.vmas.merge_around(start);

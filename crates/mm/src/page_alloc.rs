@@ -877,7 +877,7 @@ impl BuddyAllocator {
             return None;
         }
         let other = mt.fallback();
-        for current in low..PB_ORDER {
+        for current in (low..PB_ORDER).rev() {
             if self.nonempty_orders[other.index()] & (1 << current) == 0 {
                 continue;
             }
@@ -2091,33 +2091,38 @@ mod tests {
     }
 
     #[test]
-    fn movable_fallback_claims_only_through_large_blocks() {
-        // Pageblocks 0 and 1 full of unmovable pages, the rest movable.
-        let fill = || {
+    fn movable_fallback_claims_only_through_blocks_of_half_the_pageblock_order() {
+        // Pageblocks 0 and 1 full of unmovable pages, the rest movable; then
+        // half of pageblock 1 freed in blocks of one order.
+        let half_free_in_blocks_of = |o: u8| {
             let mut zone = BuddyAllocator::new(pages(16 * MIB));
             alloc_n(&mut zone, 2 * PAGEBLOCK_NR_PAGES, UNMOVABLE);
             alloc_n(&mut zone, 6 * PAGEBLOCK_NR_PAGES, MOVABLE);
             assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 2);
+            let size = 1u64 << o;
+            for chunk in (512..1024).step_by(2 * size as usize) {
+                free_range(&mut zone, chunk..chunk + size);
+            }
+            assert_eq!(zone.nr_free_pages(), 256);
             zone
         };
-        // 300 pages of pageblock 1 free: its order-8 block allows a claim,
-        // and it is more than half free.
-        let mut zone = fill();
-        free_range(&mut zone, 512..812);
-        assert_eq!(zone.alloc(Order::BASE, MOVABLE), Ok(Pfn(808)));
+        // 16 order-4 blocks: order 4 is pageblock_order / 2, so a movable
+        // request tries to claim, and the pageblock is half free.
+        let mut zone = half_free_in_blocks_of(4);
+        assert_eq!(zone.alloc(Order::BASE, MOVABLE), Ok(Pfn(512)));
         assert_eq!(zone.pageblock_migratetype(Pfn(512)), Migratetype::Movable);
         assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 1);
+        assert_eq!(zone.nr_free_blocks_of_type(order(4), Migratetype::Movable), 15);
         zone.check_invariants();
 
-        // Only order-3 blocks free in pageblocks 0 and 1: below order 4 a
-        // movable request never claims, so it steals the lowest one and the
-        // unmovable pageblocks stay unmovable.
-        let mut zone = fill();
-        free_range(&mut zone, 512..520);
-        free_range(&mut zone, 0..8);
-        assert_eq!(zone.alloc(Order::BASE, MOVABLE), Ok(Pfn(0)));
+        // 32 order-3 blocks: below order 4 a movable request never claims;
+        // it steals the lowest block and the pageblock stays unmovable.
+        let mut zone = half_free_in_blocks_of(3);
+        assert_eq!(zone.alloc(Order::BASE, MOVABLE), Ok(Pfn(512)));
+        assert_eq!(zone.pageblock_migratetype(Pfn(512)), Migratetype::Unmovable);
         assert_eq!(zone.nr_pageblocks(Migratetype::Unmovable), 2);
-        assert_eq!(zone.nr_free_blocks_of_type(order(3), Migratetype::Unmovable), 1);
+        assert_eq!(zone.nr_free_blocks_of_type(order(3), Migratetype::Unmovable), 31);
+        assert_eq!(zone.nr_free_blocks_of_type(order(2), Migratetype::Unmovable), 1);
         zone.check_invariants();
     }
 
@@ -2172,9 +2177,8 @@ mod tests {
         zone.check_invariants();
         assert_eq!(zone.pageblock_migratetype(Pfn(100)), Migratetype::Unmovable);
         assert_eq!(zone.nr_free_blocks_of_type(order(5), Migratetype::Unmovable), 2);
-        let nr_movable_below_pageblock: u64 = (0..9)
-            .map(|o| zone.nr_free_blocks_of_type(order(o), Migratetype::Movable))
-            .sum();
+        let nr_movable_below_pageblock: u64 =
+            (0..9).map(|o| zone.nr_free_blocks_of_type(order(o), Migratetype::Movable)).sum();
         assert_eq!(nr_movable_below_pageblock, 0);
         // Out of a whole free block: the pageblock reads movable.
         assert!(zone.alloc_exact(Pfn(2048 + 5), Order::BASE));

@@ -60,6 +60,10 @@ pub struct Vma {
     pub pgoff: u64,
     /// The anon_vma assigned at the first fault (`anon_vma_prepare()`).
     pub anon_vma: Option<u32>,
+    /// The anon_vma chain links a parent's anon_vma too (the VMA was forked
+    /// with one): `vma_had_uncowed_parents()`. Such a VMA does not merge
+    /// with a neighbour that has no anon_vma.
+    pub anon_vma_forked: bool,
 }
 
 impl Vma {
@@ -158,6 +162,7 @@ impl VmaTree {
             flags: vma.flags,
             pgoff: vma.linear_page_index(addr),
             anon_vma: vma.anon_vma,
+            anon_vma_forked: vma.anon_vma_forked,
         };
         self.map.get_mut(&vma.start.0).expect("vma vanished").end = addr;
         self.map.insert(addr.0, tail);
@@ -171,7 +176,9 @@ impl VmaTree {
             && prev.pgoff + (prev.len() >> PAGE_SHIFT) == next.pgoff
             && match (prev.anon_vma, next.anon_vma) {
                 (Some(a), Some(b)) => a == b,
-                _ => true,
+                (Some(_), None) => !prev.anon_vma_forked,
+                (None, Some(_)) => !next.anon_vma_forked,
+                (None, None) => true,
             }
     }
 
@@ -187,7 +194,10 @@ impl VmaTree {
                 self.map.remove(&start.0);
                 let p = self.map.get_mut(&prev.start.0).expect("prev vanished");
                 p.end = cur.end;
-                p.anon_vma = p.anon_vma.or(cur.anon_vma);
+                if p.anon_vma.is_none() {
+                    p.anon_vma = cur.anon_vma;
+                    p.anon_vma_forked = cur.anon_vma_forked;
+                }
                 start = prev.start;
             }
         }
@@ -197,7 +207,10 @@ impl VmaTree {
                 self.map.remove(&next.start.0);
                 let c = self.map.get_mut(&start.0).expect("vma vanished");
                 c.end = next.end;
-                c.anon_vma = c.anon_vma.or(next.anon_vma);
+                if c.anon_vma.is_none() {
+                    c.anon_vma = next.anon_vma;
+                    c.anon_vma_forked = next.anon_vma_forked;
+                }
             }
         }
         start
