@@ -14,40 +14,39 @@ use crate::types::{FolioId, MmId, Order, Pfn};
 /// `GUP_PIN_COUNTING_BIAS`: what one FOLL_PIN adds to a small folio's refcount.
 pub const GUP_PIN_COUNTING_BIAS: u32 = 1024;
 
-/// One bit per page of a folio. Inline for folios of up to 64 pages; for
-/// larger ones the words are allocated on the first set bit, so a fresh THP
-/// costs no allocation here.
+/// One bit per page of a folio. The first 64 pages' bits are inline; a
+/// larger folio allocates the rest on the first bit set beyond them, so a
+/// THP whose first pages alone are marked costs no allocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PageBits {
-    Inline(u64),
-    Heap { words: u32, bits: Option<Box<[u64]>> },
+pub struct PageBits {
+    first: u64,
+    /// Words for pages 64 and up, allocated lazily; `rest_words` of them.
+    rest: Option<Box<[u64]>>,
+    rest_words: u32,
 }
 
 impl PageBits {
     pub fn new(nr_pages: u64) -> Self {
-        if nr_pages <= 64 {
-            PageBits::Inline(0)
-        } else {
-            PageBits::Heap { words: nr_pages.div_ceil(64) as u32, bits: None }
-        }
+        PageBits { first: 0, rest: None, rest_words: nr_pages.saturating_sub(64).div_ceil(64) as u32 }
     }
     #[inline]
     pub fn get(&self, i: u64) -> bool {
-        match self {
-            PageBits::Inline(w) => w >> i & 1 != 0,
-            PageBits::Heap { bits: None, .. } => false,
-            PageBits::Heap { bits: Some(ws), .. } => ws[(i / 64) as usize] >> (i % 64) & 1 != 0,
+        if i < 64 {
+            return self.first >> i & 1 != 0;
         }
+        self.rest.as_ref().is_some_and(|ws| ws[(i / 64 - 1) as usize] >> (i % 64) & 1 != 0)
     }
     #[inline]
     pub fn set(&mut self, i: u64, value: bool) {
-        let (word, bit) = match self {
-            PageBits::Inline(w) => (w, i),
-            PageBits::Heap { bits: None, .. } if !value => return,
-            PageBits::Heap { words, bits } => {
-                let ws = bits.get_or_insert_with(|| vec![0; *words as usize].into_boxed_slice());
-                (&mut ws[(i / 64) as usize], i % 64)
+        let (word, bit) = if i < 64 {
+            (&mut self.first, i)
+        } else {
+            if !value && self.rest.is_none() {
+                return;
             }
+            let n = self.rest_words as usize;
+            let ws = self.rest.get_or_insert_with(|| vec![0; n].into_boxed_slice());
+            (&mut ws[(i / 64 - 1) as usize], i % 64)
         };
         if value {
             *word |= 1 << bit;
@@ -56,11 +55,7 @@ impl PageBits {
         }
     }
     pub fn count_ones(&self) -> u64 {
-        match self {
-            PageBits::Inline(w) => w.count_ones() as u64,
-            PageBits::Heap { bits: None, .. } => 0,
-            PageBits::Heap { bits: Some(ws), .. } => ws.iter().map(|w| w.count_ones() as u64).sum(),
-        }
+        self.first.count_ones() as u64 + self.rest.iter().flat_map(|ws| ws.iter()).map(|w| w.count_ones() as u64).sum::<u64>()
     }
     /// The bits of pages `first..first + nr` as a new set.
     pub fn slice(&self, first: u64, nr: u64) -> PageBits {
