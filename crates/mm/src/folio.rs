@@ -55,7 +55,8 @@ impl PageBits {
         }
     }
     pub fn count_ones(&self) -> u64 {
-        self.first.count_ones() as u64 + self.rest.iter().flat_map(|ws| ws.iter()).map(|w| w.count_ones() as u64).sum::<u64>()
+        self.first.count_ones() as u64
+            + self.rest.iter().flat_map(|ws| ws.iter()).map(|w| w.count_ones() as u64).sum::<u64>()
     }
     /// The bits of pages `first..first + nr` as a new set.
     pub fn slice(&self, first: u64, nr: u64) -> PageBits {

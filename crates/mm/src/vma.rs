@@ -228,7 +228,24 @@ mod tests {
             flags: VmFlags::READ.union(VmFlags::WRITE),
             pgoff: start >> 12,
             anon_vma: Some(1),
+            anon_vma_forked: false,
         }
+    }
+
+    #[test]
+    fn forked_anon_vma_does_not_merge_with_an_unfaulted_neighbour() {
+        let mut t = VmaTree::default();
+        let mut a = vma(0x1000, 0x2000);
+        a.anon_vma = None;
+        let mut b = vma(0x2000, 0x3000);
+        b.anon_vma_forked = true;
+        assert!(!VmaTree::can_merge(&a, &b));
+        b.anon_vma_forked = false;
+        assert!(VmaTree::can_merge(&a, &b));
+        t.insert(a);
+        t.insert(b);
+        t.merge_around(Vaddr(0x2000));
+        assert_eq!(t.len(), 1);
     }
 
     // 0     4K    8K    12K

@@ -217,7 +217,7 @@ fn write_fault_maps_one_pmd_thp() {
         assert_eq!((vma.start, vma.end), (a, a + PMD));
         assert_eq!((vma.rss_kb, vma.anonymous_kb, vma.anon_huge_pages_kb), (2048, 2048, 2048));
         assert!(vma.thp_eligible);
-        assert_eq!(vma.vm_flags, vec!["hg", "rd", "wr"]);
+        assert_eq!(vma.vm_flags, vec!["ac", "hg", "rd", "wr"]);
         assert_eq!(counter(&obs, "thp_fault_alloc"), 1);
         assert_eq!(counter(&obs, "thp_fault_fallback"), 0);
         assert_eq!(mthp(&obs, "2048kB/anon_fault_alloc"), 1);
@@ -387,13 +387,17 @@ fn touching_what_the_process_may_not_access_answers_efault() {
     let mut run = Run::start();
     run.ok(Op::Spawn { proc: P1 });
     run.ok(Op::Mmap { proc: P1, addr: a, len: PMD, prot: Prot::READ });
-    // Unmapped, read-only for a store, PROT_NONE: EFAULT, nothing touched.
+    // Unmapped, read-only for a store, PROT_NONE: EFAULT. Like a program
+    // touching pages in order, the pages before the first forbidden one
+    // are touched, none after it.
     assert_eq!(run.touch(P1, a + PMD, PAGE, Access::Read), Err(Errno::Fault));
     assert_eq!(run.touch(P1, a, PMD, Access::Write), Err(Errno::Fault));
     run.ok(Op::Mprotect { proc: P1, addr: a + PAGE, len: PAGE, prot: Prot::NONE });
     assert_eq!(run.touch(P1, a, 4 * PAGE, Access::Read), Err(Errno::Fault));
     let obs = run.observe(&[(P1, a, PMD)]);
-    assert!(pages(&obs, 0, 0).iter().all(|p| p.state == PageState::None), "nothing was touched");
+    let touched = pages(&obs, 0, 0);
+    assert!(touched[0].state == PageState::Present && touched[0].zero_page, "page 0 was read: {:?}", touched[0]);
+    assert!(touched[1..].iter().all(|p| p.state == PageState::None), "nothing after the PROT_NONE page was touched");
     // Reading what is readable works; the worker is still alive.
     run.touch(P1, a + 2 * PAGE, PAGE, Access::Read).unwrap();
     let obs = run.observe(&[(P1, a, PMD)]);

@@ -215,6 +215,6 @@ mod tests {
     #[test]
     fn vm_flags_are_filtered_and_sorted() {
         let all: Vec<String> = "rd wr mr mw me ac sd hg".split(' ').map(String::from).collect();
-        assert_eq!(modelled_vm_flags(&all), vec!["hg", "rd", "wr"]);
+        assert_eq!(modelled_vm_flags(&all), vec!["ac", "hg", "rd", "wr"]);
     }
 }
