@@ -159,6 +159,10 @@ impl World {
             let vma = self.mm_ref(pid).vmas.find(addr).expect("vma checked above").clone();
             self.stats.count(VmEvent::PgFault);
             self.handle_mm_fault(pid, &vma, addr, write).map_err(|_| Errno::NoMem)?;
+            // The hardware retries the access; the VMA cannot have changed.
+            if self.access_mapped(pid, addr, write, fill) {
+                return Ok(());
+            }
         }
         panic!("{pid:?} {addr}: access still faulting after {MAX_FAULT_RETRIES} faults");
     }
