@@ -121,7 +121,6 @@ impl World {
         };
         self.map_anon_folio_pmd(pid, vma, haddr, folio, pmd, pi);
         self.deposit(pmd, table);
-        self.deferred_split_folio(folio, false);
         self.events.emit(|| MmEvent::Fault { pid, addr, write, order: Order::PMD, fallback: false });
         Ok(HugeFault::Done)
     }
@@ -132,7 +131,8 @@ impl World {
         self.folio_put_refs(folio, 1);
     }
 
-    /// `map_anon_folio_pmd()`: maps a fresh, zeroed PMD-order folio.
+    /// `map_anon_folio_pmd()`: maps a fresh, zeroed PMD-order folio and
+    /// queues it for the underused-THP shrinker.
     fn map_anon_folio_pmd(&mut self, pid: Pid, vma: &Vma, haddr: Vaddr, folio: FolioId, pmd: PtId, pi: usize) {
         self.folios[folio].index = vma.linear_page_index(haddr);
         self.folios[folio].refcount = 1;
@@ -142,6 +142,9 @@ impl World {
         self.mm_mut(pid).rss_anon += Order::PMD.nr_pages();
         self.stats.count(VmEvent::ThpFaultAlloc);
         self.stats.mthp(Order::PMD, MthpStat::AnonFaultAlloc, 1);
+        // Every fresh PMD THP, the one replacing the huge zero folio included,
+        // is queued for the underused-THP shrinker (measured on 6.18).
+        self.deferred_split_folio(folio, false);
         self.events.emit(|| MmEvent::Zeroed { bytes: PMD_SIZE });
     }
 

@@ -2757,11 +2757,16 @@ mod tests {
 
     /// Prints the best of five timings, to see past other load on the host.
     fn time_round_trips(name: &str, zone: &mut BuddyAllocator, order: Order, iterations: u64) {
+        time_round_trips_with(name, zone, order, AllocFlags::WMARK_LOW, iterations);
+    }
+
+    /// `time_round_trips()` with the given flags.
+    fn time_round_trips_with(name: &str, zone: &mut BuddyAllocator, order: Order, flags: AllocFlags, iterations: u64) {
         let mut best = f64::INFINITY;
         for _ in 0..5 {
             let started = std::time::Instant::now();
             for _ in 0..iterations {
-                let pfn = zone.alloc(order, AllocFlags::WMARK_LOW).expect("benchmark allocation failed");
+                let pfn = zone.alloc(order, flags).expect("benchmark allocation failed");
                 zone.free(std::hint::black_box(pfn), order);
             }
             best = best.min(started.elapsed().as_nanos() as f64 / iterations as f64);
@@ -2819,5 +2824,14 @@ mod tests {
         );
         time_round_trips("fragmented", &mut zone, Order::BASE, iterations);
         time_round_trips("fragmented", &mut zone, Order::PMD, iterations);
+
+        // Page tables: one unmovable page held, so that its pageblock keeps
+        // free pages on the unmovable lists, then unmovable round trips
+        // from those lists, and movable ones beside them.
+        let held = zone.alloc(Order::BASE, AllocFlags::WMARK_LOW.unmovable()).unwrap();
+        let unmovable = AllocFlags::WMARK_LOW.unmovable();
+        time_round_trips_with("fragmented, unmovable", &mut zone, Order::BASE, unmovable, iterations);
+        time_round_trips("fragmented, unmovable pageblock held", &mut zone, Order::BASE, iterations);
+        zone.free(held, Order::BASE);
     }
 }
