@@ -398,3 +398,25 @@ fn everything_returns_to_the_allocator_after_exit() {
     assert_eq!(w.stats().nr_page_table_pages(), 0);
     assert_eq!(w.stats().nr_anon_pages(), 0);
 }
+
+#[test]
+fn pageout_discards_clean_lazyfree_folios_and_keeps_redirtied_ones() {
+    let mut w = world();
+    let p = proc_with_thp_region(&mut w, 4 * M);
+    write_all(&mut w, p, A, 4 * M);
+    // The first THP is freed whole and left clean; the second is freed,
+    // then written again.
+    w.madvise(p, A, 4 * M, Advice::Free).unwrap();
+    w.touch(p, A.add(2 * M), Access::Write, Fill::NonZero).unwrap();
+    let free_before = w.buddy().nr_free_pages();
+    w.madvise(p, A, 4 * M, Advice::PageOut).unwrap();
+    assert_eq!(w.page_info(p, A).state, PageState::None, "clean lazyfree THP discarded");
+    let kept = w.page_info(p, A.add(2 * M));
+    assert_eq!((kept.order, kept.pmd_mapped), (9, false), "redirtied THP kept, its PMD split");
+    assert_eq!(
+        w.buddy().nr_free_pages(),
+        free_before + 512,
+        "the clean THP freed; its table now maps nothing but stays"
+    );
+    assert_eq!((ev(&w, VmEvent::ThpSplitPmd), ev(&w, VmEvent::ThpSplitPage)), (2, 0), "PMDs split, folios not");
+}
