@@ -252,19 +252,19 @@ impl Folio {
     }
 }
 
-/// An arena of folios with id reuse, deterministic: the lowest free id is
-/// taken first.
+/// An arena of folios with id reuse, deterministic: the most recently
+/// freed id is taken first.
 #[derive(Clone, Debug, Default)]
 pub struct FolioTable {
     slots: Vec<Option<Folio>>,
-    free_ids: std::collections::BTreeSet<u32>,
+    free_ids: Vec<u32>,
     nr_live: u64,
 }
 
 impl FolioTable {
     pub(crate) fn insert(&mut self, folio: Folio) -> FolioId {
         self.nr_live += 1;
-        if let Some(id) = self.free_ids.pop_first() {
+        if let Some(id) = self.free_ids.pop() {
             self.slots[id as usize] = Some(folio);
             FolioId(id)
         } else {
@@ -275,7 +275,7 @@ impl FolioTable {
 
     pub(crate) fn remove(&mut self, id: FolioId) -> Folio {
         let folio = self.slots[id.index()].take().unwrap_or_else(|| panic!("{id:?} freed twice"));
-        self.free_ids.insert(id.0);
+        self.free_ids.push(id.0);
         self.nr_live -= 1;
         folio
     }
@@ -331,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn folio_ids_are_reused_lowest_first() {
+    fn folio_ids_are_reused_last_freed_first() {
         let mut t = FolioTable::default();
         let a = t.insert(Folio::new(Pfn(0), Order::BASE, 0, 0));
         let b = t.insert(Folio::new(Pfn(1), Order::BASE, 0, 0));

@@ -92,7 +92,7 @@ impl World {
         if !Self::thp_vma_suitable_order(vma, haddr, Order::PMD) {
             return Ok(HugeFault::Fallback);
         }
-        self.anon_vma_prepare(pid, vma.start);
+        self.anon_vma_prepare(pid, vma);
         self.khugepaged_enter_vma(pid, vma.start);
         if !write && self.config.use_zero_page {
             let table = self.alloc_pt_page(pid, Level::Pte)?;

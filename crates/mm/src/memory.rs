@@ -70,7 +70,7 @@ impl World {
         }
         let mut orders = orders;
         if tva != Tva::ForcedCollapse {
-            orders &= self.config.sysfs_allowed_orders(vma.flags.contains(VmFlags::HUGEPAGE));
+            orders &= self.sysfs_orders[usize::from(vma.flags.contains(VmFlags::HUGEPAGE))];
         }
         if orders == 0 {
             return 0;
@@ -98,7 +98,11 @@ impl World {
     }
 
     /// `anon_vma_prepare()`: gives the VMA an anon_vma at its first fault.
-    pub(crate) fn anon_vma_prepare(&mut self, pid: Pid, vma_start: Vaddr) {
+    pub(crate) fn anon_vma_prepare(&mut self, pid: Pid, vma: &Vma) {
+        if vma.anon_vma.is_some() {
+            return;
+        }
+        let vma_start = vma.start;
         if self.mm_ref(pid).vmas.get(vma_start).is_some_and(|v| v.anon_vma.is_none()) {
             let av = self.new_anon_vma();
             self.mm_mut(pid).vmas.get_mut(vma_start).expect("vma").anon_vma = Some(av);
@@ -146,7 +150,7 @@ impl World {
         // hardware retries the instruction; three are always enough here.
         const MAX_FAULT_RETRIES: u32 = 3;
         for _ in 0..MAX_FAULT_RETRIES {
-            let vma = self.mm_ref(pid).vmas.find(addr).ok_or(Errno::Fault)?;
+            let vma = self.mm_ref(pid).vmas.find(addr).ok_or(Errno::Fault)?.clone();
             // x86 has no write-only or execute-only pages: any access right
             // makes the page readable (`protection_map[]`).
             let readable = vma.readable() || vma.writable() || vma.flags.contains(crate::vma::VmFlags::EXEC);
@@ -156,7 +160,6 @@ impl World {
             if self.access_mapped(pid, addr, write, fill) {
                 return Ok(());
             }
-            let vma = self.mm_ref(pid).vmas.find(addr).expect("vma checked above").clone();
             self.stats.count(VmEvent::PgFault);
             self.handle_mm_fault(pid, &vma, addr, write).map_err(|_| Errno::NoMem)?;
             // The hardware retries the access; the VMA cannot have changed.
@@ -265,7 +268,7 @@ impl World {
             self.events.emit(|| MmEvent::Fault { pid, addr, write, order: Order::BASE, fallback: false });
             return Ok(());
         }
-        self.anon_vma_prepare(pid, vma.start);
+        self.anon_vma_prepare(pid, vma);
         let (folio, fallback) = self.alloc_anon_folio(pid, vma, addr, pte)?;
         let order = self.folios[folio].order;
         let nr = order.nr_pages();
@@ -388,7 +391,7 @@ impl World {
     /// `wp_page_copy()`: a fresh order-0 page for the writer, a copy of the
     /// old one (zeroed if it was the zero page).
     fn wp_page_copy(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, pte: PtId, ti: usize) -> Result<(), FaultError> {
-        self.anon_vma_prepare(pid, vma.start);
+        self.anon_vma_prepare(pid, vma);
         let family = self.mm_ref(pid).family;
         let new = self.alloc_folio(Order::BASE, AllocFlags::WMARK_MIN, 0, family).map_err(|_| FaultError::Oom)?;
         self.folios[new].index = vma.linear_page_index(addr);

@@ -97,6 +97,9 @@ pub(crate) struct Pin {
 #[derive(Clone, Debug)]
 pub struct World {
     pub(crate) config: Config,
+    /// `config.sysfs_allowed_orders()` for VMAs without and with
+    /// VM_HUGEPAGE, recomputed whenever a knob is written.
+    pub(crate) sysfs_orders: [u32; 2],
     pub(crate) buddy: BuddyAllocator,
     pub(crate) folios: FolioTable,
     pub(crate) pt: PageTables,
@@ -125,7 +128,9 @@ impl World {
         let nr_pages = machine.ram_bytes / PAGE_SIZE;
         let buddy = BuddyAllocator::new(nr_pages);
         let boot_free_pages = buddy.nr_free_pages();
+        let sysfs_orders = [config.sysfs_allowed_orders(false), config.sysfs_allowed_orders(true)];
         World {
+            sysfs_orders,
             config,
             buddy,
             folios: FolioTable::default(),
@@ -172,7 +177,9 @@ impl World {
 
     /// Writes a sysfs file under /sys/kernel/mm/transparent_hugepage.
     pub fn set_knob(&mut self, path: &str, value: &str) -> Result<(), Errno> {
-        self.config.set(path, value)
+        self.config.set(path, value)?;
+        self.sysfs_orders = [self.config.sysfs_allowed_orders(false), self.config.sysfs_allowed_orders(true)];
+        Ok(())
     }
 
     pub fn mm(&self, pid: Pid) -> Option<&Mm> {
