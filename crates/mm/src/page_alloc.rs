@@ -52,10 +52,15 @@ pub const PAGEBLOCK_NR_PAGES: u64 = PAGEBLOCK_ORDER.nr_pages();
 const PB_ORDER: usize = PAGEBLOCK_ORDER.get() as usize;
 /// The orders with a free list per migratetype, `0..PB_ORDER`.
 const NR_TYPED_ORDERS: usize = PB_ORDER;
-/// The orders whose free blocks are whole pageblocks, `PB_ORDER..=Order::MAX`.
-const NR_WHOLE_ORDERS: usize = NR_PAGE_ORDERS - PB_ORDER;
-/// The bits of a mask of non-empty free lists for orders below `PB_ORDER`.
+/// The free lists: one per order, then one more per order below
+/// `PAGEBLOCK_ORDER` (see `BuddyAllocator::free_lists`).
+const NR_FREE_LISTS: usize = NR_PAGE_ORDERS + NR_TYPED_ORDERS;
+/// Mask bits, one per order: the orders below `PAGEBLOCK_ORDER`.
 const TYPED_ORDERS_MASK: u32 = (1 << NR_TYPED_ORDERS) - 1;
+/// Mask bits, one per order: every order.
+const ALL_ORDERS_MASK: u32 = (1 << NR_PAGE_ORDERS) - 1;
+/// Mask bits, one per order: `PAGEBLOCK_ORDER` and above.
+const WHOLE_ORDERS_MASK: u32 = ALL_ORDERS_MASK & !TYPED_ORDERS_MASK;
 
 /// The lower clamp `calculate_min_free_kbytes()` applies.
 pub const MIN_FREE_KBYTES_FLOOR: u64 = 128;
@@ -165,11 +170,6 @@ const NR_MIGRATETYPES: usize = 2;
 impl Migratetype {
     /// Both types, in the kernel's order.
     pub const ALL: [Migratetype; NR_MIGRATETYPES] = [Migratetype::Unmovable, Migratetype::Movable];
-
-    /// The index of this type's free lists, the kernel's enum value.
-    const fn index(self) -> usize {
-        self as usize
-    }
 
     /// The type whose free lists an allocation of this type falls back to:
     /// the kernel's `fallbacks[]` row without `MIGRATE_RECLAIMABLE`.
@@ -296,20 +296,17 @@ pub struct BuddyAllocator {
     /// Pages managed: PFNs `0..nr_pages` (`zone_managed_pages()`; the model
     /// reserves nothing for the kernel image or the memmap).
     nr_pages: u64,
-    /// `zone->free_area[order].free_list[migratetype]` for the orders below
-    /// `PAGEBLOCK_ORDER`, indexed `[migratetype][order]`: the start PFNs of
-    /// the free blocks, ordered by PFN rather than kept as LIFO lists.
-    free_lists: [[FreeArea; NR_TYPED_ORDERS]; NR_MIGRATETYPES],
-    /// The free blocks of `PAGEBLOCK_ORDER` and above, indexed by
-    /// `order - PAGEBLOCK_ORDER`: whole free pageblocks, which have no type,
-    /// so one list per order serves both types.
-    free_pageblocks: [FreeArea; NR_WHOLE_ORDERS],
-    /// Per migratetype, bit `o` is set exactly when the list an allocation
-    /// of that type searches first at order `o` is non-empty: its own list
-    /// below `PAGEBLOCK_ORDER`, the shared one from there up (so the two
-    /// masks have the same high bits). The smallest fitting order is found
-    /// without visiting empty lists.
-    nonempty_orders: [u32; NR_MIGRATETYPES],
+    /// `zone->free_area[order].free_list[migratetype]`: the start PFNs of
+    /// the free blocks, ordered by PFN rather than kept as LIFO lists. List
+    /// `order` holds the movable blocks below `PAGEBLOCK_ORDER` and the
+    /// whole free pageblocks, which have no type, from there up; list
+    /// `NR_PAGE_ORDERS + order` holds the unmovable blocks below
+    /// `PAGEBLOCK_ORDER` (see `list_index()`). One flat array, so that
+    /// finding a list costs no branch on the hot paths.
+    free_lists: [FreeArea; NR_FREE_LISTS],
+    /// Bit `i` is set exactly when `free_lists[i]` is non-empty, so that the
+    /// smallest fitting order is found without visiting empty lists.
+    nonempty_lists: u32,
     /// The migratetype of every pageblock (`zone->pageblock_flags`).
     pageblock_types: PageblockTypes,
     /// `NR_FREE_PAGES`: the sum of the sizes of all free blocks.
@@ -355,9 +352,8 @@ impl BuddyAllocator {
         let min_free_kbytes = default_min_free_kbytes(nr_pages * (PAGE_SIZE >> 10));
         let mut zone = BuddyAllocator {
             nr_pages,
-            free_lists: std::array::from_fn(|_| std::array::from_fn(FreeArea::new)),
-            free_pageblocks: std::array::from_fn(|index| FreeArea::new(PB_ORDER + index)),
-            nonempty_orders: [0; NR_MIGRATETYPES],
+            free_lists: std::array::from_fn(|index| FreeArea::new(index % NR_PAGE_ORDERS)),
+            nonempty_lists: 0,
             pageblock_types: PageblockTypes::new(),
             nr_free: nr_pages,
             min_free_kbytes,
@@ -736,18 +732,16 @@ impl BuddyAllocator {
     /// the sum of the free blocks. Panics on the first break, saying what,
     /// where, expected and found. Visits every free block.
     pub fn check_invariants(&self) {
-        for mt in Migratetype::ALL {
-            for order in 0..NR_PAGE_ORDERS {
-                let bit = self.nonempty_orders[mt.index()] & (1 << order) != 0;
-                let area = self.free_area(order, mt);
-                assert_eq!(
-                    bit,
-                    !area.is_empty(),
-                    "buddy allocator: the {mt:?} nonempty_orders bit for order-{order} is {bit} but the free \
-                     list it stands for holds {} blocks\n{self:?}",
-                    area.len(),
-                );
-            }
+        for (index, area) in self.free_lists.iter().enumerate() {
+            let bit = self.nonempty_lists & (1 << index) != 0;
+            assert_eq!(
+                bit,
+                !area.is_empty(),
+                "buddy allocator: nonempty_lists bit {index} (order-{}) is {bit} but the free list holds {} \
+                 blocks\n{self:?}",
+                area.order,
+                area.len(),
+            );
         }
         self.pageblock_types.check(self.nr_pages);
         let mut sum = 0u64;
@@ -839,9 +833,9 @@ impl BuddyAllocator {
     /// with whole free pageblocks on every type's path (see the type's doc):
     /// the pageblocks the allocation takes or splits off such a block get
     /// type `mt`.
-    #[inline]
+    #[inline(always)]
     fn rmqueue_smallest(&mut self, low: usize, mt: Migratetype) -> Option<u64> {
-        let found = smallest_order_in(self.nonempty_orders[mt.index()], low)?;
+        let found = smallest_order_in(self.nonempty_orders(mt), low)?;
         let start = self.pop_first_from_free_area(found, mt);
         if found >= PB_ORDER {
             let typed = low.max(PB_ORDER);
@@ -878,15 +872,15 @@ impl BuddyAllocator {
         }
         let other = mt.fallback();
         for current in (low..PB_ORDER).rev() {
-            if self.nonempty_orders[other.index()] & (1 << current) == 0 {
+            if self.nonempty_lists & (1 << list_index(current, other)) == 0 {
                 continue;
             }
             if !should_try_claim_block(current, mt) {
                 break;
             }
-            let candidate = self.free_lists[other.index()][current]
+            let candidate = self.free_lists[list_index(current, other)]
                 .first()
-                .expect("nonempty_orders has a bit for an empty free list");
+                .expect("nonempty_lists has a bit for an empty free list");
             if self.try_to_claim_block(candidate, mt) {
                 let start = self.rmqueue_smallest(low, mt);
                 assert!(
@@ -897,7 +891,7 @@ impl BuddyAllocator {
                 return start;
             }
         }
-        let found = smallest_order_in(self.nonempty_orders[other.index()] & TYPED_ORDERS_MASK, low)?;
+        let found = smallest_order_in(self.nonempty_orders(other) & TYPED_ORDERS_MASK, low)?;
         let start = self.pop_first_from_free_area(found, other);
         self.expand(start, low, found, other);
         Some(start)
@@ -925,14 +919,14 @@ impl BuddyAllocator {
             return false;
         }
         let old = mt.fallback();
-        let lists = &self.free_lists[old.index()];
-        let nr_free: u64 =
-            (0..NR_TYPED_ORDERS).map(|order| (lists[order].range(first, end).count() as u64) << order).sum();
+        let nr_free: u64 = (0..NR_TYPED_ORDERS)
+            .map(|order| (self.free_area(order, old).range(first, end).count() as u64) << order)
+            .sum();
         if nr_free < PAGEBLOCK_NR_PAGES / 2 {
             return false;
         }
         for order in 0..NR_TYPED_ORDERS {
-            let moving: Vec<u64> = self.free_lists[old.index()][order].range(first, end).collect();
+            let moving: Vec<u64> = self.free_area(order, old).range(first, end).collect();
             for start in moving {
                 self.del_from_free_area(start, order, old);
                 self.add_to_free_area(start, order, mt);
@@ -946,6 +940,7 @@ impl BuddyAllocator {
     /// its free list, down to order `low`, keeping the lowest part and
     /// returning each upper half to the free list of its order for `mt`.
     /// Mirrors `expand()`.
+    #[inline(always)]
     fn expand(&mut self, start: u64, low: usize, high: usize, mt: Migratetype) {
         for order in (low..high).rev() {
             self.add_to_free_area(start + (1 << order), order, mt);
@@ -956,74 +951,70 @@ impl BuddyAllocator {
     /// `mt`: the type's own below `PAGEBLOCK_ORDER`, the shared one above.
     #[inline(always)]
     fn free_area(&self, order: usize, mt: Migratetype) -> &FreeArea {
-        if order < PB_ORDER {
-            &self.free_lists[mt.index()][order]
-        } else {
-            &self.free_pageblocks[order - PB_ORDER]
-        }
-    }
-
-    /// `free_area()`, mutably.
-    #[inline(always)]
-    fn free_area_mut(&mut self, order: usize, mt: Migratetype) -> &mut FreeArea {
-        if order < PB_ORDER {
-            &mut self.free_lists[mt.index()][order]
-        } else {
-            &mut self.free_pageblocks[order - PB_ORDER]
-        }
+        &self.free_lists[list_index(order, mt)]
     }
 
     /// Every free list of `order`: one per type below `PAGEBLOCK_ORDER`,
     /// the shared one above.
     fn free_areas_of_order(&self, order: usize) -> impl Iterator<Item = &FreeArea> {
-        let (first, second) = if order < PB_ORDER {
-            (&self.free_lists[0][order], Some(&self.free_lists[1][order]))
-        } else {
-            (&self.free_pageblocks[order - PB_ORDER], None)
-        };
-        std::iter::once(first).chain(second)
+        let unmovable = (order < PB_ORDER).then(|| &self.free_lists[NR_PAGE_ORDERS + order]);
+        std::iter::once(&self.free_lists[order]).chain(unmovable)
     }
 
     /// Every free list once, as (order, its type or `None` if shared, list).
     fn all_free_areas(&self) -> impl Iterator<Item = (usize, Option<Migratetype>, &FreeArea)> {
-        let typed = Migratetype::ALL.into_iter().flat_map(move |mt| {
-            self.free_lists[mt.index()].iter().enumerate().map(move |(order, area)| (order, Some(mt), area))
-        });
-        let whole = self.free_pageblocks.iter().enumerate().map(|(index, area)| (PB_ORDER + index, None, area));
-        typed.chain(whole)
+        self.free_lists.iter().enumerate().map(|(index, area)| {
+            let order = index % NR_PAGE_ORDERS;
+            let mt = if index >= NR_PAGE_ORDERS {
+                Some(Migratetype::Unmovable)
+            } else if order < PB_ORDER {
+                Some(Migratetype::Movable)
+            } else {
+                None
+            };
+            (order, mt, area)
+        })
+    }
+
+    /// The orders whose list an allocation of `mt` searches first is
+    /// non-empty: its own below `PAGEBLOCK_ORDER`, the shared ones above.
+    #[inline(always)]
+    fn nonempty_orders(&self, mt: Migratetype) -> u32 {
+        match mt {
+            Migratetype::Movable => self.nonempty_lists & ALL_ORDERS_MASK,
+            Migratetype::Unmovable => {
+                (self.nonempty_lists >> NR_PAGE_ORDERS) | (self.nonempty_lists & WHOLE_ORDERS_MASK)
+            }
+        }
     }
 
     /// The orders with a free block of either type.
     #[inline(always)]
     fn all_nonempty_orders(&self) -> u32 {
-        self.nonempty_orders[0] | self.nonempty_orders[1]
+        (self.nonempty_lists & ALL_ORDERS_MASK) | (self.nonempty_lists >> NR_PAGE_ORDERS)
     }
 
     /// Adds a block to the free list of `order` for `mt`; false if it was
     /// already there.
     #[inline(always)]
     fn add_to_free_area(&mut self, start: u64, order: usize, mt: Migratetype) -> bool {
-        if order < PB_ORDER {
-            self.nonempty_orders[mt.index()] |= 1 << order;
-        } else {
-            for mask in &mut self.nonempty_orders {
-                *mask |= 1 << order;
-            }
-        }
-        self.free_area_mut(order, mt).insert(start)
+        let index = list_index(order, mt);
+        self.nonempty_lists |= 1 << index;
+        self.free_lists[index].insert(start)
     }
 
     /// Removes a block from the free list of `order` for `mt`; false if it
     /// was not there.
     #[inline(always)]
     fn del_from_free_area(&mut self, start: u64, order: usize, mt: Migratetype) -> bool {
-        if self.nonempty_orders[mt.index()] & (1 << order) == 0 {
+        let index = list_index(order, mt);
+        if self.nonempty_lists & (1 << index) == 0 {
             return false;
         }
-        let area = self.free_area_mut(order, mt);
+        let area = &mut self.free_lists[index];
         let removed = area.remove(start);
         if area.is_empty() {
-            self.clear_nonempty(order, mt);
+            self.nonempty_lists &= !(1 << index);
         }
         removed
     }
@@ -1032,25 +1023,13 @@ impl BuddyAllocator {
     /// `mt`, which must not be empty.
     #[inline(always)]
     fn pop_first_from_free_area(&mut self, order: usize, mt: Migratetype) -> u64 {
-        let area = self.free_area_mut(order, mt);
-        let start = area.pop_first().expect("nonempty_orders has a bit for an empty free list");
+        let index = list_index(order, mt);
+        let area = &mut self.free_lists[index];
+        let start = area.pop_first().expect("nonempty_lists has a bit for an empty free list");
         if area.is_empty() {
-            self.clear_nonempty(order, mt);
+            self.nonempty_lists &= !(1 << index);
         }
         start
-    }
-
-    /// Clears the bits that say the free list of `order` for `mt` is
-    /// non-empty.
-    #[inline(always)]
-    fn clear_nonempty(&mut self, order: usize, mt: Migratetype) {
-        if order < PB_ORDER {
-            self.nonempty_orders[mt.index()] &= !(1 << order);
-        } else {
-            for mask in &mut self.nonempty_orders {
-                *mask &= !(1 << order);
-            }
-        }
     }
 
     /// The free block, of `min_order` or larger, that contains page `pfn`.
@@ -1058,7 +1037,7 @@ impl BuddyAllocator {
     /// hold it.
     fn free_block_containing(&self, pfn: u64, min_order: usize) -> Option<(u64, usize)> {
         let mt = self.pageblock_types.get(pfn);
-        orders_in(self.nonempty_orders[mt.index()], min_order).find_map(|order| {
+        orders_in(self.nonempty_orders(mt), min_order).find_map(|order| {
             let start = pfn & !((1u64 << order) - 1);
             self.free_area(order, mt).contains(start).then_some((start, order))
         })
@@ -1108,6 +1087,14 @@ impl BuddyAllocator {
 /// (`page_group_by_mobility_disabled` is not modelled.)
 fn should_try_claim_block(order: usize, mt: Migratetype) -> bool {
     order >= PB_ORDER / 2 || mt == Migratetype::Unmovable
+}
+
+/// The index in `BuddyAllocator::free_lists` of the list for blocks of
+/// `order` in pageblocks of type `mt`.
+#[inline(always)]
+fn list_index(order: usize, mt: Migratetype) -> usize {
+    let unmovable_list = mt == Migratetype::Unmovable && order < PB_ORDER;
+    order + NR_PAGE_ORDERS * unmovable_list as usize
 }
 
 /// The smallest order at or above `order` whose bit is set in `mask`.
