@@ -473,24 +473,25 @@ impl BuddyAllocator {
             }
         }
         let mt = self.pageblock_types.get(pfn.0);
+        let offset = list_offset(mt);
         let mut start = pfn.0;
         let mut current = order.get() as usize;
         while current < Order::MAX.get() as usize {
             let buddy = start ^ (1 << current);
-            if !self.del_from_free_area(buddy, current, mt) {
+            if !self.del_from_list(buddy, list_index_from(current, offset)) {
                 break;
             }
             start &= !(1 << current);
             current += 1;
         }
-        if current >= PB_ORDER {
+        if current >= PB_ORDER && self.pageblock_types.has_unmovable() {
             // The freed pages now lie in whole free pageblocks; any buddy of
             // pageblock order or above that merged in already was one.
             let whole = (order.get() as usize).max(PB_ORDER);
             let first = pfn.0 & !((1u64 << whole) - 1);
             self.pageblock_types.set_range(first, 1 << whole, Migratetype::Movable);
         }
-        let added = self.add_to_free_area(start, current, mt);
+        let added = self.add_to_list(start, list_index_from(current, offset));
         assert!(
             added,
             "buddy allocator: double free of pfn {:#x} {order}: block pfn {start:#x} order-{current} is already \
@@ -837,7 +838,9 @@ impl BuddyAllocator {
     fn rmqueue_smallest(&mut self, low: usize, mt: Migratetype) -> Option<u64> {
         let found = smallest_order_in(self.nonempty_orders(mt), low)?;
         let start = self.pop_first_from_free_area(found, mt);
-        if found >= PB_ORDER {
+        // A movable pageblock out of a whole free one needs no write: whole
+        // free pageblocks already read movable.
+        if found >= PB_ORDER && (mt == Migratetype::Unmovable || self.pageblock_types.has_unmovable()) {
             let typed = low.max(PB_ORDER);
             self.pageblock_types.set_range(start, 1 << typed, mt);
         }
@@ -942,8 +945,9 @@ impl BuddyAllocator {
     /// Mirrors `expand()`.
     #[inline(always)]
     fn expand(&mut self, start: u64, low: usize, high: usize, mt: Migratetype) {
+        let offset = list_offset(mt);
         for order in (low..high).rev() {
-            self.add_to_free_area(start + (1 << order), order, mt);
+            self.add_to_list(start + (1 << order), list_index_from(order, offset));
         }
     }
 
@@ -980,12 +984,8 @@ impl BuddyAllocator {
     /// non-empty: its own below `PAGEBLOCK_ORDER`, the shared ones above.
     #[inline(always)]
     fn nonempty_orders(&self, mt: Migratetype) -> u32 {
-        match mt {
-            Migratetype::Movable => self.nonempty_lists & ALL_ORDERS_MASK,
-            Migratetype::Unmovable => {
-                (self.nonempty_lists >> NR_PAGE_ORDERS) | (self.nonempty_lists & WHOLE_ORDERS_MASK)
-            }
-        }
+        let lists = self.nonempty_lists;
+        ((lists >> list_offset(mt)) & TYPED_ORDERS_MASK) | (lists & WHOLE_ORDERS_MASK)
     }
 
     /// The orders with a free block of either type.
@@ -998,16 +998,26 @@ impl BuddyAllocator {
     /// already there.
     #[inline(always)]
     fn add_to_free_area(&mut self, start: u64, order: usize, mt: Migratetype) -> bool {
-        let index = list_index(order, mt);
-        self.nonempty_lists |= 1 << index;
-        self.free_lists[index].insert(start)
+        self.add_to_list(start, list_index(order, mt))
     }
 
     /// Removes a block from the free list of `order` for `mt`; false if it
     /// was not there.
     #[inline(always)]
     fn del_from_free_area(&mut self, start: u64, order: usize, mt: Migratetype) -> bool {
-        let index = list_index(order, mt);
+        self.del_from_list(start, list_index(order, mt))
+    }
+
+    /// Adds a block to `free_lists[index]`; false if it was already there.
+    #[inline(always)]
+    fn add_to_list(&mut self, start: u64, index: usize) -> bool {
+        self.nonempty_lists |= 1 << index;
+        self.free_lists[index].insert(start)
+    }
+
+    /// Removes a block from `free_lists[index]`; false if it was not there.
+    #[inline(always)]
+    fn del_from_list(&mut self, start: u64, index: usize) -> bool {
         if self.nonempty_lists & (1 << index) == 0 {
             return false;
         }
@@ -1093,8 +1103,27 @@ fn should_try_claim_block(order: usize, mt: Migratetype) -> bool {
 /// `order` in pageblocks of type `mt`.
 #[inline(always)]
 fn list_index(order: usize, mt: Migratetype) -> usize {
-    let unmovable_list = mt == Migratetype::Unmovable && order < PB_ORDER;
-    order + NR_PAGE_ORDERS * unmovable_list as usize
+    list_index_from(order, list_offset(mt))
+}
+
+/// What `list_index()` adds to an order below `PAGEBLOCK_ORDER` for `mt`,
+/// for loops over orders to compute once.
+#[inline(always)]
+const fn list_offset(mt: Migratetype) -> usize {
+    match mt {
+        Migratetype::Unmovable => NR_PAGE_ORDERS,
+        Migratetype::Movable => 0,
+    }
+}
+
+/// `list_index()` with the type's `list_offset()`.
+#[inline(always)]
+fn list_index_from(order: usize, offset: usize) -> usize {
+    if order < PB_ORDER {
+        order + offset
+    } else {
+        order
+    }
 }
 
 /// The smallest order at or above `order` whose bit is set in `mask`.
@@ -1168,6 +1197,12 @@ impl PageblockTypes {
         self.unmovable.len()
     }
 
+    /// Whether any pageblock is unmovable.
+    #[inline(always)]
+    fn has_unmovable(&self) -> bool {
+        !self.unmovable.is_empty()
+    }
+
     /// Checks the set's representation and that every unmovable pageblock
     /// starts inside the zone.
     fn check(&self, nr_pages: u64) {
@@ -1192,6 +1227,9 @@ impl PageblockTypes {
 /// operation is O(log n) in the number of words. A block and its buddy share
 /// a word, and dense areas (a freshly booted zone, or every other page free)
 /// cost two bits per block rather than a B-tree entry.
+///
+/// The same structure, at `PAGEBLOCK_ORDER`, holds the set of unmovable
+/// pageblocks (`PageblockTypes`).
 #[derive(Clone, Debug)]
 struct FreeArea {
     /// The order: block `start` is bit `(start >> order) % 64` of word

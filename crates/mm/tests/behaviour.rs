@@ -321,9 +321,9 @@ fn thp_allocation_falls_back_when_memory_is_fragmented_and_compaction_recovers()
     // plenty of free memory, but no free 2M block.
     let len = 16 * M;
     w.mmap(p, Some(A), len, Prot::READ_WRITE).unwrap();
-    // Fault one page per 2 MiB first, so the page tables share the first
-    // physical block (the model has no migratetype grouping to keep them
-    // apart: docs/fidelity.md) and the other blocks hold movable pages only.
+    // Fault one page per 2 MiB first, so the page tables are allocated
+    // before the user pages (the test below covers the interleaved order,
+    // where grouping by mobility keeps them apart).
     let firsts: Vec<u64> = (0..len / (2 * M)).map(|i| i * 512).collect();
     w.touch_pages(p, A, &firsts, Access::Write, Fill::NonZero).unwrap();
     let all: Vec<u64> = (0..len / 4096).collect();
