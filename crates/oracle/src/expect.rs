@@ -222,18 +222,11 @@ fn folio_name(page: &PageObs) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ProcObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS};
+    use crate::ProcObs;
     use thpsim_mm::Errno;
     use thpsim_workload::{parse_scenario, ProcId, StepKind};
 
     const BASE: u64 = 0x2000_0000_0000;
-
-    #[test]
-    fn counter_lists_match_the_parsers_copies() {
-        assert_eq!(VMSTAT_COUNTERS, thpsim_workload::expect::VMSTAT_COUNTERS);
-        assert_eq!(MTHP_STATS, thpsim_workload::expect::MTHP_STATS);
-        assert_eq!(MTHP_SIZES_KB, thpsim_workload::expect::MTHP_SIZES_KB);
-    }
 
     /// The expectations of `expect` lines, after a prelude mapping p1's A
     /// (4M at BASE) and forking p2.

@@ -97,47 +97,11 @@ pub struct PageObs {
     pub zero_page: bool,
 }
 
-/// The /proc/vmstat counters an observation carries (as deltas).
-pub const VMSTAT_COUNTERS: &[&str] = &[
-    "nr_anon_pages",
-    "nr_anon_transparent_hugepages",
-    "thp_fault_alloc",
-    "thp_fault_fallback",
-    "thp_fault_fallback_charge",
-    "thp_collapse_alloc",
-    "thp_collapse_alloc_failed",
-    "thp_split_page",
-    "thp_split_page_failed",
-    "thp_deferred_split_page",
-    "thp_underused_split_page",
-    "thp_split_pmd",
-    "thp_scan_exceed_none_pte",
-    "thp_scan_exceed_swap_pte",
-    "thp_scan_exceed_share_pte",
-    "thp_zero_page_alloc",
-    "thp_zero_page_alloc_failed",
-    "thp_swpout",
-    "thp_swpout_fallback",
-    "pswpin",
-    "pswpout",
-];
-
-/// The per-size stats an observation carries (as deltas, or gauges for `nr_*`).
-pub const MTHP_STATS: &[&str] = &[
-    "anon_fault_alloc",
-    "anon_fault_fallback",
-    "anon_fault_fallback_charge",
-    "swpout",
-    "swpout_fallback",
-    "split",
-    "split_failed",
-    "split_deferred",
-    "nr_anon",
-    "nr_anon_partially_mapped",
-];
-
-/// The folio sizes that have per-size stats on x86-64, in kB.
-pub const MTHP_SIZES_KB: &[u64] = &[16, 32, 64, 128, 256, 512, 1024, 2048];
+/// The counters an observation carries, defined once with the scenario
+/// language (which checks `expect` lines against them): /proc/vmstat
+/// counters and per-size stats as deltas, and the folio sizes that have
+/// per-size stats on x86-64.
+pub use thpsim_workload::expect::{MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS};
 
 /// The raw identity a backend gives a folio before normalisation: the model's
 /// folio id or the kernel's head PFN.

@@ -13,11 +13,9 @@ use thpsim_mm::Errno;
 
 use crate::ProcId;
 
-/// The /proc/vmstat counters an `expect vmstat` may name: the ones
-/// `thpsim_oracle::Observation` carries. A copy of
-/// `thpsim_oracle::VMSTAT_COUNTERS` (a test there keeps the two equal), so
-/// that the parser can reject a misspelt counter without depending on the
-/// oracle.
+/// The /proc/vmstat counters an observation carries (as deltas since the
+/// scenario started) and an `expect vmstat` may name; `thpsim_oracle`
+/// re-exports this list.
 pub const VMSTAT_COUNTERS: &[&str] = &[
     "nr_anon_pages",
     "nr_anon_transparent_hugepages",
@@ -42,8 +40,8 @@ pub const VMSTAT_COUNTERS: &[&str] = &[
     "pswpout",
 ];
 
-/// The per-size stats (`hugepages-<size>kB/stats/<stat>`) an `expect mthp`
-/// may name. A copy of `thpsim_oracle::MTHP_STATS`.
+/// The per-size stats (`hugepages-<size>kB/stats/<stat>`) an observation
+/// carries and an `expect mthp` may name.
 pub const MTHP_STATS: &[&str] = &[
     "anon_fault_alloc",
     "anon_fault_fallback",
@@ -57,8 +55,7 @@ pub const MTHP_STATS: &[&str] = &[
     "nr_anon_partially_mapped",
 ];
 
-/// The folio sizes with per-size stats on x86-64, in kB. A copy of
-/// `thpsim_oracle::MTHP_SIZES_KB`.
+/// The folio sizes with per-size stats on x86-64, in kB.
 pub const MTHP_SIZES_KB: &[u64] = &[16, 32, 64, 128, 256, 512, 1024, 2048];
 
 /// The errnos `expect errno` accepts, by the names they print (`ENOMEM`).
