@@ -21,6 +21,15 @@ use crate::types::*;
 use crate::vma::VmFlags;
 use crate::world::World;
 
+/// Where a folio the madvise walker found is mapped.
+#[derive(Clone, Copy, Debug)]
+enum Mapped {
+    /// By the PMD entry `index` of `table`.
+    Pmd { table: PtId, index: usize },
+    /// By `nr` consecutive entries of the PTE `table` from `first`.
+    Ptes { table: PtId, first: usize, nr: usize },
+}
+
 impl World {
     /// madvise(addr, len, advice).
     pub fn madvise(&mut self, pid: Pid, addr: Vaddr, len: u64, advice: Advice) -> Result<(), Errno> {
@@ -131,9 +140,19 @@ impl World {
         n
     }
 
-    /// MADV_FREE (`madvise_free_single_vma()`): marks exclusively mapped
-    /// folios lazyfree; a large folio only partly in the range is split first.
-    fn madvise_free(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
+    /// Walks `[start, end)` a folio at a time, as `madvise_free_pte_range()`
+    /// and `madvise_cold_or_pageout_pte_range()` do: folios other processes
+    /// map are left alone, a large folio only partly inside is split first
+    /// (its pages are then visited as small folios), and `act` gets each
+    /// folio wholly inside that `may_act` accepts, with where it is mapped.
+    fn madvise_walk_folios(
+        &mut self,
+        pid: Pid,
+        start: Vaddr,
+        end: Vaddr,
+        may_act: impl Fn(&crate::folio::Folio) -> bool,
+        mut act: impl FnMut(&mut World, FolioId, Mapped),
+    ) {
         let mut addr = start;
         while addr < end {
             let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(end);
@@ -146,14 +165,13 @@ impl World {
                     addr = next;
                     continue;
                 }
-                if next.0 - addr.0 != PMD_SIZE {
-                    let _ = self.split_folio(leaf.folio);
-                } else {
-                    self.folios[leaf.folio].lazyfree = true;
-                    self.pt[pmd].entries[pi] = Entry::Page(Leaf { dirty: false, young: false, ..leaf });
+                if next.0 - addr.0 == PMD_SIZE {
+                    act(self, leaf.folio, Mapped::Pmd { table: pmd, index: pi });
                     addr = next;
                     continue;
                 }
+                // A failed split leaves the PMD mapped: the block is skipped below.
+                let _ = self.split_folio(leaf.folio);
             }
             let Entry::Table(pte) = self.pt[pmd].entries[pi] else {
                 addr = next;
@@ -167,8 +185,8 @@ impl World {
                     ti += 1;
                     continue;
                 };
-                let folio = &self.folios[leaf.folio];
                 let nr = self.pte_batch(pte, ti, last);
+                let folio = &self.folios[leaf.folio];
                 if folio.is_large() && (nr as u64) < folio.nr_pages() {
                     if !folio.maybe_mapped_shared() && self.split_folio(leaf.folio).is_ok() {
                         continue; // Look at the same PTE again: now a small folio.
@@ -176,15 +194,8 @@ impl World {
                     ti += nr;
                     continue;
                 }
-                if folio.mapcount() as u64 != folio.nr_pages() {
-                    ti += nr;
-                    continue;
-                }
-                self.folios[leaf.folio].lazyfree = true;
-                for k in ti..ti + nr {
-                    if let Entry::Page(l) = self.pt[pte].entries[k] {
-                        self.pt[pte].entries[k] = Entry::Page(Leaf { dirty: false, young: false, ..l });
-                    }
+                if may_act(folio) {
+                    act(self, leaf.folio, Mapped::Ptes { table: pte, first: ti, nr });
                 }
                 ti += nr;
             }
@@ -192,74 +203,51 @@ impl World {
         }
     }
 
-    /// MADV_COLD and MADV_PAGEOUT (`madvise_cold_or_pageout_pte_range()`).
-    /// Folios mapped by other processes are left alone; a large folio only
-    /// partly in the range is split. PAGEOUT then reclaims the list.
+    /// Applies `f` to the leaf entries of a mapping the walker reported.
+    fn update_leaves(&mut self, mapped: Mapped, f: impl Fn(Leaf) -> Leaf) {
+        let (table, range) = match mapped {
+            Mapped::Pmd { table, index } => (table, index..index + 1),
+            Mapped::Ptes { table, first, nr } => (table, first..first + nr),
+        };
+        for i in range {
+            if let Entry::Page(leaf) = self.pt[table].entries[i] {
+                self.pt[table].entries[i] = Entry::Page(f(leaf));
+            }
+        }
+    }
+
+    /// MADV_FREE (`madvise_free_single_vma()`): marks folios this process
+    /// maps alone lazyfree, clean and old.
+    fn madvise_free(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
+        self.madvise_walk_folios(
+            pid,
+            start,
+            end,
+            |folio| folio.mapcount() as u64 == folio.nr_pages(),
+            |w, folio, mapped| {
+                w.folios[folio].lazyfree = true;
+                w.update_leaves(mapped, |leaf| Leaf { dirty: false, young: false, ..leaf });
+            },
+        );
+    }
+
+    /// MADV_COLD and MADV_PAGEOUT (`madvise_cold_or_pageout_pte_range()`):
+    /// deactivates folios this process maps alone (COLD also makes their
+    /// entries old); PAGEOUT then reclaims them.
     fn madvise_cold_or_pageout(&mut self, pid: Pid, start: Vaddr, end: Vaddr, pageout: bool) {
         let mut list: Vec<FolioId> = Vec::new();
-        let mut addr = start;
-        while addr < end {
-            let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(end);
-            let Some((pmd, pi)) = self.walk_pmd(pid, addr) else {
-                addr = next;
-                continue;
-            };
-            if let Entry::Page(leaf) = self.pt[pmd].entries[pi] {
-                if self.folios[leaf.folio].maybe_mapped_shared() {
-                    addr = next;
-                    continue;
-                }
-                if next.0 - addr.0 != PMD_SIZE {
-                    if self.split_folio(leaf.folio).is_err() {
-                        addr = next;
-                        continue;
-                    }
-                } else {
-                    if !pageout {
-                        self.pt[pmd].entries[pi] = Entry::Page(Leaf { young: false, ..leaf });
-                    }
-                    self.deactivate(leaf.folio, pageout, &mut list);
-                    addr = next;
-                    continue;
-                }
-            }
-            let Entry::Table(pte) = self.pt[pmd].entries[pi] else {
-                addr = next;
-                continue;
-            };
-            let first = Level::Pte.index(addr);
-            let last = first + ((next.0 - addr.0) / PAGE_SIZE) as usize;
-            let mut ti = first;
-            while ti < last {
-                let Entry::Page(leaf) = self.pt[pte].entries[ti] else {
-                    ti += 1;
-                    continue;
-                };
-                let nr = self.pte_batch(pte, ti, last);
-                let folio = &self.folios[leaf.folio];
-                if folio.is_large() && (nr as u64) < folio.nr_pages() {
-                    if !folio.maybe_mapped_shared() && self.split_folio(leaf.folio).is_ok() {
-                        continue;
-                    }
-                    ti += nr;
-                    continue;
-                }
-                if self.folios[leaf.folio].maybe_mapped_shared() {
-                    ti += nr;
-                    continue;
-                }
+        self.madvise_walk_folios(
+            pid,
+            start,
+            end,
+            |folio| !folio.maybe_mapped_shared(),
+            |w, folio, mapped| {
                 if !pageout {
-                    for k in ti..ti + nr {
-                        if let Entry::Page(l) = self.pt[pte].entries[k] {
-                            self.pt[pte].entries[k] = Entry::Page(Leaf { young: false, ..l });
-                        }
-                    }
+                    w.update_leaves(mapped, |leaf| Leaf { young: false, ..leaf });
                 }
-                self.deactivate(leaf.folio, pageout, &mut list);
-                ti += nr;
-            }
-            addr = next;
-        }
+                w.deactivate(folio, pageout, &mut list);
+            },
+        );
         for folio in list {
             self.reclaim_folio_no_swap(folio);
         }
