@@ -14,7 +14,7 @@
 use crate::errno::{Errno, FaultError};
 use crate::events::MmEvent;
 use crate::folio::{Folio, PageBits};
-use crate::memory::HugeFault;
+use crate::memory::{HugeFault, VmFault};
 use crate::page_alloc::AllocFlags;
 use crate::pgtable::{Entry, Leaf, Level, PtNode};
 use crate::rmap::RmapLevel;
@@ -79,15 +79,8 @@ impl World {
 
     /// `do_huge_pmd_anonymous_page()`: a fault on a none PMD in a VMA where
     /// PMD THP is allowed.
-    pub(crate) fn do_huge_pmd_anonymous_page(
-        &mut self,
-        pid: Pid,
-        vma: &Vma,
-        addr: Vaddr,
-        write: bool,
-        pmd: PtId,
-        pi: usize,
-    ) -> Result<HugeFault, FaultError> {
+    pub(crate) fn do_huge_pmd_anonymous_page(&mut self, vmf: &VmFault<'_>) -> Result<HugeFault, FaultError> {
+        let VmFault { pid, vma, addr, write, pmd, pi } = *vmf;
         let haddr = addr.align_down(PMD_SIZE);
         if !Self::thp_vma_suitable_order(vma, haddr, Order::PMD) {
             return Ok(HugeFault::Fallback);
@@ -152,14 +145,8 @@ impl World {
     /// an exclusive folio; replaces the huge zero folio with a fresh THP
     /// (`do_huge_zero_wp_pmd()`, 6.18); otherwise splits the PMD and lets the
     /// PTE path copy one page.
-    pub(crate) fn do_huge_pmd_wp_page(
-        &mut self,
-        pid: Pid,
-        vma: &Vma,
-        addr: Vaddr,
-        pmd: PtId,
-        pi: usize,
-    ) -> Result<HugeFault, FaultError> {
+    pub(crate) fn do_huge_pmd_wp_page(&mut self, vmf: &VmFault<'_>) -> Result<HugeFault, FaultError> {
+        let VmFault { pid, vma, addr, pmd, pi, .. } = *vmf;
         let haddr = addr.align_down(PMD_SIZE);
         match self.pt[pmd].entries[pi] {
             Entry::Zero => {

@@ -29,6 +29,19 @@ pub(crate) enum Tva {
     ForcedCollapse,
 }
 
+/// The fault being handled (`struct vm_fault`): the process, the VMA, the
+/// address, whether it is a write, and the PMD slot covering the address.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VmFault<'a> {
+    pub(crate) pid: Pid,
+    pub(crate) vma: &'a Vma,
+    pub(crate) addr: Vaddr,
+    pub(crate) write: bool,
+    /// The PMD table and the index of the entry covering `addr`.
+    pub(crate) pmd: PtId,
+    pub(crate) pi: usize,
+}
+
 /// The result of a huge-page fault attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum HugeFault {
@@ -206,17 +219,18 @@ impl World {
     pub(crate) fn handle_mm_fault(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, write: bool) -> Result<(), FaultError> {
         debug_assert!(vma.contains(addr), "fault at {addr} outside {vma:?}");
         let (pmd, pi) = self.pmd_alloc(pid, addr)?;
+        let vmf = VmFault { pid, vma, addr, write, pmd, pi };
         match self.pt[pmd].entries[pi] {
             Entry::None => {
                 if self.thp_vma_allowable_orders(pid, vma, Tva::PageFault, 1 << Order::PMD.get()) != 0
-                    && self.do_huge_pmd_anonymous_page(pid, vma, addr, write, pmd, pi)? == HugeFault::Done
+                    && self.do_huge_pmd_anonymous_page(&vmf)? == HugeFault::Done
                 {
                     return Ok(());
                 }
             }
             Entry::Page(_) | Entry::Zero => {
                 if write {
-                    if self.do_huge_pmd_wp_page(pid, vma, addr, pmd, pi)? == HugeFault::Done {
+                    if self.do_huge_pmd_wp_page(&vmf)? == HugeFault::Done {
                         return Ok(());
                     }
                 } else {
@@ -225,42 +239,28 @@ impl World {
             }
             Entry::Table(_) => {}
         }
-        self.handle_pte_fault(pid, vma, addr, write, pmd, pi)
+        self.handle_pte_fault(&vmf)
     }
 
     /// `handle_pte_fault()`.
-    fn handle_pte_fault(
-        &mut self,
-        pid: Pid,
-        vma: &Vma,
-        addr: Vaddr,
-        write: bool,
-        pmd: PtId,
-        pi: usize,
-    ) -> Result<(), FaultError> {
+    fn handle_pte_fault(&mut self, vmf: &VmFault<'_>) -> Result<(), FaultError> {
+        let VmFault { addr, write, pmd, pi, .. } = *vmf;
         let pte = match self.pt[pmd].entries[pi] {
             Entry::Table(t) => t,
-            Entry::None => return self.do_anonymous_page(pid, vma, addr, write, pmd, pi),
+            Entry::None => return self.do_anonymous_page(vmf),
             other => panic!("PTE fault under a PMD leaf {other:?}"),
         };
         let ti = Level::Pte.index(addr);
         match self.pt[pte].entries[ti] {
-            Entry::None => self.do_anonymous_page(pid, vma, addr, write, pmd, pi),
-            Entry::Zero | Entry::Page(_) if write => self.do_wp_page(pid, vma, addr, pte, ti),
+            Entry::None => self.do_anonymous_page(vmf),
+            Entry::Zero | Entry::Page(_) if write => self.do_wp_page(vmf, pte, ti),
             _ => Ok(()),
         }
     }
 
     /// `do_anonymous_page()`: a fault on a none PTE.
-    fn do_anonymous_page(
-        &mut self,
-        pid: Pid,
-        vma: &Vma,
-        addr: Vaddr,
-        write: bool,
-        pmd: PtId,
-        pi: usize,
-    ) -> Result<(), FaultError> {
+    fn do_anonymous_page(&mut self, vmf: &VmFault<'_>) -> Result<(), FaultError> {
+        let VmFault { pid, vma, addr, write, pmd, pi } = *vmf;
         let pte = self.pte_alloc(pid, pmd, pi)?;
         if !write {
             // The shared zero page: no folio, no RSS.
@@ -269,7 +269,7 @@ impl World {
             return Ok(());
         }
         self.anon_vma_prepare(pid, vma);
-        let (folio, fallback) = self.alloc_anon_folio(pid, vma, addr, pte)?;
+        let (folio, fallback) = self.alloc_anon_folio(vmf, pte)?;
         let order = self.folios[folio].order;
         let nr = order.nr_pages();
         let base = addr.align_down(order.bytes());
@@ -292,7 +292,8 @@ impl World {
     /// aligned range fits the VMA and is entirely none, falling back order
     /// by order, then a base page. Returns the folio and whether a larger
     /// order failed first.
-    fn alloc_anon_folio(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, pte: PtId) -> Result<(FolioId, bool), FaultError> {
+    fn alloc_anon_folio(&mut self, vmf: &VmFault<'_>, pte: PtId) -> Result<(FolioId, bool), FaultError> {
+        let VmFault { pid, vma, addr, .. } = *vmf;
         let below_pmd = (1u32 << Order::PMD.get()) - 1;
         let mut orders = self.thp_vma_allowable_orders(pid, vma, Tva::PageFault, below_pmd);
         // thp_vma_suitable_orders(): keep the orders that fit around addr.
@@ -353,10 +354,11 @@ impl World {
     }
 
     /// `do_wp_page()`: a write to a present read-only PTE.
-    fn do_wp_page(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, pte: PtId, ti: usize) -> Result<(), FaultError> {
+    fn do_wp_page(&mut self, vmf: &VmFault<'_>, pte: PtId, ti: usize) -> Result<(), FaultError> {
+        let VmFault { pid, addr, .. } = *vmf;
         let Entry::Page(leaf) = self.pt[pte].entries[ti] else {
             // The shared zero page: always copy.
-            return self.wp_page_copy(pid, vma, addr, pte, ti);
+            return self.wp_page_copy(vmf, pte, ti);
         };
         let page = leaf.page as u64;
         let exclusive = self.folios[leaf.folio].anon_exclusive.get(page);
@@ -367,7 +369,7 @@ impl World {
             self.events.emit(|| MmEvent::Fault { pid, addr, write: true, order: Order::BASE, fallback: false });
             return Ok(());
         }
-        self.wp_page_copy(pid, vma, addr, pte, ti)
+        self.wp_page_copy(vmf, pte, ti)
     }
 
     /// `wp_can_reuse_anon_folio()` with `__wp_can_reuse_large_anon_folio()`
@@ -390,7 +392,8 @@ impl World {
 
     /// `wp_page_copy()`: a fresh order-0 page for the writer, a copy of the
     /// old one (zeroed if it was the zero page).
-    fn wp_page_copy(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, pte: PtId, ti: usize) -> Result<(), FaultError> {
+    fn wp_page_copy(&mut self, vmf: &VmFault<'_>, pte: PtId, ti: usize) -> Result<(), FaultError> {
+        let VmFault { pid, vma, addr, .. } = *vmf;
         self.anon_vma_prepare(pid, vma);
         let family = self.mm_ref(pid).family;
         let new = self.alloc_folio(Order::BASE, AllocFlags::WMARK_MIN, 0, family).map_err(|_| FaultError::Oom)?;
