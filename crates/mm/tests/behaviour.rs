@@ -312,20 +312,21 @@ fn prctl_thp_disable_forms_and_inheritance() {
     assert!(!w.page_info(c, A.add(8 * M)).pmd_mapped);
 }
 
-#[test]
-fn thp_allocation_falls_back_when_memory_is_fragmented_and_compaction_recovers() {
+/// Fills a 16 MiB machine until the allocator says no, frees every other
+/// page (plenty free, no free 2M block), and checks that a THP fault falls
+/// back with defrag=never and gets a PMD through compaction with
+/// defrag=always. With `prefault_tables`, one page per 2 MiB is faulted
+/// first, so the page tables are allocated before the user pages.
+fn fragment_then_fault_thp(prefault_tables: bool) {
     let mut w = World::new(Machine { ram_bytes: 16 * M }, Config::default());
     w.set_knob("defrag", "never").unwrap();
     let p = w.spawn().unwrap();
-    // Take every page the allocator gives, then free every other one:
-    // plenty of free memory, but no free 2M block.
     let len = 16 * M;
     w.mmap(p, Some(A), len, Prot::READ_WRITE).unwrap();
-    // Fault one page per 2 MiB first, so the page tables are allocated
-    // before the user pages (the test below covers the interleaved order,
-    // where grouping by mobility keeps them apart).
-    let firsts: Vec<u64> = (0..len / (2 * M)).map(|i| i * 512).collect();
-    w.touch_pages(p, A, &firsts, Access::Write, Fill::NonZero).unwrap();
+    if prefault_tables {
+        let firsts: Vec<u64> = (0..len / (2 * M)).map(|i| i * 512).collect();
+        w.touch_pages(p, A, &firsts, Access::Write, Fill::NonZero).unwrap();
+    }
     let all: Vec<u64> = (0..len / 4096).collect();
     assert_eq!(w.touch_pages(p, A, &all, Access::Write, Fill::NonZero), Err(Errno::NoMem));
     let touched = w.smaps(p)[0].rss_kb / 4;
@@ -347,38 +348,19 @@ fn thp_allocation_falls_back_when_memory_is_fragmented_and_compaction_recovers()
 }
 
 #[test]
+fn thp_allocation_falls_back_when_memory_is_fragmented_and_compaction_recovers() {
+    fragment_then_fault_thp(true);
+}
+
+/// Without pre-faulting, each PTE table is allocated when the first page of
+/// its 2 MiB faults, right among the user pages of the time. Unmovable
+/// requests take pageblocks of their own (mm/page_alloc.c), so the tables
+/// end up together and the other pageblocks hold movable pages only. (When
+/// memory runs out, movable requests claim the tables' mostly free
+/// pageblock back, as the kernel's do; the tables stay where they are.)
+#[test]
 fn grouping_by_mobility_keeps_page_tables_together_so_compaction_recovers_without_prefaulting() {
-    let mut w = World::new(Machine { ram_bytes: 16 * M }, Config::default());
-    w.set_knob("defrag", "never").unwrap();
-    let p = w.spawn().unwrap();
-    // The test above, without its pre-faulting: fill memory page by page,
-    // so each PTE table is allocated when the first page of its 2 MiB
-    // faults, right among the user pages of the time. Unmovable requests
-    // take pageblocks of their own (mm/page_alloc.c), so the tables end up
-    // together and the other pageblocks hold movable pages only. (When
-    // memory runs out, movable requests claim the tables' mostly free
-    // pageblock back, as the kernel's do; the tables stay where they are.)
-    let len = 16 * M;
-    w.mmap(p, Some(A), len, Prot::READ_WRITE).unwrap();
-    let all: Vec<u64> = (0..len / 4096).collect();
-    assert_eq!(w.touch_pages(p, A, &all, Access::Write, Fill::NonZero), Err(Errno::NoMem));
-    let touched = w.smaps(p)[0].rss_kb / 4;
-    assert!(touched > 3_000, "only {touched} pages before OOM");
-    // Free every other page: plenty of free memory, but no free 2M block.
-    for i in (0..touched).step_by(2) {
-        w.madvise(p, A.add(i * 4096), 4096, Advice::DontNeed).unwrap();
-    }
-    assert!(w.buddy().nr_free_pages() > 2 * 512);
-    let q = proc_with_thp_region(&mut w, 2 * M);
-    w.touch(q, A, Access::Write, Fill::NonZero).unwrap();
-    assert_eq!(ev(&w, VmEvent::ThpFaultFallback), 1);
-    assert_eq!(w.page_info(q, A).order, 0);
-    // defrag=always lets the fault compact a block free.
-    w.set_knob("defrag", "always").unwrap();
-    let r = proc_with_thp_region(&mut w, 2 * M);
-    w.touch(r, A, Access::Write, Fill::NonZero).unwrap();
-    assert!(w.page_info(r, A).pmd_mapped, "compaction made a free 2M block");
-    assert_eq!(ev(&w, VmEvent::CompactSuccess), 1);
+    fragment_then_fault_thp(false);
 }
 
 #[test]
