@@ -46,7 +46,7 @@ impl World {
         }
         for (_, node) in self.pt.iter() {
             unmovable.insert(node.pfn.0 / block_pages);
-            for d in &node.deposit {
+            for d in node.deposited() {
                 unmovable.insert(d.0 / block_pages);
             }
         }

@@ -11,6 +11,7 @@
 use crate::errno::Errno;
 use crate::events::MmEvent;
 use crate::gfp::Gfp;
+use crate::pagewalk::{Slot, Walk, WalkOps};
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
 use crate::types::*;
@@ -69,127 +70,12 @@ impl World {
     /// gets a PUD (PMD) table wherever the parent has one over the VMA, even
     /// if the entries under it that the VMA covers are all none.
     fn copy_page_range(&mut self, src: Pid, dst: Pid, vma: &Vma) -> Result<(), Errno> {
-        let (spgd, dpgd) = (self.mm_ref(src).pgd, self.mm_ref(dst).pgd);
-        let next_boundary = |a: Vaddr, size: u64| a.align_down(size).add(size).min(vma.end);
-        let mut addr = vma.start;
-        while addr < vma.end {
-            let pgd_end = next_boundary(addr, PGDIR_SIZE);
-            let gi = Level::Pgd.index(addr);
-            if let Entry::Table(spud) = self.pt[spgd].entries[gi] {
-                let dpud = self.ensure_table(dst, dpgd, gi, Level::Pud)?;
-                let mut a = addr;
-                while a < pgd_end {
-                    let pud_end = next_boundary(a, PUD_SIZE);
-                    let ui = Level::Pud.index(a);
-                    if let Entry::Table(spmd) = self.pt[spud].entries[ui] {
-                        self.ensure_table(dst, dpud, ui, Level::Pmd)?;
-                        let mut b = a;
-                        while b < pud_end {
-                            let next = next_boundary(b, PMD_SIZE);
-                            match self.pt[spmd].entries[Level::Pmd.index(b)] {
-                                Entry::None => {}
-                                Entry::Page(_) | Entry::Zero => {
-                                    if !self.copy_huge_pmd(src, dst, b, spmd, Level::Pmd.index(b))? {
-                                        // A pinned exclusive THP: the source PMD was
-                                        // split; copy it page by page.
-                                        self.copy_pte_range(src, dst, vma, b, next)?;
-                                    }
-                                }
-                                Entry::Table(_) => self.copy_pte_range(src, dst, vma, b, next)?,
-                            }
-                            b = next;
-                        }
-                    }
-                    a = pud_end;
-                }
-            }
-            addr = pgd_end;
-        }
-        Ok(())
-    }
-
-    /// The table under `parent[index]`, allocating it if the entry is none.
-    fn ensure_table(&mut self, pid: Pid, parent: PtId, index: usize, level: Level) -> Result<PtId, Errno> {
-        match self.pt[parent].entries[index] {
-            Entry::Table(t) => Ok(t),
-            _ => Ok(self.install_table(pid, parent, index, level)?),
-        }
-    }
-
-    /// `copy_huge_pmd()`: shares a PMD leaf with the child. Returns false
-    /// (having split the source PMD) when the folio may be pinned and must
-    /// be copied instead.
-    fn copy_huge_pmd(&mut self, src: Pid, dst: Pid, addr: Vaddr, spmd: PtId, si: usize) -> Result<bool, Errno> {
-        let (dpmd, di) = self.pmd_alloc(dst, addr)?;
-        let table = self.alloc_pt_page(dst, Level::Pte)?;
-        match self.pt[spmd].entries[si] {
-            Entry::Zero => {
-                let hz = self.huge_zero.as_mut().expect("huge zero PMD without the folio");
-                if !std::mem::replace(&mut self.mms[dst.index()].as_mut().expect("mm").huge_zero_ref, true) {
-                    hz.refcount += 1;
-                }
-                self.pt[dpmd].deposit.push(table);
-                self.pt[dpmd].set(di, Entry::Zero);
-            }
-            Entry::Page(leaf) => {
-                if self.folio_try_dup_anon_rmap_pmd(leaf.folio, src, dst).is_err() {
-                    self.free_pt_page(dst, Level::Pte, table);
-                    self.split_huge_pmd(src, addr);
-                    return Ok(false);
-                }
-                self.folios[leaf.folio].refcount += 1;
-                let wp = Leaf { writable: false, ..leaf };
-                self.pt[spmd].entries[si] = Entry::Page(wp);
-                self.pt[dpmd].deposit.push(table);
-                self.pt[dpmd].set(di, Entry::Page(Leaf { young: false, ..wp }));
-                self.mm_mut(dst).rss_anon += Order::PMD.nr_pages();
-            }
-            other => panic!("copy_huge_pmd on {other:?}"),
-        }
-        Ok(true)
-    }
-
-    /// `copy_pte_range()` over `[start, end)` within one PMD.
-    fn copy_pte_range(&mut self, src: Pid, dst: Pid, vma: &Vma, start: Vaddr, end: Vaddr) -> Result<(), Errno> {
-        let Some((spte, _)) = self.walk_pte(src, start) else { return Ok(()) };
-        let (dpmd, di) = self.pmd_alloc(dst, start)?;
-        let dpte = self.pte_alloc(dst, dpmd, di)?;
-        let first = Level::Pte.index(start);
-        let last = first + ((end.0 - start.0) / PAGE_SIZE) as usize;
-        for i in first..last {
-            match self.pt[spte].entries[i] {
-                Entry::None => {}
-                Entry::Zero => self.pt[dpte].set(i, Entry::Zero),
-                Entry::Page(leaf) => {
-                    let addr = start.align_down(PMD_SIZE).add(i as u64 * PAGE_SIZE);
-                    let page = leaf.page as u64;
-                    if self.folio_try_dup_anon_rmap_ptes(leaf.folio, page, 1, src, dst).is_ok() {
-                        self.folios[leaf.folio].refcount += 1;
-                        let wp = Leaf { writable: false, ..leaf };
-                        self.pt[spte].entries[i] = Entry::Page(wp);
-                        self.pt[dpte].set(i, Entry::Page(Leaf { young: false, ..wp }));
-                    } else {
-                        self.copy_present_page(dst, vma, addr, leaf, dpte, i)?;
-                    }
-                    self.mm_mut(dst).rss_anon += 1;
-                }
-                Entry::Table(_) => panic!("table entry in a PTE table"),
-            }
-        }
-        Ok(())
+        self.walk(src, vma.start, vma.end, &mut CopyOps { src, dst, vma, dst_pte: None })
     }
 
     /// `copy_present_page()`: the child gets its own copy of a page the
     /// parent may have pinned.
-    fn copy_present_page(
-        &mut self,
-        dst: Pid,
-        vma: &Vma,
-        addr: Vaddr,
-        leaf: Leaf,
-        dpte: PtId,
-        i: usize,
-    ) -> Result<(), Errno> {
+    fn copy_present_page(&mut self, dst: Pid, vma: &Vma, addr: Vaddr, leaf: Leaf, dst_pte: Slot) -> Result<(), Errno> {
         let family = self.mm_ref(dst).family;
         let new = self.folio_alloc(Order::BASE, Gfp::HIGHUSER_MOVABLE, family)?;
         self.folios[new].index = vma.linear_page_index(addr);
@@ -198,8 +84,75 @@ impl World {
         self.folios[new].refcount = 1;
         self.folio_add_new_anon_rmap(new, dst, RmapLevel::Pte);
         let writable = vma.writable();
-        self.pt[dpte].set(i, Entry::Page(Leaf { folio: new, page: 0, writable, dirty: writable, young: true }));
+        self.set_entry(dst_pte, Entry::Page(Leaf { folio: new, page: 0, writable, dirty: writable, young: true }));
         self.events.emit(|| MmEvent::Copied { bytes: PAGE_SIZE });
         Ok(())
+    }
+}
+
+/// The walk of `copy_page_range()` over the parent's tables.
+struct CopyOps<'v> {
+    src: Pid,
+    dst: Pid,
+    vma: &'v Vma,
+    /// The child's PTE table for the parent's PTE table being copied.
+    dst_pte: Option<PtId>,
+}
+
+impl WalkOps<World> for CopyOps<'_> {
+    type Error = Errno;
+
+    /// `copy_p4d_range()`/`copy_pud_range()`/`copy_pmd_range()`: the child
+    /// gets the table level by level (`pud_alloc()`, `pmd_alloc()`), and a PTE
+    /// table for each of the parent's (`copy_pte_range()`'s `pte_alloc()`).
+    fn table(&mut self, w: &mut World, level: Level, _: Slot, start: Vaddr, _: Vaddr) -> Result<Walk, Errno> {
+        match level {
+            Level::Pgd => {
+                let pgd = w.mm_ref(self.dst).pgd;
+                let slot = Slot { table: pgd, index: Level::Pgd.index(start) };
+                if w.entry(slot).is_none() {
+                    w.install_table(self.dst, slot, Level::Pud)?;
+                }
+            }
+            Level::Pud => {
+                w.pmd_alloc(self.dst, start)?;
+            }
+            Level::Pmd => {
+                let dst_pmd = w.pmd_alloc(self.dst, start)?;
+                self.dst_pte = Some(w.pte_alloc(self.dst, dst_pmd)?);
+            }
+            Level::Pte => unreachable!("no table entries in a PTE table"),
+        }
+        Ok(Walk::Continue)
+    }
+
+    /// A PMD leaf is shared (`copy_huge_pmd()`); a pinned exclusive THP has
+    /// had the parent's PMD split, and is copied page by page as a table.
+    fn pmd_leaf(&mut self, w: &mut World, slot: Slot, _: Entry, start: Vaddr, _: Vaddr) -> Result<Walk, Errno> {
+        Ok(if w.copy_huge_pmd(self.src, self.dst, start, slot)? { Walk::Skip } else { Walk::Again })
+    }
+
+    /// `copy_present_ptes()`: shares the page write-protected, or copies it
+    /// when the parent may have pinned it (`copy_present_page()`).
+    fn pte_entry(&mut self, w: &mut World, slot: Slot, entry: Entry, addr: Vaddr, _: usize) -> Result<Walk, Errno> {
+        let dst_pte = Slot { table: self.dst_pte.expect("table() ran for this PTE table"), index: slot.index };
+        match entry {
+            Entry::None => {}
+            Entry::Zero => w.set_entry(dst_pte, Entry::Zero),
+            Entry::Page(leaf) => {
+                let page = leaf.page as u64;
+                if w.folio_try_dup_anon_rmap_ptes(leaf.folio, page, 1, self.src, self.dst).is_ok() {
+                    w.folios[leaf.folio].refcount += 1;
+                    let wp = Leaf { writable: false, ..leaf };
+                    w.set_entry(slot, Entry::Page(wp));
+                    w.set_entry(dst_pte, Entry::Page(Leaf { young: false, ..wp }));
+                } else {
+                    w.copy_present_page(self.dst, self.vma, addr, leaf, dst_pte)?;
+                }
+                w.mm_mut(self.dst).rss_anon += 1;
+            }
+            Entry::Table(t) => unreachable!("the walker never hands a table {t:?} to pte_entry"),
+        }
+        Ok(Walk::Continue)
     }
 }

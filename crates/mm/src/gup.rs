@@ -11,7 +11,8 @@
 
 use crate::errno::Errno;
 use crate::folio::GUP_PIN_COUNTING_BIAS;
-use crate::pgtable::{Entry, Level};
+use crate::pagewalk::Lookup;
+use crate::pgtable::Entry;
 use crate::types::*;
 use crate::world::{Pin, World};
 
@@ -37,15 +38,17 @@ impl World {
     /// `follow_page_mask()`: what maps `addr` if the access needs no fault.
     /// `Some(None)` is the zero page (a read of it needs no fault).
     fn follow_page(&self, pid: Pid, addr: Vaddr, write: bool) -> Option<Option<(FolioId, u64)>> {
-        let (pmd, pi) = self.walk_pmd(pid, addr)?;
-        let (entry, page) = match self.pt[pmd].entries[pi] {
-            Entry::Table(pte) => (self.pt[pte].entries[Level::Pte.index(addr)], None),
-            e => (e, Some((addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE)),
+        let (entry, page) = match self.lookup(pid, addr) {
+            Lookup::Hole => return None,
+            Lookup::Pud { slot, entry } => panic!("{pid:?} {addr}: {entry:?} at PUD {slot:?}"),
+            Lookup::Pmd { entry, .. } => (entry, Some((addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE)),
+            Lookup::Pte { entry, .. } => (entry, None),
         };
         match entry {
             Entry::Page(leaf) if !write || leaf.writable => Some(Some((leaf.folio, page.unwrap_or(leaf.page as u64)))),
             Entry::Zero if !write => Some(None),
-            _ => None,
+            Entry::Page(_) | Entry::Zero | Entry::None => None,
+            Entry::Table(t) => panic!("{pid:?} {addr}: lookup ended at table {t:?}"),
         }
     }
 

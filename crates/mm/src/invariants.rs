@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::folio::GUP_PIN_COUNTING_BIAS;
+use crate::pagewalk::{Ro, Slot, Walk, WalkOps};
 use crate::pgtable::{Entry, Level};
 use crate::types::*;
 use crate::world::{World, PGD_ALLOCATION_ORDER};
@@ -55,7 +56,7 @@ fn check_physical_tiling(w: &World, op: &str) {
     for (id, node) in w.pt.iter() {
         let n = if node.level == Level::Pgd { PGD_ALLOCATION_ORDER.nr_pages() } else { 1 };
         ranges.push((node.pfn.0, n, format!("{id:?} {:?} table", node.level)));
-        for d in &node.deposit {
+        for d in node.deposited() {
             ranges.push((d.0, 1, format!("table deposited under {id:?}")));
         }
     }
@@ -77,102 +78,143 @@ fn check_physical_tiling(w: &World, op: &str) {
 }
 
 fn walk_all(w: &World, op: &str) -> (BTreeMap<FolioId, Seen>, BTreeMap<Pid, MmSeen>, BTreeMap<Pid, u32>) {
-    let mut seen: BTreeMap<FolioId, Seen> = BTreeMap::new();
+    let mut ops = CheckOps { op, pid: Pid(0), seen: BTreeMap::new(), mm: MmSeen::default(), huge: 0, zero_pmds: 0 };
     let mut mm_seen: BTreeMap<Pid, MmSeen> = BTreeMap::new();
     let mut zero_pmds: BTreeMap<Pid, u32> = BTreeMap::new();
     for mm in w.mms.iter().flatten() {
-        let pid = mm.pid;
-        let ms = mm_seen.entry(pid).or_default();
         let pgd = &w.pt[mm.pgd];
-        assert_eq!(pgd.level, Level::Pgd, "after {op}: {pid:?} pgd is a {:?} table", pgd.level);
-        for (gi, ge) in pgd.entries.iter().enumerate() {
-            let Entry::Table(pud) = *ge else {
-                assert!(ge.is_none(), "after {op}: {pid:?} PGD[{gi}] is {ge:?}");
-                continue;
-            };
-            ms.puds += 1;
-            check_node(w, op, pud, Level::Pud);
-            for (ui, ue) in w.pt[pud].entries.iter().enumerate() {
-                let Entry::Table(pmd) = *ue else {
-                    assert!(ue.is_none(), "after {op}: {pid:?} PUD entry {ue:?} (PUD THP is not in the baseline)");
-                    continue;
-                };
-                ms.pmds += 1;
-                check_node(w, op, pmd, Level::Pmd);
-                let node = &w.pt[pmd];
-                let mut huge = 0;
-                for (mi, me) in node.entries.iter().enumerate() {
-                    let addr = Vaddr(
-                        ((gi as u64) << Level::Pgd.shift())
-                            | ((ui as u64) << Level::Pud.shift())
-                            | ((mi as u64) << Level::Pmd.shift()),
-                    );
-                    match *me {
-                        Entry::None => {}
-                        Entry::Zero => {
-                            huge += 1;
-                            *zero_pmds.entry(pid).or_default() += 1;
-                            check_in_vma(w, op, pid, addr);
-                        }
-                        Entry::Page(leaf) => {
-                            huge += 1;
-                            ms.rss += Order::PMD.nr_pages();
-                            check_in_vma(w, op, pid, addr);
-                            let f = w.folios.get(leaf.folio).unwrap_or_else(|| {
-                                panic!("after {op}: {pid:?} {addr} PMD maps freed {:?}", leaf.folio)
-                            });
-                            assert_eq!(
-                                f.order,
-                                Order::PMD,
-                                "after {op}: {pid:?} {addr} PMD maps {:?} of {:?}",
-                                leaf.folio,
-                                f.order
-                            );
-                            let s = seen.entry(leaf.folio).or_default();
-                            s.pmd_maps += 1;
-                            *s.by_mm.entry(pid).or_default() += 1;
-                        }
-                        Entry::Table(pte) => {
-                            ms.ptes += 1;
-                            check_node(w, op, pte, Level::Pte);
-                            for (ti, te) in w.pt[pte].entries.iter().enumerate() {
-                                if let Entry::Page(leaf) = *te {
-                                    let a = addr.add(ti as u64 * PAGE_SIZE);
-                                    check_in_vma(w, op, pid, a);
-                                    ms.rss += 1;
-                                    let f = w.folios.get(leaf.folio).unwrap_or_else(|| {
-                                        panic!("after {op}: {pid:?} {a} PTE maps freed {:?}", leaf.folio)
-                                    });
-                                    assert!(
-                                        (leaf.page as u64) < f.nr_pages(),
-                                        "after {op}: {pid:?} {a} maps page {} of {:?} with {} pages",
-                                        leaf.page,
-                                        leaf.folio,
-                                        f.nr_pages()
-                                    );
-                                    let s = seen.entry(leaf.folio).or_default();
-                                    *s.pte_maps.entry(leaf.page as u64).or_default() += 1;
-                                    *s.by_mm.entry(pid).or_default() += 1;
-                                } else if let Entry::Table(_) = te {
-                                    panic!("after {op}: {pid:?} table entry inside a PTE table");
-                                } else if !te.is_none() {
-                                    check_in_vma(w, op, pid, addr.add(ti as u64 * PAGE_SIZE));
-                                }
-                            }
-                        }
-                    }
-                }
-                assert_eq!(
-                    node.deposit.len(),
-                    huge,
-                    "after {op}: {pid:?} PMD table {pmd:?}: {} deposited tables for {huge} huge entries",
-                    node.deposit.len()
-                );
-                ms.ptes += node.deposit.len() as u64;
-            }
+        assert_eq!(pgd.level, Level::Pgd, "after {op}: {:?} pgd is a {:?} table", mm.pid, pgd.level);
+        ops.pid = mm.pid;
+        // The whole tree, kernel half included: nothing may be mapped there.
+        let Ok(()) = w.walk_ro(mm.pid, Vaddr(0), Vaddr(PGDIR_SIZE * PTRS_PER_TABLE), &mut ops);
+        mm_seen.insert(mm.pid, std::mem::take(&mut ops.mm));
+        if ops.zero_pmds > 0 {
+            zero_pmds.insert(mm.pid, std::mem::take(&mut ops.zero_pmds));
         }
     }
-    (seen, mm_seen, zero_pmds)
+    (ops.seen, mm_seen, zero_pmds)
+}
+
+/// The checker's walk over one mm: counts tables per level and mappings per
+/// folio, and checks each node and leaf on the way.
+struct CheckOps<'o> {
+    op: &'o str,
+    pid: Pid,
+    seen: BTreeMap<FolioId, Seen>,
+    mm: MmSeen,
+    /// Huge leaves in the PMD table being walked.
+    huge: usize,
+    zero_pmds: u32,
+}
+
+impl WalkOps<Ro<'_>> for CheckOps<'_> {
+    type Error = std::convert::Infallible;
+
+    fn table(&mut self, w: &mut Ro<'_>, level: Level, slot: Slot, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        let w = w.0;
+        let Entry::Table(child) = w.entry(slot) else { unreachable!("table() on a table entry") };
+        let below = level.below().expect("a table entry above PTE level");
+        check_node(w, self.op, child, below);
+        match below {
+            Level::Pud => self.mm.puds += 1,
+            Level::Pmd => {
+                self.mm.pmds += 1;
+                self.huge = 0;
+            }
+            Level::Pte => self.mm.ptes += 1,
+            Level::Pgd => unreachable!("no table points to a PGD"),
+        }
+        Ok(Walk::Continue)
+    }
+
+    fn table_done(&mut self, w: &mut Ro<'_>, level: Level, slot: Slot, _: Vaddr, _: Vaddr) -> Result<(), Self::Error> {
+        if level == Level::Pud {
+            let w = w.0;
+            let Entry::Table(pmd) = w.entry(slot) else { unreachable!("table_done() on a table entry") };
+            let deposited = w.pt[pmd].deposited().len();
+            assert_eq!(
+                deposited,
+                w.expected_deposits(self.huge),
+                "after {}: {:?} PMD table {pmd:?}: {deposited} deposited tables for {} huge entries",
+                self.op,
+                self.pid,
+                self.huge
+            );
+            self.mm.ptes += deposited as u64;
+        }
+        Ok(())
+    }
+
+    fn pud_leaf(
+        &mut self,
+        _: &mut Ro<'_>,
+        slot: Slot,
+        entry: Entry,
+        start: Vaddr,
+        _: Vaddr,
+    ) -> Result<Walk, Self::Error> {
+        panic!(
+            "after {}: {:?} {start}: PUD entry {entry:?} at {slot:?} (PUD THP is not in the baseline)",
+            self.op, self.pid
+        )
+    }
+
+    fn pmd_leaf(&mut self, w: &mut Ro<'_>, _: Slot, entry: Entry, start: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        let (w, op, pid) = (w.0, self.op, self.pid);
+        let addr = start.align_down(PMD_SIZE);
+        self.huge += 1;
+        check_in_vma(w, op, pid, addr);
+        match entry {
+            Entry::Zero => self.zero_pmds += 1,
+            Entry::Page(leaf) => {
+                self.mm.rss += Order::PMD.nr_pages();
+                let f = w
+                    .folios
+                    .get(leaf.folio)
+                    .unwrap_or_else(|| panic!("after {op}: {pid:?} {addr} PMD maps freed {:?}", leaf.folio));
+                assert_eq!(
+                    f.order,
+                    Order::PMD,
+                    "after {op}: {pid:?} {addr} PMD maps {:?} of {:?}",
+                    leaf.folio,
+                    f.order
+                );
+                let s = self.seen.entry(leaf.folio).or_default();
+                s.pmd_maps += 1;
+                *s.by_mm.entry(pid).or_default() += 1;
+            }
+            Entry::None | Entry::Table(_) => unreachable!("the walker hands leaves to pmd_leaf"),
+        }
+        Ok(Walk::Skip)
+    }
+
+    fn pte_entry(&mut self, w: &mut Ro<'_>, _: Slot, entry: Entry, a: Vaddr, _: usize) -> Result<Walk, Self::Error> {
+        let (w, op, pid) = (w.0, self.op, self.pid);
+        match entry {
+            Entry::None => {}
+            Entry::Zero => check_in_vma(w, op, pid, a),
+            Entry::Page(leaf) => {
+                check_in_vma(w, op, pid, a);
+                self.mm.rss += 1;
+                let f = w
+                    .folios
+                    .get(leaf.folio)
+                    .unwrap_or_else(|| panic!("after {op}: {pid:?} {a} PTE maps freed {:?}", leaf.folio));
+                assert!(
+                    (leaf.page as u64) < f.nr_pages(),
+                    "after {op}: {pid:?} {a} maps page {} of {:?} with {} pages",
+                    leaf.page,
+                    leaf.folio,
+                    f.nr_pages()
+                );
+                let s = self.seen.entry(leaf.folio).or_default();
+                *s.pte_maps.entry(leaf.page as u64).or_default() += 1;
+                *s.by_mm.entry(pid).or_default() += 1;
+            }
+            Entry::Table(t) => panic!("after {op}: {pid:?} {a}: PTE table entry points to table {t:?}"),
+        }
+        Ok(Walk::Continue)
+    }
 }
 
 fn check_node(w: &World, op: &str, id: PtId, level: Level) {
@@ -185,7 +227,7 @@ fn check_node(w: &World, op: &str, id: PtId, level: Level) {
         node.nr_used
     );
     if level != Level::Pmd {
-        assert!(node.deposit.is_empty(), "after {op}: {id:?} {level:?} table holds deposits");
+        assert!(node.deposited().is_empty(), "after {op}: {id:?} {level:?} table holds deposits");
     }
 }
 
@@ -379,7 +421,7 @@ fn check_counters(w: &World, op: &str) {
     let mut pt_pages = 0i64;
     for (_, node) in w.pt.iter() {
         pt_pages += if node.level == Level::Pgd { PGD_ALLOCATION_ORDER.nr_pages() as i64 } else { 1 };
-        pt_pages += node.deposit.len() as i64;
+        pt_pages += node.deposited().len() as i64;
     }
     assert_eq!(
         w.stats.nr_page_table_pages, pt_pages,

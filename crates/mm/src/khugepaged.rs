@@ -15,6 +15,7 @@ use crate::errno::Errno;
 use crate::events::MmEvent;
 use crate::gfp::Gfp;
 use crate::memory::Tva;
+use crate::pagewalk::{Slot, Walk, WalkOps};
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
 use crate::stats::VmEvent;
@@ -220,53 +221,19 @@ impl World {
     /// `max_ptes_*` limits and the referenced test apply; MADV_COLLAPSE
     /// ignores them.
     pub(crate) fn hpage_collapse_scan_pmd(&mut self, pid: Pid, addr: Vaddr, khugepaged: bool) -> ScanResult {
-        let cfg = self.config.khugepaged;
-        let (mut none_or_zero, mut referenced, mut shared) = (0u32, 0u32, 0u32);
+        let mut ops = ScanOps { khugepaged, none_or_zero: 0, referenced: 0, shared: 0, result: None };
+        let Ok(()) = self.walk(pid, addr, addr.add(PMD_SIZE), &mut ops);
+        let ScanOps { none_or_zero, referenced, .. } = ops;
         let unmapped = 0u32;
-        let result = 'scan: {
-            let Some((pmd, pi)) = self.walk_pmd(pid, addr) else { break 'scan ScanResult::PmdNull };
-            let pte = match self.pt[pmd].entries[pi] {
-                Entry::None => break 'scan ScanResult::PmdNull,
-                Entry::Page(_) | Entry::Zero => break 'scan ScanResult::PmdMapped,
-                Entry::Table(t) => t,
-            };
-            for i in 0..PTRS_PER_TABLE as usize {
-                let leaf = match self.pt[pte].entries[i] {
-                    Entry::None | Entry::Zero => {
-                        none_or_zero += 1;
-                        if !khugepaged || none_or_zero <= cfg.max_ptes_none {
-                            continue;
-                        }
-                        self.stats.count(VmEvent::ThpScanExceedNonePte);
-                        break 'scan ScanResult::ExceedNonePte;
-                    }
-                    Entry::Page(leaf) => leaf,
-                    Entry::Table(_) => unreachable!(),
-                };
-                let folio = &self.folios[leaf.folio];
-                if folio.maybe_mapped_shared() {
-                    shared += 1;
-                    if khugepaged && shared > cfg.max_ptes_shared {
-                        self.stats.count(VmEvent::ThpScanExceedSharePte);
-                        break 'scan ScanResult::ExceedSharedPte;
-                    }
-                }
-                // is_refcount_suitable(): nothing but the mappings holds it.
-                if folio.refcount != folio.mapcount() {
-                    break 'scan ScanResult::PageCount;
-                }
-                if khugepaged && (leaf.young || folio.referenced) {
-                    referenced += 1;
-                }
-            }
-            // 6.12 refused ranges without a writable PTE (SCAN_PAGE_RO);
-            // the live 6.18 kernel collapses them (fork-shared ranges included).
+        // 6.12 refused ranges without a writable PTE (SCAN_PAGE_RO); the live
+        // 6.18 kernel collapses them (fork-shared ranges included).
+        let result = ops.result.unwrap_or(
             if khugepaged && (referenced == 0 || (unmapped > 0 && referenced < Order::PMD.nr_pages() as u32 / 2)) {
                 ScanResult::LackReferencedPage
             } else {
                 ScanResult::Succeed
-            }
-        };
+            },
+        );
         let result =
             if result == ScanResult::Succeed { self.collapse_huge_page(pid, addr, khugepaged) } else { result };
         self.events.emit(|| MmEvent::KhugepagedScanPmd {
@@ -291,56 +258,24 @@ impl World {
             return ScanResult::AllocHugePageFail;
         };
         self.stats.count(VmEvent::ThpCollapseAlloc);
-        let (pmd, pi) = self.walk_pmd(pid, addr).expect("scanned PMD vanished");
-        let Entry::Table(pte) = self.pt[pmd].entries[pi] else { panic!("scanned PTE table vanished") };
-        let mut rss_added = 0;
-        let mut i = 0;
-        while i < PTRS_PER_TABLE as usize {
-            match self.pt[pte].entries[i] {
-                Entry::None => {
-                    rss_added += 1;
-                    i += 1;
-                }
-                Entry::Zero => {
-                    rss_added += 1;
-                    self.pt[pte].set(i, Entry::None);
-                    i += 1;
-                }
-                Entry::Page(leaf) => {
-                    // Release the source pages a folio batch at a time
-                    // (`__collapse_huge_page_copy_succeeded()` with
-                    // `folio_pte_batch()`), so a large source folio goes from
-                    // fully mapped to unmapped without looking partially
-                    // mapped in between: no deferred split is queued.
-                    let nr = self.pte_batch(pte, i, PTRS_PER_TABLE as usize);
-                    for k in 0..nr {
-                        let Entry::Page(l) = self.pt[pte].entries[i + k] else { unreachable!() };
-                        let data = self.folios[l.folio].written.get(l.page as u64);
-                        self.folios[folio].written.set((i + k) as u64, data);
-                        self.pt[pte].set(i + k, Entry::None);
-                    }
-                    self.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, nr as u64, pid);
-                    self.folio_put_refs(leaf.folio, nr as u32);
-                    i += nr;
-                }
-                Entry::Table(_) => unreachable!(),
-            }
-        }
+        let pmd = self.pmd_off(pid, addr).expect("scanned PMD vanished");
+        let Entry::Table(pte) = self.entry(pmd) else { panic!("scanned PTE table vanished") };
+        let mut copy = CollapseOps { pid, folio, rss_added: 0 };
+        let Ok(()) = self.walk(pid, addr, addr.add(PMD_SIZE), &mut copy);
         self.events.emit(|| MmEvent::Copied { bytes: PMD_SIZE });
         // The emptied PTE table becomes the deposit under the new PMD.
         let old_table = self.pt.remove(pte);
-        self.pt[pmd].set(pi, Entry::None);
-        self.pt[pmd].deposit.push(old_table.pfn);
+        self.set_entry(pmd, Entry::None);
+        self.deposit_collapsed_table(pid, pmd.table, old_table.pfn);
         let vma = self.mm_ref(pid).vmas.find(addr).expect("vma").clone();
         self.folios[folio].index = vma.linear_page_index(addr);
         self.folios[folio].refcount = 1;
         self.folio_add_new_anon_rmap(folio, pid, RmapLevel::Pmd);
         let writable = vma.writable();
-        self.pt[pmd].set(pi, Entry::Page(Leaf { folio, page: 0, writable, dirty: writable, young: true }));
-        self.mm_mut(pid).rss_anon += rss_added;
+        self.set_entry(pmd, Entry::Page(Leaf { folio, page: 0, writable, dirty: writable, young: true }));
+        self.mm_mut(pid).rss_anon += copy.rss_added;
         self.deferred_split_folio(folio, false);
         self.events.emit(|| MmEvent::Collapse { pid, addr });
-        let _ = Level::Pte;
         ScanResult::Succeed
     }
 
@@ -382,6 +317,123 @@ impl World {
             Ok(())
         } else {
             Err(last_fail.collapse_errno())
+        }
+    }
+}
+
+/// The walk of `hpage_collapse_scan_pmd()` over one PMD range: counts none,
+/// shared and referenced PTEs, and ends with a result as soon as one is known.
+struct ScanOps {
+    khugepaged: bool,
+    none_or_zero: u32,
+    referenced: u32,
+    shared: u32,
+    result: Option<ScanResult>,
+}
+
+impl ScanOps {
+    fn stop(&mut self, result: ScanResult) -> Result<Walk, std::convert::Infallible> {
+        self.result = Some(result);
+        Ok(Walk::Stop)
+    }
+}
+
+impl WalkOps<World> for ScanOps {
+    type Error = std::convert::Infallible;
+
+    /// No PMD table, or a none PMD: `SCAN_PMD_NULL`.
+    fn hole(&mut self, _: &mut World, _: Level, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        self.stop(ScanResult::PmdNull)
+    }
+
+    fn pmd_leaf(&mut self, _: &mut World, _: Slot, _: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        self.stop(ScanResult::PmdMapped)
+    }
+
+    fn pte_entry(&mut self, w: &mut World, _: Slot, entry: Entry, _: Vaddr, _: usize) -> Result<Walk, Self::Error> {
+        let cfg = w.config.khugepaged;
+        let leaf = match entry {
+            Entry::None | Entry::Zero => {
+                self.none_or_zero += 1;
+                if !self.khugepaged || self.none_or_zero <= cfg.max_ptes_none {
+                    return Ok(Walk::Continue);
+                }
+                w.stats.count(VmEvent::ThpScanExceedNonePte);
+                return self.stop(ScanResult::ExceedNonePte);
+            }
+            Entry::Page(leaf) => leaf,
+            Entry::Table(t) => unreachable!("the walker never hands a table {t:?} to pte_entry"),
+        };
+        let folio = &w.folios[leaf.folio];
+        if folio.maybe_mapped_shared() {
+            self.shared += 1;
+            if self.khugepaged && self.shared > cfg.max_ptes_shared {
+                w.stats.count(VmEvent::ThpScanExceedSharePte);
+                return self.stop(ScanResult::ExceedSharedPte);
+            }
+        }
+        // is_refcount_suitable(): nothing but the mappings holds it.
+        if folio.refcount != folio.mapcount() {
+            return self.stop(ScanResult::PageCount);
+        }
+        if self.khugepaged && (leaf.young || folio.referenced) {
+            self.referenced += 1;
+        }
+        Ok(Walk::Continue)
+    }
+}
+
+/// The walk of `__collapse_huge_page_copy()` and
+/// `__collapse_huge_page_copy_succeeded()`: copies each page's contents into
+/// the new folio and releases the source pages a folio batch at a time
+/// (`folio_pte_batch()`), so a large source folio goes from fully mapped to
+/// unmapped without looking partially mapped in between: no deferred split
+/// is queued.
+struct CollapseOps {
+    pid: Pid,
+    folio: FolioId,
+    /// Pages the PMD maps that no PTE mapped: RSS grows by these.
+    rss_added: u64,
+}
+
+impl WalkOps<World> for CollapseOps {
+    type Error = std::convert::Infallible;
+
+    fn pmd_leaf(&mut self, _: &mut World, slot: Slot, entry: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        panic!("{slot:?}: {entry:?} where collapse scanned a PTE table")
+    }
+
+    fn pte_entry(
+        &mut self,
+        w: &mut World,
+        slot: Slot,
+        entry: Entry,
+        _: Vaddr,
+        last: usize,
+    ) -> Result<Walk, Self::Error> {
+        match entry {
+            Entry::None => {
+                self.rss_added += 1;
+                Ok(Walk::Continue)
+            }
+            Entry::Zero => {
+                self.rss_added += 1;
+                w.set_entry(slot, Entry::None);
+                Ok(Walk::Continue)
+            }
+            Entry::Page(leaf) => {
+                let nr = w.pte_batch(slot.table, slot.index, last);
+                for k in 0..nr {
+                    let page = leaf.page as u64 + k as u64;
+                    let data = w.folios[leaf.folio].written.get(page);
+                    w.folios[self.folio].written.set((slot.index + k) as u64, data);
+                    w.pt[slot.table].set(slot.index + k, Entry::None);
+                }
+                w.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, nr as u64, self.pid);
+                w.folio_put_refs(leaf.folio, nr as u32);
+                Ok(Walk::Advance(nr))
+            }
+            Entry::Table(t) => unreachable!("the walker never hands a table {t:?} to pte_entry"),
         }
     }
 }

@@ -27,12 +27,14 @@ pub mod mmap;
 pub mod mprotect;
 pub mod mremap;
 pub mod page_alloc;
+pub mod pagewalk;
 pub mod pgtable;
 pub mod proc;
 pub mod rmap;
 pub mod stats;
 pub mod types;
 pub mod vma;
+pub mod vmscan;
 pub mod world;
 
 pub use config::Config;

@@ -14,9 +14,8 @@
 use crate::errno::Errno;
 use crate::mman::Advice;
 use crate::mmap::check_range;
+use crate::pagewalk::{Slot, Walk, WalkOps};
 use crate::pgtable::{Entry, Leaf, Level};
-use crate::rmap::RmapLevel;
-use crate::stats::{MthpStat, VmEvent};
 use crate::types::*;
 use crate::vma::VmFlags;
 use crate::world::World;
@@ -24,10 +23,10 @@ use crate::world::World;
 /// Where a folio the madvise walker found is mapped.
 #[derive(Clone, Copy, Debug)]
 enum Mapped {
-    /// By the PMD entry `index` of `table`.
-    Pmd { table: PtId, index: usize },
-    /// By `nr` consecutive entries of the PTE `table` from `first`.
-    Ptes { table: PtId, first: usize, nr: usize },
+    /// By one PMD entry.
+    Pmd(Slot),
+    /// By `nr` consecutive PTEs from `first`.
+    Ptes { first: Slot, nr: usize },
 }
 
 impl World {
@@ -113,31 +112,8 @@ impl World {
     /// whole (`CONFIG_PT_RECLAIM`, `try_get_and_clear_pmd()`).
     fn madvise_dontneed(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
         self.zap_range(pid, start, end);
-        let mut addr = start.align_up(PMD_SIZE);
-        while addr.0 + PMD_SIZE <= end.0 {
-            if let Some((pmd, pi)) = self.walk_pmd(pid, addr) {
-                if let Entry::Table(pte) = self.pt[pmd].entries[pi] {
-                    if self.pt[pte].nr_used == 0 {
-                        self.free_table(pid, pmd, pi);
-                    }
-                }
-            }
-            addr = addr.add(PMD_SIZE);
-        }
-    }
-
-    /// Consecutive PTEs from `ti` (below `last`) that map consecutive pages
-    /// of one folio (`folio_pte_batch()`).
-    pub(crate) fn pte_batch(&self, pte: PtId, ti: usize, last: usize) -> usize {
-        let Entry::Page(first) = self.pt[pte].entries[ti] else { return 1 };
-        let mut n = 1;
-        while ti + n < last {
-            match self.pt[pte].entries[ti + n] {
-                Entry::Page(l) if l.folio == first.folio && l.page == first.page + n as u32 => n += 1,
-                _ => break,
-            }
-        }
-        n
+        let (first, last) = (start.align_up(PMD_SIZE), end.align_down(PMD_SIZE));
+        let Ok(()) = self.walk(pid, first, last, &mut ReclaimPtOps { pid });
     }
 
     /// Walks `[start, end)` a folio at a time, as `madvise_free_pte_range()`
@@ -151,67 +127,24 @@ impl World {
         start: Vaddr,
         end: Vaddr,
         may_act: impl Fn(&crate::folio::Folio) -> bool,
-        mut act: impl FnMut(&mut World, FolioId, Mapped),
+        act: impl FnMut(&mut World, FolioId, Mapped),
     ) {
-        let mut addr = start;
-        while addr < end {
-            let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(end);
-            let Some((pmd, pi)) = self.walk_pmd(pid, addr) else {
-                addr = next;
-                continue;
-            };
-            if let Entry::Page(leaf) = self.pt[pmd].entries[pi] {
-                if self.folios[leaf.folio].maybe_mapped_shared() {
-                    addr = next;
-                    continue;
-                }
-                if next.0 - addr.0 == PMD_SIZE {
-                    act(self, leaf.folio, Mapped::Pmd { table: pmd, index: pi });
-                    addr = next;
-                    continue;
-                }
-                // A failed split leaves the PMD mapped: the block is skipped below.
-                let _ = self.split_folio(leaf.folio);
-            }
-            let Entry::Table(pte) = self.pt[pmd].entries[pi] else {
-                addr = next;
-                continue;
-            };
-            let first = Level::Pte.index(addr);
-            let last = first + ((next.0 - addr.0) / PAGE_SIZE) as usize;
-            let mut ti = first;
-            while ti < last {
-                let Entry::Page(leaf) = self.pt[pte].entries[ti] else {
-                    ti += 1;
-                    continue;
-                };
-                let nr = self.pte_batch(pte, ti, last);
-                let folio = &self.folios[leaf.folio];
-                if folio.is_large() && (nr as u64) < folio.nr_pages() {
-                    if !folio.maybe_mapped_shared() && self.split_folio(leaf.folio).is_ok() {
-                        continue; // Look at the same PTE again: now a small folio.
-                    }
-                    ti += nr;
-                    continue;
-                }
-                if may_act(folio) {
-                    act(self, leaf.folio, Mapped::Ptes { table: pte, first: ti, nr });
-                }
-                ti += nr;
-            }
-            addr = next;
-        }
+        let Ok(()) = self.walk(pid, start, end, &mut FolioOps { may_act, act });
     }
 
     /// Applies `f` to the leaf entries of a mapping the walker reported.
     fn update_leaves(&mut self, mapped: Mapped, f: impl Fn(Leaf) -> Leaf) {
         let (table, range) = match mapped {
-            Mapped::Pmd { table, index } => (table, index..index + 1),
-            Mapped::Ptes { table, first, nr } => (table, first..first + nr),
+            Mapped::Pmd(slot) => (slot.table, slot.index..slot.index + 1),
+            Mapped::Ptes { first, nr } => (first.table, first.index..first.index + nr),
         };
         for i in range {
-            if let Entry::Page(leaf) = self.pt[table].entries[i] {
-                self.pt[table].entries[i] = Entry::Page(f(leaf));
+            let slot = Slot { table, index: i };
+            match self.entry(slot) {
+                Entry::Page(leaf) => self.set_entry(slot, Entry::Page(f(leaf))),
+                other @ (Entry::None | Entry::Zero | Entry::Table(_)) => {
+                    panic!("{slot:?}: the folio walker reported {other:?} as a mapping")
+                }
             }
         }
     }
@@ -224,9 +157,12 @@ impl World {
             start,
             end,
             |folio| folio.mapcount() as u64 == folio.nr_pages(),
-            |w, folio, mapped| {
-                w.folios[folio].lazyfree = true;
-                w.update_leaves(mapped, |leaf| Leaf { dirty: false, young: false, ..leaf });
+            |w, folio, mapped| match mapped {
+                Mapped::Pmd(slot) => w.madvise_free_huge_pmd(slot),
+                Mapped::Ptes { .. } => {
+                    w.folios[folio].lazyfree = true;
+                    w.update_leaves(mapped, |leaf| Leaf { dirty: false, young: false, ..leaf });
+                }
             },
         );
     }
@@ -261,80 +197,98 @@ impl World {
             list.push(id);
         }
     }
+}
 
-    /// `try_to_unmap()` of a lazyfree (MADV_FREE) folio from
-    /// `shrink_folio_list()`. Every PMD mapping is split first
-    /// (TTU_SPLIT_HUGE_PMD; measured on 6.18: `thp_split_pmd` moves per PMD);
-    /// then, when no PTE was written since MADV_FREE and nothing else holds
-    /// the folio, every mapping is cleared and the folio freed. A written one
-    /// is swap-backed again and kept, PTE-mapped.
-    fn reclaim_lazyfree(&mut self, id: FolioId) {
-        for m in self.rmap_walk(id) {
-            if m.level == RmapLevel::Pmd {
-                self.split_huge_pmd(m.pid, m.addr);
-            }
+/// MADV_DONTNEED's walk over whole PMD ranges after the zap: frees each
+/// PTE table left empty.
+struct ReclaimPtOps {
+    pid: Pid,
+}
+
+impl WalkOps<World> for ReclaimPtOps {
+    type Error = std::convert::Infallible;
+    const PTES: bool = false;
+
+    fn table(&mut self, w: &mut World, level: Level, slot: Slot, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        if level != Level::Pmd {
+            return Ok(Walk::Continue);
         }
-        let mappings = self.rmap_walk(id);
-        let dirty = mappings.iter().any(|m| {
-            let entry = self.walk_pte(m.pid, m.addr).map(|(t, i)| self.pt[t].entries[i]);
-            matches!(entry, Some(Entry::Page(leaf)) if leaf.dirty)
-        });
-        if dirty {
-            self.folios[id].lazyfree = false;
-            return;
+        let Entry::Table(pte) = w.entry(slot) else { unreachable!("the walker calls table() on tables") };
+        if w.pt[pte].nr_used == 0 {
+            w.free_table(self.pid, slot);
         }
-        let folio = &self.folios[id];
-        if folio.refcount != folio.mapcount() {
-            return;
-        }
-        // Unmap each contiguous run of PTEs at once (the batched lazyfree
-        // unmap of 6.16+), so the folio never looks partially mapped.
-        let mut runs: Vec<(Pid, Vaddr, Vaddr)> = Vec::new();
-        for m in mappings {
-            match runs.last_mut() {
-                Some((pid, _, end)) if *pid == m.pid && *end == m.addr && !m.addr.is_aligned(PMD_SIZE) => {
-                    *end = m.addr.add(PAGE_SIZE)
-                }
-                _ => runs.push((m.pid, m.addr, m.addr.add(PAGE_SIZE))),
-            }
-        }
-        for (pid, start, end) in runs {
-            self.zap_pte_range(pid, start, end);
-        }
+        Ok(Walk::Skip)
     }
 
-    /// `shrink_folio_list()` for an anonymous folio when no swap device
-    /// exists: `add_to_swap()` fails, so a large folio is split
-    /// (`thp_swpout_fallback`) and every page is put back, resident.
-    fn reclaim_folio_no_swap(&mut self, id: FolioId) {
-        if self.folios.get(id).is_none() {
-            return;
+    /// The zap took every leaf of the range.
+    fn pmd_leaf(&mut self, _: &mut World, slot: Slot, entry: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        panic!("{slot:?}: {entry:?} left after MADV_DONTNEED zapped the range")
+    }
+}
+
+/// The folio walk of MADV_FREE, MADV_COLD and MADV_PAGEOUT.
+struct FolioOps<P, A> {
+    may_act: P,
+    act: A,
+}
+
+impl<P, A> WalkOps<World> for FolioOps<P, A>
+where
+    P: Fn(&crate::folio::Folio) -> bool,
+    A: FnMut(&mut World, FolioId, Mapped),
+{
+    type Error = std::convert::Infallible;
+
+    /// A PMD-mapped folio: left alone when shared, handed over whole when
+    /// the range covers it, split first otherwise (a failed split, a pinned
+    /// folio, leaves it as it is).
+    fn pmd_leaf(
+        &mut self,
+        w: &mut World,
+        slot: Slot,
+        entry: Entry,
+        start: Vaddr,
+        end: Vaddr,
+    ) -> Result<Walk, Self::Error> {
+        let leaf = match entry {
+            Entry::Page(leaf) => leaf,
+            Entry::Zero => return Ok(Walk::Skip),
+            Entry::None | Entry::Table(_) => unreachable!("the walker hands leaves to pmd_leaf"),
+        };
+        if w.folios[leaf.folio].maybe_mapped_shared() {
+            return Ok(Walk::Skip);
         }
-        if self.folios[id].lazyfree {
-            // Not swap-backed: no swap slot is needed, it is discarded or kept.
-            self.reclaim_lazyfree(id);
-            return;
+        if end.0 - start.0 == PMD_SIZE {
+            (self.act)(w, leaf.folio, Mapped::Pmd(slot));
+            return Ok(Walk::Skip);
         }
-        let folio = &self.folios[id];
-        if !folio.is_large() {
-            return;
+        Ok(if w.split_folio(leaf.folio).is_ok() { Walk::Again } else { Walk::Skip })
+    }
+
+    fn pte_entry(
+        &mut self,
+        w: &mut World,
+        slot: Slot,
+        entry: Entry,
+        _: Vaddr,
+        last: usize,
+    ) -> Result<Walk, Self::Error> {
+        let leaf = match entry {
+            Entry::Page(leaf) => leaf,
+            Entry::None | Entry::Zero => return Ok(Walk::Continue),
+            Entry::Table(_) => unreachable!("the walker never hands a table to pte_entry"),
+        };
+        let nr = w.pte_batch(slot.table, slot.index, last);
+        let folio = &w.folios[leaf.folio];
+        if folio.is_large() && (nr as u64) < folio.nr_pages() {
+            if !folio.maybe_mapped_shared() && w.split_folio(leaf.folio).is_ok() {
+                return Ok(Walk::Again); // The same PTE again: now a small folio.
+            }
+            return Ok(Walk::Advance(nr));
         }
-        if !self.can_split_folio(id) {
-            return;
+        if (self.may_act)(folio) {
+            (self.act)(w, leaf.folio, Mapped::Ptes { first: slot, nr });
         }
-        let order = folio.order;
-        if folio.deferred.queued && folio.deferred.partially_mapped {
-            // Partially mapped folios are split right away; the pieces then
-            // fail add_to_swap() one by one and stay.
-            let _ = self.split_folio(id);
-            return;
-        }
-        if self.split_folio(id).is_err() {
-            return;
-        }
-        if order >= Order::PMD {
-            self.stats.count(VmEvent::ThpSwpoutFallback);
-        }
-        self.stats.mthp(order, MthpStat::SwpoutFallback, 1);
+        Ok(Walk::Advance(nr))
     }
 }

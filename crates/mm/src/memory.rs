@@ -13,6 +13,7 @@ use crate::errno::{Errno, FaultError};
 use crate::events::MmEvent;
 use crate::gfp::Gfp;
 use crate::mman::{Access, Fill};
+use crate::pagewalk::{Lookup, Slot, Walk, WalkOps};
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
 use crate::stats::{MthpStat, VmEvent};
@@ -37,9 +38,8 @@ pub(crate) struct VmFault<'a> {
     pub(crate) vma: &'a Vma,
     pub(crate) addr: Vaddr,
     pub(crate) write: bool,
-    /// The PMD table and the index of the entry covering `addr`.
-    pub(crate) pmd: PtId,
-    pub(crate) pi: usize,
+    /// The PMD entry covering `addr`.
+    pub(crate) pmd: Slot,
 }
 
 /// The result of a huge-page fault attempt.
@@ -186,21 +186,21 @@ impl World {
     /// Performs the access if the page tables allow it without a fault;
     /// returns false if a fault is needed.
     fn access_mapped(&mut self, pid: Pid, addr: Vaddr, write: bool, fill: Fill) -> bool {
-        let Some((pmd, pi)) = self.walk_pmd(pid, addr) else { return false };
-        let (node, index, page_in_folio) = match self.pt[pmd].entries[pi] {
-            Entry::Page(_leaf) => (pmd, pi, (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE),
-            Entry::Zero => return !write,
-            Entry::Table(pte) => {
-                let ti = Level::Pte.index(addr);
-                match self.pt[pte].entries[ti] {
-                    Entry::Page(leaf) => (pte, ti, leaf.page as u64),
-                    Entry::Zero => return !write,
-                    _ => return false,
-                }
+        let (slot, entry, page_in_folio) = match self.lookup(pid, addr) {
+            Lookup::Hole => return false,
+            Lookup::Pud { slot, entry } => panic!("{pid:?} {addr}: {entry:?} at PUD {slot:?}"),
+            Lookup::Pmd { slot, entry } => (slot, entry, (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE),
+            Lookup::Pte { slot, entry } => {
+                let page = entry.leaf().map_or(0, |l| l.page as u64);
+                (slot, entry, page)
             }
-            Entry::None => return false,
         };
-        let Entry::Page(mut leaf) = self.pt[node].entries[index] else { unreachable!() };
+        let mut leaf = match entry {
+            Entry::Page(leaf) => leaf,
+            Entry::Zero => return !write,
+            Entry::None => return false,
+            Entry::Table(t) => panic!("{pid:?} {addr}: lookup ended at table {t:?}"),
+        };
         if write && !leaf.writable {
             return false;
         }
@@ -210,7 +210,7 @@ impl World {
             self.folios[leaf.folio].written.set(page_in_folio, fill == Fill::NonZero);
         }
         self.folios[leaf.folio].referenced = true;
-        self.pt[node].entries[index] = Entry::Page(leaf);
+        self.set_entry(slot, Entry::Page(leaf));
         true
     }
 
@@ -218,9 +218,9 @@ impl World {
     /// `vma` is the VMA containing `addr`, as the caller found it.
     pub(crate) fn handle_mm_fault(&mut self, pid: Pid, vma: &Vma, addr: Vaddr, write: bool) -> Result<(), FaultError> {
         debug_assert!(vma.contains(addr), "fault at {addr} outside {vma:?}");
-        let (pmd, pi) = self.pmd_alloc(pid, addr)?;
-        let vmf = VmFault { pid, vma, addr, write, pmd, pi };
-        match self.pt[pmd].entries[pi] {
+        let pmd = self.pmd_alloc(pid, addr)?;
+        let vmf = VmFault { pid, vma, addr, write, pmd };
+        match self.entry(pmd) {
             Entry::None => {
                 if self.thp_vma_allowable_orders(pid, vma, Tva::PageFault, 1 << Order::PMD.get()) != 0
                     && self.do_huge_pmd_anonymous_page(&vmf)? == HugeFault::Done
@@ -244,24 +244,24 @@ impl World {
 
     /// `handle_pte_fault()`.
     fn handle_pte_fault(&mut self, vmf: &VmFault<'_>) -> Result<(), FaultError> {
-        let VmFault { addr, write, pmd, pi, .. } = *vmf;
-        let pte = match self.pt[pmd].entries[pi] {
-            Entry::Table(t) => t,
+        let VmFault { addr, write, pmd, .. } = *vmf;
+        let pte = match self.entry(pmd) {
+            Entry::Table(t) => Slot { table: t, index: Level::Pte.index(addr) },
             Entry::None => return self.do_anonymous_page(vmf),
-            other => panic!("PTE fault under a PMD leaf {other:?}"),
+            other @ (Entry::Page(_) | Entry::Zero) => panic!("PTE fault under a PMD leaf {other:?}"),
         };
-        let ti = Level::Pte.index(addr);
-        match self.pt[pte].entries[ti] {
+        match self.entry(pte) {
             Entry::None => self.do_anonymous_page(vmf),
-            Entry::Zero | Entry::Page(_) if write => self.do_wp_page(vmf, pte, ti),
-            _ => Ok(()),
+            Entry::Zero | Entry::Page(_) if write => self.do_wp_page(vmf, pte),
+            Entry::Zero | Entry::Page(_) => Ok(()),
+            Entry::Table(t) => panic!("{pte:?}: a PTE table points to table {t:?}"),
         }
     }
 
     /// `do_anonymous_page()`: a fault on a none PTE.
     fn do_anonymous_page(&mut self, vmf: &VmFault<'_>) -> Result<(), FaultError> {
-        let VmFault { pid, vma, addr, write, pmd, pi } = *vmf;
-        let pte = self.pte_alloc(pid, pmd, pi)?;
+        let VmFault { pid, vma, addr, write, pmd } = *vmf;
+        let pte = self.pte_alloc(pid, pmd)?;
         if !write {
             // The shared zero page: no folio, no RSS.
             self.pt[pte].set(Level::Pte.index(addr), Entry::Zero);
@@ -337,22 +337,24 @@ impl World {
     }
 
     /// `do_wp_page()`: a write to a present read-only PTE.
-    fn do_wp_page(&mut self, vmf: &VmFault<'_>, pte: PtId, ti: usize) -> Result<(), FaultError> {
+    fn do_wp_page(&mut self, vmf: &VmFault<'_>, pte: Slot) -> Result<(), FaultError> {
         let VmFault { pid, addr, .. } = *vmf;
-        let Entry::Page(leaf) = self.pt[pte].entries[ti] else {
+        let leaf = match self.entry(pte) {
+            Entry::Page(leaf) => leaf,
             // The shared zero page: always copy.
-            return self.wp_page_copy(vmf, pte, ti);
+            Entry::Zero => return self.wp_page_copy(vmf, pte),
+            other @ (Entry::None | Entry::Table(_)) => panic!("do_wp_page on {other:?}"),
         };
         let page = leaf.page as u64;
         let exclusive = self.folios[leaf.folio].anon_exclusive.get(page);
         if exclusive || self.wp_can_reuse_anon_folio(leaf.folio) {
             // wp_page_reuse(): make it writable in place.
             self.folios[leaf.folio].anon_exclusive.set(page, true);
-            self.pt[pte].entries[ti] = Entry::Page(Leaf { writable: true, dirty: true, young: true, ..leaf });
+            self.set_entry(pte, Entry::Page(Leaf { writable: true, dirty: true, young: true, ..leaf }));
             self.events.emit(|| MmEvent::Fault { pid, addr, write: true, order: Order::BASE, fallback: false });
             return Ok(());
         }
-        self.wp_page_copy(vmf, pte, ti)
+        self.wp_page_copy(vmf, pte)
     }
 
     /// `wp_can_reuse_anon_folio()` with `__wp_can_reuse_large_anon_folio()`
@@ -375,27 +377,28 @@ impl World {
 
     /// `wp_page_copy()`: a fresh order-0 page for the writer, a copy of the
     /// old one (zeroed if it was the zero page).
-    fn wp_page_copy(&mut self, vmf: &VmFault<'_>, pte: PtId, ti: usize) -> Result<(), FaultError> {
+    fn wp_page_copy(&mut self, vmf: &VmFault<'_>, pte: Slot) -> Result<(), FaultError> {
         let VmFault { pid, vma, addr, .. } = *vmf;
         self.anon_vma_prepare(pid, vma);
         let family = self.mm_ref(pid).family;
         let new = self.folio_alloc(Order::BASE, Gfp::HIGHUSER_MOVABLE, family)?;
         self.folios[new].index = vma.linear_page_index(addr);
-        let old = self.pt[pte].entries[ti];
+        let old = self.entry(pte);
         match old {
             Entry::Page(leaf) => {
                 let data = self.folios[leaf.folio].written.get(leaf.page as u64);
                 self.folios[new].written.set(0, data);
                 self.events.emit(|| MmEvent::Copied { bytes: PAGE_SIZE });
             }
-            _ => {
+            Entry::Zero => {
                 self.mm_mut(pid).rss_anon += 1;
                 self.events.emit(|| MmEvent::Zeroed { bytes: PAGE_SIZE });
             }
+            other @ (Entry::None | Entry::Table(_)) => panic!("wp_page_copy over {other:?}"),
         }
         self.folios[new].refcount = 1;
         self.folio_add_new_anon_rmap(new, pid, RmapLevel::Pte);
-        self.pt[pte].entries[ti] = Entry::Page(Leaf { folio: new, page: 0, writable: true, dirty: true, young: true });
+        self.set_entry(pte, Entry::Page(Leaf { folio: new, page: 0, writable: true, dirty: true, young: true }));
         if let Entry::Page(leaf) = old {
             self.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, 1, pid);
             self.folio_put_refs(leaf.folio, 1);
@@ -407,70 +410,19 @@ impl World {
 
     // ----- zapping ---------------------------------------------------------
 
-    /// Unmaps every page in `[start, end)` of one VMA (`unmap_page_range()`):
-    /// whole PMD leaves inside the range are zapped at once
-    /// (`zap_huge_pmd()`); a PMD leaf only partly inside is split first.
+    /// Unmaps every page in `[start, end)` of one VMA and flushes the TLB
+    /// over it (`zap_page_range_single()`).
     pub(crate) fn zap_range(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
-        let mut addr = start;
-        while addr < end {
-            let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(end);
-            if let Some((pmd, pi)) = self.walk_pmd(pid, addr) {
-                match self.pt[pmd].entries[pi] {
-                    Entry::Page(_) | Entry::Zero => {
-                        if addr.is_aligned(PMD_SIZE) && next.0 - addr.0 == PMD_SIZE {
-                            self.zap_huge_pmd(pid, pmd, pi);
-                        } else {
-                            self.split_huge_pmd(pid, addr);
-                            self.zap_pte_range(pid, addr, next);
-                        }
-                    }
-                    Entry::Table(_) => self.zap_pte_range(pid, addr, next),
-                    Entry::None => {}
-                }
-            } else {
-                // No PMD table: skip to the next PUD.
-                let pud_next = Vaddr(addr.0 & !(PUD_SIZE - 1)).add(PUD_SIZE).min(end);
-                addr = pud_next;
-                continue;
-            }
-            addr = next;
-        }
+        self.unmap_page_range(pid, start, end);
         self.events.emit(|| MmEvent::TlbFlush { pid, start, end });
     }
 
-    /// `zap_pte_range()` within one PMD.
-    pub(crate) fn zap_pte_range(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
-        let Some((pte, _)) = self.walk_pte(pid, start) else { return };
-        let first = Level::Pte.index(start);
-        let last = first + ((end.0 - start.0) / PAGE_SIZE) as usize;
-        let mut i = first;
-        while i < last {
-            match self.pt[pte].entries[i] {
-                Entry::Page(leaf) => {
-                    // Batch consecutive pages of one folio, as folio_pte_batch() does.
-                    let mut n = 1;
-                    while i + n < last {
-                        match self.pt[pte].entries[i + n] {
-                            Entry::Page(l) if l.folio == leaf.folio && l.page == leaf.page + n as u32 => n += 1,
-                            _ => break,
-                        }
-                    }
-                    for k in i..i + n {
-                        self.pt[pte].set(k, Entry::None);
-                    }
-                    self.mm_mut(pid).rss_anon -= n as u64;
-                    self.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, n as u64, pid);
-                    self.folio_put_refs(leaf.folio, n as u32);
-                    i += n;
-                }
-                Entry::Zero => {
-                    self.pt[pte].set(i, Entry::None);
-                    i += 1;
-                }
-                Entry::None => i += 1,
-                Entry::Table(_) => panic!("table entry in a PTE table"),
-            }
-        }
+    /// `unmap_page_range()`: whole PMD leaves inside the range are zapped at
+    /// once (`zap_huge_pmd()`); a PMD leaf only partly inside is split first
+    /// (`__split_huge_pmd()` from `zap_pmd_range()`); PTEs are cleared a
+    /// folio batch at a time.
+    pub(crate) fn unmap_page_range(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
+        let Ok(()) = self.walk(pid, start, end, &mut ZapOps { pid });
     }
 
     /// Frees the page-table pages that map only `[floor, ceiling)` after an
@@ -479,39 +431,93 @@ impl World {
     /// neighbouring VMAs. A `ceiling` of 0 means "no VMA above".
     pub(crate) fn free_pgtables(&mut self, pid: Pid, start: Vaddr, end: Vaddr, floor: Vaddr, ceiling: Vaddr) {
         let ceiling = if ceiling.0 == 0 { u64::MAX } else { ceiling.0 };
-        let pgd = self.mm_ref(pid).pgd;
-        self.free_level(pid, pgd, Level::Pgd, 0, start.0, end.0, floor.0, ceiling);
+        let Ok(()) = self.walk(pid, start, end, &mut FreePgtablesOps { pid, floor: floor.0, ceiling });
+    }
+}
+
+/// The walk of `unmap_page_range()`.
+struct ZapOps {
+    pid: Pid,
+}
+
+impl WalkOps<World> for ZapOps {
+    type Error = std::convert::Infallible;
+
+    /// `zap_pmd_range()`: a leaf wholly inside goes at once; one partly
+    /// inside is split first. A split that fails leaves the PMD mapped and
+    /// the zap goes on past it, as the lazy-PTE series has a partial zap
+    /// (MADV_DONTNEED) skip the PMD.
+    fn pmd_leaf(&mut self, w: &mut World, slot: Slot, _: Entry, start: Vaddr, end: Vaddr) -> Result<Walk, Self::Error> {
+        if start.is_aligned(PMD_SIZE) && end.0 - start.0 == PMD_SIZE {
+            w.zap_huge_pmd(self.pid, slot);
+            return Ok(Walk::Skip);
+        }
+        Ok(if w.split_huge_pmd(self.pid, start).is_ok() { Walk::Again } else { Walk::Skip })
     }
 
-    /// Visits the entries of `node` (a table of `level` whose entry 0 maps
-    /// `base`) that intersect `[start, end)`; frees each child table whose
-    /// span lies within `[floor, ceiling)` once it is empty.
-    #[allow(clippy::too_many_arguments)]
-    fn free_level(
+    /// `zap_pte_range()`, batching consecutive pages of one folio as
+    /// `folio_pte_batch()` does.
+    fn pte_entry(
         &mut self,
-        pid: Pid,
-        node: PtId,
-        level: Level,
-        base: u64,
-        start: u64,
-        end: u64,
-        floor: u64,
-        ceiling: u64,
-    ) {
-        let size = level.entry_size();
-        let first = ((start.max(base) - base) / size) as usize;
-        let last = (((end - 1).min(base + size * PTRS_PER_TABLE - 1) - base) / size) as usize;
-        for i in first..=last {
-            let Entry::Table(child) = self.pt[node].entries[i] else { continue };
-            let span = base + i as u64 * size;
-            let child_level = level.below().expect("tables below PTE level");
-            if child_level != Level::Pte {
-                self.free_level(pid, child, child_level, span, start, end, floor, ceiling);
+        w: &mut World,
+        slot: Slot,
+        entry: Entry,
+        _: Vaddr,
+        last: usize,
+    ) -> Result<Walk, Self::Error> {
+        match entry {
+            Entry::Page(leaf) => {
+                let n = w.pte_batch(slot.table, slot.index, last);
+                for k in slot.index..slot.index + n {
+                    w.pt[slot.table].set(k, Entry::None);
+                }
+                w.mm_mut(self.pid).rss_anon -= n as u64;
+                w.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, n as u64, self.pid);
+                w.folio_put_refs(leaf.folio, n as u32);
+                Ok(Walk::Advance(n))
             }
-            let inside = span >= floor && span.checked_add(size).is_some_and(|e| e <= ceiling);
-            if inside && self.pt[child].nr_used == 0 {
-                self.free_table(pid, node, i);
+            Entry::Zero => {
+                w.set_entry(slot, Entry::None);
+                Ok(Walk::Continue)
             }
+            Entry::None => Ok(Walk::Continue),
+            Entry::Table(t) => unreachable!("the walker never hands a table {t:?} to pte_entry"),
         }
+    }
+}
+
+/// The walk of `free_pgd_range()`: post-order over tables, PTE tables not entered.
+struct FreePgtablesOps {
+    pid: Pid,
+    floor: u64,
+    ceiling: u64,
+}
+
+impl WalkOps<World> for FreePgtablesOps {
+    type Error = std::convert::Infallible;
+    const PTES: bool = false;
+
+    /// No leaf is left in a range being freed; a PMD leaf outside the unmapped
+    /// VMA but inside its tables' span belongs to a neighbour and stays.
+    fn pmd_leaf(&mut self, _: &mut World, _: Slot, _: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        Ok(Walk::Skip)
+    }
+
+    fn table_done(
+        &mut self,
+        w: &mut World,
+        level: Level,
+        slot: Slot,
+        start: Vaddr,
+        _: Vaddr,
+    ) -> Result<(), Self::Error> {
+        let size = level.entry_size();
+        let span = start.align_down(size).0;
+        let inside = span >= self.floor && span.checked_add(size).is_some_and(|e| e <= self.ceiling);
+        let Entry::Table(child) = w.entry(slot) else { return Ok(()) };
+        if inside && w.pt[child].nr_used == 0 {
+            w.free_table(self.pid, slot);
+        }
+        Ok(())
     }
 }

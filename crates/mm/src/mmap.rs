@@ -105,17 +105,20 @@ impl World {
 
     /// Splits the VMA straddling `addr` there, splitting a PMD leaf that
     /// straddles the new boundary first (`__split_vma()` →
-    /// `vma_adjust_trans_huge()` → `split_huge_pmd_if_needed()`).
-    pub(crate) fn split_vma_at(&mut self, pid: Pid, addr: Vaddr) {
-        let Some(vma) = self.mm_ref(pid).vmas.find(addr) else { return };
+    /// `vma_adjust_trans_huge()` → `split_huge_pmd_if_needed()`). A PMD split
+    /// that fails leaves the VMA whole and the call fails with ENOMEM, as the
+    /// lazy-PTE series has every VMA split, shrink and merge do.
+    pub(crate) fn split_vma_at(&mut self, pid: Pid, addr: Vaddr) -> Result<(), Errno> {
+        let Some(vma) = self.mm_ref(pid).vmas.find(addr) else { return Ok(()) };
         if vma.start == addr {
-            return;
+            return Ok(());
         }
         let block = addr.align_down(PMD_SIZE);
         if !addr.is_aligned(PMD_SIZE) && block >= vma.start && block.0 + PMD_SIZE <= vma.end.0 {
-            self.split_huge_pmd(pid, addr);
+            self.split_huge_pmd(pid, addr)?;
         }
         self.mm_mut(pid).vmas.split_at(addr);
+        Ok(())
     }
 
     /// munmap(addr, len).
@@ -126,18 +129,19 @@ impl World {
         }
         let end = check_range(addr, len)?;
         self.begin_op("munmap");
-        self.do_munmap(pid, addr, end);
+        let result = self.do_munmap(pid, addr, end);
         self.end_op();
-        Ok(())
+        result
     }
 
-    /// `do_vmi_munmap()`: removes every mapping in `[start, end)`.
-    pub(crate) fn do_munmap(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
+    /// `do_vmi_munmap()`: removes every mapping in `[start, end)`. Fails with
+    /// ENOMEM, unmapping nothing, when a VMA at either end cannot be split.
+    pub(crate) fn do_munmap(&mut self, pid: Pid, start: Vaddr, end: Vaddr) -> Result<(), Errno> {
         if self.mm_ref(pid).vmas.overlapping(start, end).next().is_none() {
-            return;
+            return Ok(());
         }
-        self.split_vma_at(pid, start);
-        self.split_vma_at(pid, end);
+        self.split_vma_at(pid, start)?;
+        self.split_vma_at(pid, end)?;
         for vstart in self.mm_ref(pid).vmas.starts_overlapping(start, end) {
             let vma = self.mm_mut(pid).vmas.remove(vstart).expect("vma");
             self.zap_range(pid, vma.start, vma.end);
@@ -145,6 +149,7 @@ impl World {
         let floor = self.mm_ref(pid).vmas.prev(start).map_or(Vaddr(0), |v| v.end);
         let ceiling = self.mm_ref(pid).vmas.next(end).map_or(Vaddr(0), |v| v.start);
         self.free_pgtables(pid, start, end, floor, ceiling);
+        Ok(())
     }
 
     /// The process exits: `exit_mmap()` unmaps everything and frees the page

@@ -8,7 +8,8 @@
 use crate::errno::Errno;
 use crate::mman::{Prot, ThpDisable};
 use crate::mmap::{check_range, prot_to_vm_flags};
-use crate::pgtable::{Entry, Leaf, Level};
+use crate::pagewalk::{Slot, Walk, WalkOps};
+use crate::pgtable::{Entry, Leaf};
 use crate::types::*;
 use crate::vma::{VmFlags, Vma};
 use crate::world::World;
@@ -61,8 +62,10 @@ impl World {
             let flags = f(&vma);
             let changed = flags != vma.flags;
             if changed {
-                self.split_vma_at(pid, s);
-                self.split_vma_at(pid, e);
+                // A VMA that cannot be split stays as it is: ENOMEM.
+                if let Err(e) = self.split_vma_at(pid, s).and_then(|()| self.split_vma_at(pid, e)) {
+                    return (pieces, Err(e));
+                }
                 self.mm_mut(pid).vmas.get_mut(s).expect("split vma").flags = flags;
             }
             pieces.push((s, e, changed));
@@ -127,39 +130,12 @@ impl World {
 
     /// `change_protection()`: write-protects entries, or makes writable the
     /// ones whose page is AnonExclusive (`can_change_pte_writable()`,
-    /// `can_change_pmd_writable()`).
+    /// `can_change_pmd_writable()`). The range is whole VMAs, so a PMD leaf
+    /// is never partly inside; if one were, it would be split first, and a
+    /// split that fails leaves it as it was (the lazy-PTE series retries
+    /// there).
     fn change_protection(&mut self, pid: Pid, start: Vaddr, end: Vaddr, writable: bool) {
-        let mut addr = start;
-        while addr < end {
-            let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(end);
-            if let Some((pmd, pi)) = self.walk_pmd(pid, addr) {
-                match self.pt[pmd].entries[pi] {
-                    Entry::Page(leaf) => {
-                        if next.0 - addr.0 < PMD_SIZE {
-                            self.split_huge_pmd(pid, addr);
-                            self.change_pte_range(pid, addr, next, writable);
-                        } else {
-                            let w = writable && self.folios[leaf.folio].anon_exclusive.get(0);
-                            self.pt[pmd].entries[pi] = Entry::Page(Leaf { writable: w, ..leaf });
-                        }
-                    }
-                    Entry::Table(_) => self.change_pte_range(pid, addr, next, writable),
-                    _ => {}
-                }
-            }
-            addr = next;
-        }
-    }
-
-    fn change_pte_range(&mut self, pid: Pid, start: Vaddr, end: Vaddr, writable: bool) {
-        let Some((pte, _)) = self.walk_pte(pid, start) else { return };
-        let first = Level::Pte.index(start);
-        for i in first..first + ((end.0 - start.0) / PAGE_SIZE) as usize {
-            if let Entry::Page(leaf) = self.pt[pte].entries[i] {
-                let w = writable && leaf.dirty && self.folios[leaf.folio].anon_exclusive.get(leaf.page as u64);
-                self.pt[pte].entries[i] = Entry::Page(Leaf { writable: w, ..leaf });
-            }
-        }
+        let Ok(()) = self.walk(pid, start, end, &mut ChangeProtOps { pid, writable });
     }
 
     /// prctl(PR_SET_THP_DISABLE, ...). Inherited by fork.
@@ -167,5 +143,38 @@ impl World {
         self.check_pid(pid)?;
         self.mm_mut(pid).thp_disable = disable;
         Ok(())
+    }
+}
+
+/// The walk of `change_protection()`.
+struct ChangeProtOps {
+    pid: Pid,
+    writable: bool,
+}
+
+impl WalkOps<World> for ChangeProtOps {
+    type Error = std::convert::Infallible;
+
+    /// `change_pmd_range()`: a leaf wholly inside is changed in place
+    /// (`change_huge_pmd()`), one partly inside is split first.
+    fn pmd_leaf(&mut self, w: &mut World, slot: Slot, _: Entry, start: Vaddr, end: Vaddr) -> Result<Walk, Self::Error> {
+        if end.0 - start.0 == PMD_SIZE {
+            w.change_huge_pmd(slot, self.writable);
+            return Ok(Walk::Skip);
+        }
+        Ok(if w.split_huge_pmd(self.pid, start).is_ok() { Walk::Again } else { Walk::Skip })
+    }
+
+    /// `change_pte_range()`.
+    fn pte_entry(&mut self, w: &mut World, slot: Slot, entry: Entry, _: Vaddr, _: usize) -> Result<Walk, Self::Error> {
+        match entry {
+            Entry::Page(leaf) => {
+                let w_ok = self.writable && leaf.dirty && w.folios[leaf.folio].anon_exclusive.get(leaf.page as u64);
+                w.set_entry(slot, Entry::Page(Leaf { writable: w_ok, ..leaf }));
+            }
+            Entry::None | Entry::Zero => {}
+            Entry::Table(t) => unreachable!("the walker never hands a table {t:?} to pte_entry"),
+        }
+        Ok(Walk::Continue)
     }
 }

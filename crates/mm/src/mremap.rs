@@ -11,6 +11,7 @@
 
 use crate::errno::Errno;
 use crate::mmap::check_range;
+use crate::pagewalk::Slot;
 use crate::pgtable::{Entry, Level};
 use crate::types::*;
 use crate::vma::Vma;
@@ -68,10 +69,10 @@ impl World {
             return Err(Errno::Fault);
         }
         if let Some(dst) = new_addr {
-            self.do_munmap(pid, dst, dst.add(new_len));
+            self.do_munmap(pid, dst, dst.add(new_len))?;
             let mut len = old_len;
             if old_len > new_len {
-                self.do_munmap(pid, old.add(new_len), old.add(old_len));
+                self.do_munmap(pid, old.add(new_len), old.add(old_len))?;
                 len = new_len;
             }
             if multi_vma_move {
@@ -84,16 +85,16 @@ impl World {
                     .collect();
                 for (s, e) in pieces {
                     let to = dst.add(s.0 - old.0);
-                    self.move_vma(pid, s, e.0 - s.0, e.0 - s.0, to);
+                    self.move_vma(pid, s, e.0 - s.0, e.0 - s.0, to)?;
                 }
             } else {
-                self.move_vma(pid, old, len, new_len, dst);
+                self.move_vma(pid, old, len, new_len, dst)?;
             }
             return Ok(dst);
         }
         if new_len <= old_len {
             if new_len < old_len {
-                self.do_munmap(pid, old.add(new_len), old.add(old_len));
+                self.do_munmap(pid, old.add(new_len), old.add(old_len))?;
             }
             return Ok(old);
         }
@@ -111,7 +112,7 @@ impl World {
             return Err(Errno::NoMem);
         }
         let dst = self.mmap_find_free(pid, new_len).ok_or(Errno::NoMem)?;
-        self.move_vma(pid, old, old_len, new_len, dst);
+        self.move_vma(pid, old, old_len, new_len, dst)?;
         Ok(dst)
     }
 
@@ -130,70 +131,92 @@ impl World {
     }
 
     /// `move_vma()`: a new VMA at `dst` with the old page offset, the page
-    /// tables moved under it, the old range unmapped.
-    fn move_vma(&mut self, pid: Pid, old: Vaddr, old_len: u64, new_len: u64, dst: Vaddr) {
-        self.split_vma_at(pid, old);
-        self.split_vma_at(pid, old.add(old_len));
+    /// tables moved under it, the old range unmapped. When the tables cannot
+    /// all be moved (a table or a split could not be had), the entries moved
+    /// so far go back, which needs no allocation because the old tables are
+    /// still there, the new range is unmapped instead of the old, and the
+    /// call fails with ENOMEM.
+    fn move_vma(&mut self, pid: Pid, old: Vaddr, old_len: u64, new_len: u64, dst: Vaddr) -> Result<(), Errno> {
+        self.split_vma_at(pid, old)?;
+        self.split_vma_at(pid, old.add(old_len))?;
         let src = self.mm_ref(pid).vmas.get(old).cloned().expect("split vma");
         let new_vma = Vma { start: dst, end: dst.add(new_len), pgoff: src.pgoff, ..src.clone() };
         self.mm_mut(pid).vmas.insert(new_vma);
-        self.move_page_tables(pid, old, dst, old_len);
+        let moved = self.move_page_tables(pid, old, dst, old_len);
+        if moved < old_len {
+            let back = self.move_page_tables(pid, dst, old, moved);
+            assert_eq!(back, moved, "{pid:?}: moving {moved:#x} bytes back from {dst} to {old} came short");
+            self.do_munmap(pid, dst, dst.add(new_len))?;
+            return Err(Errno::NoMem);
+        }
         // The old VMA now maps nothing; unmapping it frees its tables.
-        self.do_munmap(pid, old, old.add(old_len));
+        self.do_munmap(pid, old, old.add(old_len))?;
         self.mm_mut(pid).vmas.merge_around(dst);
+        Ok(())
     }
 
-    /// `move_page_tables()`.
-    fn move_page_tables(&mut self, pid: Pid, old: Vaddr, new: Vaddr, len: u64) {
+    /// `move_page_tables()`: walks the old and the new range in lockstep, an
+    /// extent at a time (up to the next PMD boundary of either side), with
+    /// the walker's lookups, as mm/mremap.c does. Returns the bytes moved:
+    /// less than `len` when a table or a split could not be had.
+    fn move_page_tables(&mut self, pid: Pid, old: Vaddr, new: Vaddr, len: u64) -> u64 {
         let mut done = 0;
         while done < len {
             let (s, d) = (old.add(done), new.add(done));
-            // The extent stops at the next PMD boundary of either side.
             let extent = (PMD_SIZE - (s.0 & (PMD_SIZE - 1))).min(PMD_SIZE - (d.0 & (PMD_SIZE - 1))).min(len - done);
-            let Some((spmd, si)) = self.walk_pmd(pid, s) else {
+            let Some(src_pmd) = self.pmd_off(pid, s) else {
                 done += extent;
                 continue;
             };
             let whole = extent == PMD_SIZE;
-            match self.pt[spmd].entries[si] {
-                Entry::None => {}
-                Entry::Page(_) | Entry::Zero if whole => {
-                    let (dpmd, di) = self.pmd_alloc(pid, d).expect("page-table allocation in mremap");
-                    let entry = self.pt[spmd].entries[si];
-                    let table = self.pt[spmd].deposit.pop().expect("deposit");
-                    self.pt[spmd].set(si, Entry::None);
-                    self.pt[dpmd].deposit.push(table);
-                    self.pt[dpmd].set(di, entry);
+            let dst_none = self.pmd_off(pid, d).is_none_or(|slot| self.entry(slot).is_none());
+            let moved = match self.entry(src_pmd) {
+                Entry::None => true,
+                Entry::Page(_) | Entry::Zero if whole => match self.pmd_alloc(pid, d) {
+                    Ok(dst_pmd) => {
+                        self.move_huge_pmd(src_pmd, dst_pmd);
+                        true
+                    }
+                    Err(_) => false,
+                },
+                // move_normal_pmd(): the whole PTE table changes hands.
+                Entry::Table(t) if whole && dst_none => match self.pmd_alloc(pid, d) {
+                    Ok(dst_pmd) => {
+                        self.set_entry(src_pmd, Entry::None);
+                        self.set_entry(dst_pmd, Entry::Table(t));
+                        true
+                    }
+                    Err(_) => false,
+                },
+                // A split that fails stops the move here (the lazy-PTE
+                // series: mremap moves partially, then reverts).
+                Entry::Page(_) | Entry::Zero | Entry::Table(_) => {
+                    self.split_huge_pmd(pid, s).is_ok() && self.move_ptes(pid, s, d, extent)
                 }
-                Entry::Table(t)
-                    if whole && self.walk_pmd(pid, d).is_none_or(|(p, i)| self.pt[p].entries[i].is_none()) =>
-                {
-                    let (dpmd, di) = self.pmd_alloc(pid, d).expect("page-table allocation in mremap");
-                    self.pt[spmd].set(si, Entry::None);
-                    self.pt[dpmd].set(di, Entry::Table(t));
-                }
-                _ => {
-                    self.split_huge_pmd(pid, s);
-                    self.move_ptes(pid, s, d, extent);
-                }
+            };
+            if !moved {
+                break;
             }
             done += extent;
         }
         self.events.emit(|| crate::events::MmEvent::TlbFlush { pid, start: old, end: old.add(len) });
+        done
     }
 
     /// `move_ptes()`: moves entries one by one into a destination PTE table.
-    fn move_ptes(&mut self, pid: Pid, old: Vaddr, new: Vaddr, len: u64) {
-        let Some((spte, _)) = self.walk_pte(pid, old) else { return };
-        let (dpmd, di) = self.pmd_alloc(pid, new).expect("page-table allocation in mremap");
-        let dpte = self.pte_alloc(pid, dpmd, di).expect("page-table allocation in mremap");
+    /// False if the destination table cannot be allocated (nothing moved).
+    fn move_ptes(&mut self, pid: Pid, old: Vaddr, new: Vaddr, len: u64) -> bool {
+        let Some(src) = self.pte_off(pid, old) else { return true };
+        let Ok(dst_pmd) = self.pmd_alloc(pid, new) else { return false };
+        let Ok(dst) = self.pte_alloc(pid, dst_pmd) else { return false };
         for k in 0..len / PAGE_SIZE {
-            let si = Level::Pte.index(old.add(k * PAGE_SIZE));
-            let entry = self.pt[spte].entries[si];
+            let from = Slot { table: src.table, index: Level::Pte.index(old.add(k * PAGE_SIZE)) };
+            let entry = self.entry(from);
             if !entry.is_none() {
-                self.pt[spte].set(si, Entry::None);
-                self.pt[dpte].set(Level::Pte.index(new.add(k * PAGE_SIZE)), entry);
+                self.set_entry(from, Entry::None);
+                self.set_entry(Slot { table: dst, index: Level::Pte.index(new.add(k * PAGE_SIZE)) }, entry);
             }
         }
+        true
     }
 }

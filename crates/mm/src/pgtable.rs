@@ -106,8 +106,9 @@ pub struct PtNode {
     /// Entries that are not `Entry::None`.
     pub nr_used: u16,
     /// PTE tables deposited under this PMD table's huge entries, a stack as
-    /// `pmd_huge_pte` is (split PMD ptlocks: one list per PMD table).
-    pub deposit: Vec<Pfn>,
+    /// `pmd_huge_pte` is (split PMD ptlocks: one list per PMD table). Only
+    /// huge_memory/deposit.rs pushes and pops.
+    deposit: Vec<Pfn>,
 }
 
 impl PtNode {
@@ -119,6 +120,17 @@ impl PtNode {
             nr_used: 0,
             deposit: Vec::new(),
         }
+    }
+
+    /// The PTE tables deposited under this PMD table.
+    pub fn deposited(&self) -> &[Pfn] {
+        &self.deposit
+    }
+    pub(crate) fn deposit_push(&mut self, table: Pfn) {
+        self.deposit.push(table);
+    }
+    pub(crate) fn deposit_pop(&mut self) -> Option<Pfn> {
+        self.deposit.pop()
     }
 
     /// Sets one entry, keeping `nr_used` true.

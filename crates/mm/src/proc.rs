@@ -9,7 +9,8 @@
 //! mapping it is computed for the first page and repeated, as the kernel does.
 
 use crate::memory::Tva;
-use crate::pgtable::{Entry, Level};
+use crate::pagewalk::{Lookup, Ro, Slot, Walk, WalkOps};
+use crate::pgtable::Entry;
 use crate::types::*;
 use crate::world::World;
 
@@ -68,30 +69,9 @@ impl World {
         mm.vmas
             .iter()
             .map(|vma| {
-                let (mut rss, mut thp) = (0u64, 0u64);
-                let mut addr = vma.start;
-                while addr < vma.end {
-                    let next = addr.align_down(PMD_SIZE).add(PMD_SIZE).min(vma.end);
-                    if let Some((pmd, pi)) = self.walk_pmd(pid, addr) {
-                        match self.pt[pmd].entries[pi] {
-                            Entry::Page(_) => {
-                                rss += PMD_SIZE;
-                                thp += PMD_SIZE;
-                            }
-                            Entry::Table(pte) => {
-                                let first = Level::Pte.index(addr);
-                                let n = ((next.0 - addr.0) / PAGE_SIZE) as usize;
-                                rss += self.pt[pte].entries[first..first + n]
-                                    .iter()
-                                    .filter(|e| matches!(e, Entry::Page(_)))
-                                    .count() as u64
-                                    * PAGE_SIZE;
-                            }
-                            _ => {}
-                        }
-                    }
-                    addr = next;
-                }
+                let mut ops = SmapsOps::default();
+                let Ok(()) = self.walk_ro(pid, vma.start, vma.end, &mut ops);
+                let (rss, thp) = (ops.rss, ops.anon_huge);
                 SmapsVma {
                     start: vma.start,
                     end: vma.end,
@@ -124,13 +104,15 @@ impl World {
             zero_page: false,
         };
         let Some(_) = self.mm(pid) else { return absent };
-        let Some((pmd, pi)) = self.walk_pmd(pid, addr) else { return absent };
-        let (entry, pmd_mapped, page_of_pmd) = match self.pt[pmd].entries[pi] {
-            Entry::Table(pte) => (self.pt[pte].entries[Level::Pte.index(addr)], false, 0),
-            e => (e, true, (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE),
+        let (entry, pmd_mapped, page_of_pmd) = match self.lookup(pid, addr) {
+            Lookup::Hole => return absent,
+            Lookup::Pud { slot, entry } => panic!("{pid:?} {addr}: {entry:?} at PUD {slot:?}"),
+            Lookup::Pmd { entry, .. } => (entry, true, (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE),
+            Lookup::Pte { entry, .. } => (entry, false, 0),
         };
         match entry {
-            Entry::None | Entry::Table(_) => absent,
+            Entry::None => absent,
+            Entry::Table(t) => panic!("{pid:?} {addr}: lookup ended at table {t:?}"),
             Entry::Zero => PageInfo {
                 state: PageState::Present,
                 pfn: self.huge_zero.filter(|_| pmd_mapped).map(|hz| hz.pfn.add(page_of_pmd)),
@@ -168,5 +150,36 @@ impl World {
             anon_huge_pages_kb: self.stats.nr_anon_thps as u64 * kb,
             page_tables_kb: self.stats.nr_page_table_pages as u64 * kb,
         }
+    }
+}
+
+/// The walk of `smaps_pte_entry()`/`smaps_pmd_entry()`: resident and
+/// PMD-mapped anonymous bytes. Zero pages count in neither.
+#[derive(Default)]
+struct SmapsOps {
+    rss: u64,
+    anon_huge: u64,
+}
+
+impl WalkOps<Ro<'_>> for SmapsOps {
+    type Error = std::convert::Infallible;
+
+    fn pmd_leaf(&mut self, _: &mut Ro<'_>, _: Slot, entry: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        match entry {
+            Entry::Page(_) => {
+                self.rss += PMD_SIZE;
+                self.anon_huge += PMD_SIZE;
+            }
+            Entry::Zero | Entry::None | Entry::Table(_) => {}
+        }
+        Ok(Walk::Skip)
+    }
+
+    fn pte_entry(&mut self, _: &mut Ro<'_>, _: Slot, entry: Entry, _: Vaddr, _: usize) -> Result<Walk, Self::Error> {
+        match entry {
+            Entry::Page(_) => self.rss += PAGE_SIZE,
+            Entry::Zero | Entry::None | Entry::Table(_) => {}
+        }
+        Ok(Walk::Continue)
     }
 }

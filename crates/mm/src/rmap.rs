@@ -11,8 +11,9 @@
 
 use crate::errno::Errno;
 use crate::folio::Folio;
-use crate::pgtable::{Entry, Level};
-use crate::stats::{MthpStat, VmEvent};
+use crate::pagewalk::{Ro, Slot, Walk, WalkOps};
+use crate::pgtable::Entry;
+use crate::stats::MthpStat;
 use crate::types::*;
 use crate::world::World;
 
@@ -265,79 +266,63 @@ impl World {
         Ok(())
     }
 
-    /// `deferred_split_folio()`: queues a large folio for the deferred-split
-    /// shrinker; `partially_mapped` marks it (and counts it) as having
-    /// unmapped pages.
-    pub(crate) fn deferred_split_folio(&mut self, id: FolioId, partially_mapped: bool) {
-        let folio = &self.folios[id];
-        if folio.order.get() <= 1 {
-            return;
-        }
-        if !partially_mapped && !self.config.shrink_underused {
-            return;
-        }
-        let order = folio.order;
-        if partially_mapped && !folio.deferred.partially_mapped {
-            self.folios[id].deferred.partially_mapped = true;
-            if order >= Order::PMD {
-                self.stats.count(VmEvent::ThpDeferredSplitPage);
-            }
-            self.stats.mthp(order, MthpStat::SplitDeferred, 1);
-            self.stats.mthp(order, MthpStat::NrAnonPartiallyMapped, 1);
-        }
-        if !self.folios[id].deferred.queued {
-            self.deferred_split_add_tail(id);
-        }
-    }
-
     /// Every mapping of a folio (`rmap_walk_anon()`): the mms of the folio's
     /// family, their VMAs whose page offsets cover the folio's index, and
-    /// the page-table entries there that map it.
+    /// the entries there that map it (`page_vma_mapped_walk()`), in mm, VMA
+    /// and address order.
     pub(crate) fn rmap_walk(&self, id: FolioId) -> Vec<Mapping> {
         let folio = &self.folios[id];
         let (index, nr, family) = (folio.index, folio.nr_pages(), folio.family);
-        let mut found = Vec::new();
+        let mut ops = RmapOps { folio: id, pid: Pid(0), found: Vec::new() };
         for mm in self.mms.iter().flatten().filter(|m| m.family == family) {
+            ops.pid = mm.pid;
             for vma in mm.vmas.iter() {
                 let vma_pages = vma.len() >> PAGE_SHIFT;
                 let lo = index.max(vma.pgoff);
                 let hi = (index + nr).min(vma.pgoff + vma_pages);
-                let mut idx = lo;
-                while idx < hi {
-                    let addr = vma.address_of_index(idx).expect("index inside vma");
-                    let Some((pmd, pi)) = self.walk_pmd(mm.pid, addr) else {
-                        idx = (addr.align_down(PMD_SIZE).0 + PMD_SIZE - vma.start.0) / PAGE_SIZE + vma.pgoff;
-                        continue;
-                    };
-                    match self.pt[pmd].entries[pi] {
-                        Entry::Page(leaf) if leaf.folio == id => {
-                            found.push(Mapping {
-                                pid: mm.pid,
-                                addr: addr.align_down(PMD_SIZE),
-                                level: RmapLevel::Pmd,
-                                page: 0,
-                            });
-                            idx = (addr.align_down(PMD_SIZE).0 + PMD_SIZE - vma.start.0) / PAGE_SIZE + vma.pgoff;
-                        }
-                        Entry::Table(pte) => {
-                            if let Entry::Page(leaf) = self.pt[pte].entries[Level::Pte.index(addr)] {
-                                if leaf.folio == id {
-                                    found.push(Mapping {
-                                        pid: mm.pid,
-                                        addr,
-                                        level: RmapLevel::Pte,
-                                        page: leaf.page as u64,
-                                    });
-                                }
-                            }
-                            idx += 1;
-                        }
-                        _ => idx += 1,
-                    }
+                if lo >= hi {
+                    continue;
                 }
+                let start = vma.address_of_index(lo).expect("index inside vma");
+                let end = start.add((hi - lo) * PAGE_SIZE);
+                let Ok(()) = self.walk_ro(mm.pid, start, end, &mut ops);
             }
         }
-        found
+        ops.found
+    }
+}
+
+/// The walk of `rmap_walk()` over one VMA's part of a folio's range.
+struct RmapOps {
+    folio: FolioId,
+    pid: Pid,
+    found: Vec<Mapping>,
+}
+
+impl WalkOps<Ro<'_>> for RmapOps {
+    type Error = std::convert::Infallible;
+
+    fn pmd_leaf(&mut self, _: &mut Ro<'_>, _: Slot, entry: Entry, start: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        match entry {
+            Entry::Page(leaf) if leaf.folio == self.folio => self.found.push(Mapping {
+                pid: self.pid,
+                addr: start.align_down(PMD_SIZE),
+                level: RmapLevel::Pmd,
+                page: 0,
+            }),
+            Entry::Page(_) | Entry::Zero | Entry::None | Entry::Table(_) => {}
+        }
+        Ok(Walk::Skip)
+    }
+
+    fn pte_entry(&mut self, _: &mut Ro<'_>, _: Slot, entry: Entry, addr: Vaddr, _: usize) -> Result<Walk, Self::Error> {
+        match entry {
+            Entry::Page(leaf) if leaf.folio == self.folio => {
+                self.found.push(Mapping { pid: self.pid, addr, level: RmapLevel::Pte, page: leaf.page as u64 })
+            }
+            Entry::Page(_) | Entry::Zero | Entry::None | Entry::Table(_) => {}
+        }
+        Ok(Walk::Continue)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::folio::FolioTable;
 use crate::gfp::{AllocError, Gfp};
 use crate::mman::ThpDisable;
 use crate::page_alloc::BuddyAllocator;
+use crate::pagewalk::Slot;
 use crate::pgtable::{Entry, Level, PageTables, PtNode};
 use crate::stats::{MthpStat, Stats};
 use crate::types::*;
@@ -293,74 +294,14 @@ impl World {
         self.events.emit(|| MmEvent::PtFree { level: level.event_level() });
     }
 
-    /// Allocates a node of `level` and installs it in `parent[index]`.
-    pub(crate) fn install_table(
-        &mut self,
-        pid: Pid,
-        parent: PtId,
-        index: usize,
-        level: Level,
-    ) -> Result<PtId, AllocError> {
-        let pfn = self.alloc_pt_page(pid, level)?;
-        let id = self.pt.insert(PtNode::new(pfn, level));
-        self.pt[parent].set(index, Entry::Table(id));
-        Ok(id)
-    }
-
     /// Frees a node that has no entries left and clears its parent slot.
-    pub(crate) fn free_table(&mut self, pid: Pid, parent: PtId, index: usize) {
-        let Entry::Table(id) = self.pt[parent].entries[index] else {
-            panic!("free_table: {parent:?}[{index}] is not a table")
-        };
+    pub(crate) fn free_table(&mut self, pid: Pid, slot: Slot) {
+        let Entry::Table(id) = self.entry(slot) else { panic!("free_table: {slot:?} is not a table") };
         let node = self.pt.remove(id);
         assert_eq!(node.nr_used, 0, "freeing a {:?} table with {} entries", node.level, node.nr_used);
-        assert!(node.deposit.is_empty(), "freeing a PMD table with {} deposited tables", node.deposit.len());
-        self.pt[parent].set(index, Entry::None);
+        assert!(node.deposited().is_empty(), "freeing a PMD table with {} deposited tables", node.deposited().len());
+        self.set_entry(slot, Entry::None);
         self.free_pt_page(pid, node.level, node.pfn);
-    }
-
-    /// The PMD table and index covering `addr`, if the upper levels exist.
-    #[inline]
-    pub(crate) fn walk_pmd(&self, pid: Pid, addr: Vaddr) -> Option<(PtId, usize)> {
-        let pgd = self.mm_ref(pid).pgd;
-        let Entry::Table(pud) = self.pt[pgd].entries[Level::Pgd.index(addr)] else { return None };
-        let Entry::Table(pmd) = self.pt[pud].entries[Level::Pud.index(addr)] else { return None };
-        Some((pmd, Level::Pmd.index(addr)))
-    }
-
-    /// The PTE table and index covering `addr`, if it exists.
-    #[inline]
-    pub(crate) fn walk_pte(&self, pid: Pid, addr: Vaddr) -> Option<(PtId, usize)> {
-        let (pmd, i) = self.walk_pmd(pid, addr)?;
-        let Entry::Table(pte) = self.pt[pmd].entries[i] else { return None };
-        Some((pte, Level::Pte.index(addr)))
-    }
-
-    /// `pud_alloc()` + `pmd_alloc()`: the PMD table covering `addr`,
-    /// allocating missing upper levels.
-    pub(crate) fn pmd_alloc(&mut self, pid: Pid, addr: Vaddr) -> Result<(PtId, usize), AllocError> {
-        let pgd = self.mm_ref(pid).pgd;
-        let gi = Level::Pgd.index(addr);
-        let pud = match self.pt[pgd].entries[gi] {
-            Entry::Table(t) => t,
-            _ => self.install_table(pid, pgd, gi, Level::Pud)?,
-        };
-        let ui = Level::Pud.index(addr);
-        let pmd = match self.pt[pud].entries[ui] {
-            Entry::Table(t) => t,
-            _ => self.install_table(pid, pud, ui, Level::Pmd)?,
-        };
-        Ok((pmd, Level::Pmd.index(addr)))
-    }
-
-    /// `pte_alloc()`: the PTE table under `pmd[i]`, allocating it if the
-    /// entry is none. The entry must not be a leaf.
-    pub(crate) fn pte_alloc(&mut self, pid: Pid, pmd: PtId, i: usize) -> Result<PtId, AllocError> {
-        match self.pt[pmd].entries[i] {
-            Entry::Table(t) => Ok(t),
-            Entry::None => self.install_table(pid, pmd, i, Level::Pte),
-            other => panic!("pte_alloc over a PMD leaf {other:?}"),
-        }
     }
 
     // ----- folios ------------------------------------------------------
@@ -390,54 +331,6 @@ impl World {
             self.stats.mthp(folio.order, MthpStat::NrAnon, -1);
         }
         self.buddy.free(folio.pfn, folio.order);
-    }
-
-    // ----- the deferred-split queue --------------------------------------
-
-    pub(crate) fn deferred_split_add_tail(&mut self, id: FolioId) {
-        let seq = self.next_deferred_seq;
-        self.next_deferred_seq += 1;
-        self.deferred_queue.push((id, seq));
-        self.deferred_len += 1;
-        let d = &mut self.folios[id].deferred;
-        d.queued = true;
-        d.seq = seq;
-        // Drop dead entries once they outnumber the live ones.
-        if self.deferred_queue.len() > 2 * self.deferred_len + 64 {
-            let folios = &self.folios;
-            self.deferred_queue.retain(|&(f, s)| Self::deferred_entry_live(folios, f, s));
-        }
-    }
-
-    fn deferred_entry_live(folios: &FolioTable, id: FolioId, seq: u64) -> bool {
-        folios.get(id).is_some_and(|f| f.deferred.queued && f.deferred.seq == seq)
-    }
-
-    /// The queued folios in list order.
-    pub(crate) fn deferred_split_queue(&self) -> Vec<FolioId> {
-        self.deferred_queue
-            .iter()
-            .filter(|&&(f, s)| Self::deferred_entry_live(&self.folios, f, s))
-            .map(|&(f, _)| f)
-            .collect()
-    }
-
-    /// Takes a folio off the queue, clearing `partially_mapped` with its
-    /// gauge, as `folio_unqueue_deferred_split()` does.
-    pub(crate) fn deferred_split_remove(&mut self, id: FolioId) {
-        let folio = &mut self.folios[id];
-        assert!(folio.deferred.queued, "{id:?} is not on the deferred queue");
-        folio.deferred.queued = false;
-        self.deferred_len -= 1;
-        if folio.deferred.partially_mapped {
-            folio.deferred.partially_mapped = false;
-            let order = folio.order;
-            self.stats.mthp(order, MthpStat::NrAnonPartiallyMapped, -1);
-        }
-    }
-
-    pub fn deferred_split_queue_len(&self) -> usize {
-        self.deferred_len
     }
 
     // ----- operation bracketing -----------------------------------------
