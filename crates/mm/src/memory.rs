@@ -514,7 +514,7 @@ impl WalkOps<World> for FreePgtablesOps {
         let size = level.entry_size();
         let span = start.align_down(size).0;
         let inside = span >= self.floor && span.checked_add(size).is_some_and(|e| e <= self.ceiling);
-        let Entry::Table(child) = w.entry(slot) else { return Ok(()) };
+        let Entry::Table(child) = w.entry(slot) else { unreachable!("table_done() on {slot:?}, not a table") };
         if inside && w.pt[child].nr_used == 0 {
             w.free_table(self.pid, slot);
         }

@@ -7,7 +7,9 @@
 //! P4D is folded, as with 4-level paging. One entry type serves every
 //! level; a leaf at PMD or PUD level maps a whole folio.
 //! Not modelled yet: swap and migration entries (later issues add them as
-//! variants of `Entry`).
+//! variants of `Entry`). Every match on `Entry` names every variant (no
+//! catch-all arm), so a new variant makes the compiler list every decision;
+//! walks go through pagewalk.rs.
 
 use crate::types::{FolioId, Pfn, PtId, Vaddr, PAGE_SHIFT, PTRS_PER_TABLE};
 
@@ -91,7 +93,7 @@ impl Entry {
     pub fn leaf(&self) -> Option<&Leaf> {
         match self {
             Entry::Page(leaf) => Some(leaf),
-            _ => None,
+            Entry::None | Entry::Table(_) | Entry::Zero => None,
         }
     }
 }
