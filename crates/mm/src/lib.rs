@@ -37,7 +37,7 @@ pub use config::Config;
 pub use errno::*;
 pub use events::MmEvent;
 pub use mman::{Access, Advice, Fill, Prot, ThpDisable};
-pub use proc::{Meminfo, PageInfo, PageState, SmapsVma};
+pub use proc::{Meminfo, PageInfo, PageInfoRun, PageState, SmapsVma};
 pub use stats::{MthpStat, Stats, VmEvent};
 pub use types::*;
 pub use world::{Machine, Mm, World};
