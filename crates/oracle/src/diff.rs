@@ -24,7 +24,7 @@ use serde::Serialize;
 use thpsim_mm::PAGE_SIZE;
 
 use crate::runner::RunOutcome;
-use crate::{Observation, OpResult, PageObs, PageState, ProcObs, RegionObs, VmaObs};
+use crate::{Observation, OpResult, PageObs, PageRun, PageState, ProcObs, RegionObs, VmaObs};
 
 /// At most this many differences are listed for the diverging step; the rest
 /// are counted in `Divergence::omitted`.
@@ -372,19 +372,32 @@ fn diff_region(proc: &str, model: &RegionObs, linux: &RegionObs, folios: &mut Fo
         return;
     }
     diff_vmas(&name, &model.vmas, &linux.vmas, out);
-    if model.pages.len() != linux.pages.len() {
-        out.push("page count", format!("{name}: model {} pages, linux {} pages", model.pages.len(), linux.pages.len()));
+    let (model_pages, linux_pages) = (covered_pages(&model.runs), covered_pages(&linux.runs));
+    if model_pages != linux_pages {
+        out.push("page count", format!("{name}: model {model_pages} pages, linux {linux_pages} pages"));
         return;
     }
-    let differing = model.pages.iter().zip(&linux.pages).enumerate().filter_map(|(i, (m, l))| {
+    // Pieces of pages that look alike on both sides, each compared once.
+    let mut differing: Vec<(Range<u64>, PageDiffKey, (Option<u32>, Option<u32>))> = Vec::new();
+    for (range, m, l) in zip_runs(&model.runs, &linux.runs) {
         let folio_differs = !folios.pair(m.folio, l.folio);
         let key = PageDiffKey::new(m, l, folio_differs);
-        (!key.is_equal()).then_some((i as u64, key, (m.folio, l.folio)))
-    });
-    let differing: Vec<_> = differing.collect();
-    let keys = differing.iter().map(|(i, key, _)| (*i, key.clone()));
-    for (range, key) in compress_runs(keys) {
-        let ids: Vec<_> = differing.iter().filter(|(i, _, _)| range.contains(i)).map(|(_, _, ids)| *ids).collect();
+        if !key.is_equal() {
+            differing.push((range, key, (m.folio, l.folio)));
+        }
+    }
+    // Neighbouring pieces that differ the same way make one range.
+    let mut merged: Vec<(Range<u64>, &PageDiffKey, Vec<(Option<u32>, Option<u32>)>)> = Vec::new();
+    for (range, key, ids) in &differing {
+        match merged.last_mut() {
+            Some((last, last_key, last_ids)) if last.end == range.start && *last_key == key => {
+                last.end = range.end;
+                last_ids.push(*ids);
+            }
+            _ => merged.push((range.clone(), key, vec![*ids])),
+        }
+    }
+    for (range, key, ids) in merged {
         let detail = format!(
             "{name}{} ({} page{}): {}",
             offset_range(&range),
@@ -394,6 +407,34 @@ fn diff_region(proc: &str, model: &RegionObs, linux: &RegionObs, folios: &mut Fo
         );
         out.push(format!("page {}", key.first_field()), detail);
     }
+}
+
+/// The pages a run list covers (the end of its last run).
+fn covered_pages(runs: &[PageRun]) -> u64 {
+    runs.last().map_or(0, |r| r.first + r.nr_pages)
+}
+
+/// Splits two run lists over the same pages at the union of their
+/// boundaries: (pages, model page, linux page) per piece, ascending. Pages
+/// only one side covers are left out (the caller checks coverage first).
+fn zip_runs<'a>(model: &'a [PageRun], linux: &'a [PageRun]) -> Vec<(Range<u64>, &'a PageObs, &'a PageObs)> {
+    let mut out = Vec::new();
+    let (mut mi, mut li) = (0, 0);
+    while let (Some(m), Some(l)) = (model.get(mi), linux.get(li)) {
+        let start = m.first.max(l.first);
+        let (m_end, l_end) = (m.first + m.nr_pages, l.first + l.nr_pages);
+        let end = m_end.min(l_end);
+        if start < end {
+            out.push((start..end, &m.page, &l.page));
+        }
+        if m_end == end {
+            mi += 1;
+        }
+        if l_end == end {
+            li += 1;
+        }
+    }
+    out
 }
 
 fn diff_vmas(name: &str, model: &[VmaObs], linux: &[VmaObs], out: &mut ObservationDiff) {
@@ -580,6 +621,7 @@ pub fn compress_runs<T: PartialEq>(items: impl IntoIterator<Item = (u64, T)>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runs_of_pages;
     use thpsim_mm::Errno;
     use thpsim_workload::ProcId;
 
@@ -613,7 +655,7 @@ mod tests {
                 anonymous_kb: rss_kb,
                 ..VmaObs::default()
             }],
-            pages,
+            runs: runs_of_pages(&pages),
         }
     }
 
@@ -775,7 +817,7 @@ mod tests {
         assert_eq!(details, vec!["vmstat thp_fault_alloc: model +2, linux +1 (linux must count at least the model's)"]);
         // Pages stay exact.
         let mut linux = with(1, 1);
-        linux.procs[0].regions[0].pages[0].mapcount = 2;
+        linux.procs[0].regions[0].runs[0].page.mapcount = 2;
         assert_eq!(diff_observations(&with(1, 1), &linux, &policy).differences.len(), 1);
     }
 

@@ -11,8 +11,8 @@ use thpsim_mm::{self as mm, Machine, Pid, PinId, Vaddr, World, PAGE_SIZE};
 use thpsim_workload::{Op, PinRef, ProcId, RegionRef};
 
 use crate::{
-    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageState, ProcObs, RawFolioKey,
-    RegionObs, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageRun, PageRunsBuilder, PageState,
+    ProcObs, RawFolioKey, RegionObs, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
 
 /// The model as a backend.
@@ -62,6 +62,31 @@ impl ModelBackend {
             }
         }
         Counters { vmstat, mthp }
+    }
+
+    /// The pages of [addr, addr + nr_pages * 4K) as observation runs with
+    /// their raw folio keys, from the page-table walk `page_info_runs`.
+    fn page_runs(&self, pid: Pid, addr: u64, nr_pages: u64) -> (Vec<PageRun>, Vec<Option<RawFolioKey>>) {
+        let mut builder = PageRunsBuilder::new();
+        for run in self.world.page_info_runs(pid, Vaddr(addr), nr_pages) {
+            let info = run.info;
+            let page = PageObs {
+                state: match info.state {
+                    mm::PageState::None => PageState::None,
+                    mm::PageState::Present => PageState::Present,
+                    mm::PageState::Swapped => PageState::Swapped,
+                },
+                folio: None,
+                order: info.order,
+                pmd_mapped: info.pmd_mapped,
+                mapcount: info.mapcount,
+                exclusive: info.exclusive,
+                zero_page: info.zero_page,
+            };
+            builder.push(run.nr_pages, page, info.folio.map(|f| f.0 as u64));
+        }
+        debug_assert_eq!(builder.nr_pages(), nr_pages, "page_info_runs covered the wrong number of pages");
+        builder.finish()
     }
 
     fn pid(&self, proc: ProcId) -> Result<Pid, BackendError> {
@@ -179,27 +204,8 @@ impl Backend for ModelBackend {
                         },
                     })
                     .collect();
-                let nr = r.len.div_ceil(PAGE_SIZE);
-                let mut pages = Vec::with_capacity(nr as usize);
-                let mut keys = Vec::with_capacity(nr as usize);
-                for i in 0..nr {
-                    let info = self.world.page_info(pid, Vaddr(r.addr + i * PAGE_SIZE));
-                    pages.push(PageObs {
-                        state: match info.state {
-                            mm::PageState::None => PageState::None,
-                            mm::PageState::Present => PageState::Present,
-                            mm::PageState::Swapped => PageState::Swapped,
-                        },
-                        folio: None,
-                        order: info.order,
-                        pmd_mapped: info.pmd_mapped,
-                        mapcount: info.mapcount,
-                        exclusive: info.exclusive,
-                        zero_page: info.zero_page,
-                    });
-                    keys.push(info.folio.map(|f| f.0 as u64));
-                }
-                region_obs.push(RegionObs { name: r.name.clone(), addr: r.addr, len: r.len, vmas, pages });
+                let (runs, keys) = self.page_runs(pid, r.addr, r.len.div_ceil(PAGE_SIZE));
+                region_obs.push(RegionObs { name: r.name.clone(), addr: r.addr, len: r.len, vmas, runs });
                 raw_regions.push(keys);
             }
             let vm_pte_kb = self.world.mm(pid).map_or(0, |m| m.vm_pte_kb());
