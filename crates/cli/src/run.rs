@@ -29,9 +29,14 @@ pub struct RunArgs {
     /// Print thpmaps labels whose value is zero too (thpmaps --inc-empty).
     #[arg(long)]
     pub inc_empty: bool,
-    /// Leave out the runs of pages under each region.
+    /// Leave out the runs of pages under each region (text and JSON).
     #[arg(long)]
     pub no_pages: bool,
+    /// Print every page run as the observation holds it, with its folio
+    /// id, uncapped: the rendering of the corpus snapshots
+    /// (`scenarios/**/*.expected`).
+    #[arg(long, conflicts_with = "no_pages")]
+    pub all_runs: bool,
     /// End with one thpmaps block summed over every region (thpmaps --rollup).
     #[arg(long)]
     pub rollup: bool,
@@ -62,16 +67,17 @@ pub fn run_with(args: &RunArgs, factory: &dyn BackendFactory, out: &mut dyn Writ
     };
     let sources = sources(&scenario);
     let ctx = RunContext { name: &scenario.name, file: &file.label, backend: args.backend.name(), sources: &sources };
+    let opts = ReportOptions { inc_empty: args.inc_empty, no_pages: args.no_pages, all_runs: args.all_runs };
     let text = if args.json {
-        let mut value = run_json(&ctx, &outcome);
+        let mut value = run_json(&ctx, &outcome, opts);
         if args.rollup {
-            value["rollup"] = serde_json::to_value(crate::report::rollup(&outcome.final_observation))
-                .context("cannot serialise the rollup")
-                .map_err(CliError::bad_input)?;
+            value.rollup = Some(crate::report::rollup(&outcome.final_observation));
         }
-        format!("{value}\n")
+        let mut text =
+            serde_json::to_string(&value).context("cannot serialise the report").map_err(CliError::bad_input)?;
+        text.push('\n');
+        text
     } else {
-        let opts = ReportOptions { inc_empty: args.inc_empty, no_pages: args.no_pages };
         let mut text = render_run(&ctx, &outcome, opts);
         if args.rollup {
             text.push_str("\n== rollup: every region after the last step\n");
@@ -106,6 +112,7 @@ mod tests {
             json: false,
             inc_empty: false,
             no_pages: false,
+            all_runs: false,
             rollup: false,
         }
     }
