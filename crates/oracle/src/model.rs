@@ -15,6 +15,11 @@ use crate::{
     ProcObs, RawFolioKey, RegionObs, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
 
+/// Regions up to this many pages (64 MiB) have their page runs checked
+/// against `World::page_info` page by page in debug and test builds.
+#[cfg(debug_assertions)]
+const CROSS_CHECK_MAX_PAGES: u64 = 16 * 1024;
+
 /// The model as a backend.
 pub struct ModelBackend {
     world: World,
@@ -68,7 +73,10 @@ impl ModelBackend {
     /// their raw folio keys, from the page-table walk `page_info_runs`.
     fn page_runs(&self, pid: Pid, addr: u64, nr_pages: u64) -> (Vec<PageRun>, Vec<Option<RawFolioKey>>) {
         let mut builder = PageRunsBuilder::new();
-        for run in self.world.page_info_runs(pid, Vaddr(addr), nr_pages) {
+        let runs = self.world.page_info_runs(pid, Vaddr(addr), nr_pages);
+        #[cfg(debug_assertions)]
+        self.check_runs_against_page_info(pid, &runs, nr_pages);
+        for run in runs {
             let info = run.info;
             let page = PageObs {
                 state: match info.state {
@@ -87,6 +95,26 @@ impl ModelBackend {
         }
         debug_assert_eq!(builder.nr_pages(), nr_pages, "page_info_runs covered the wrong number of pages");
         builder.finish()
+    }
+
+    /// Debug and test builds: the walk agrees with `page_info` page by page,
+    /// for regions of at most `CROSS_CHECK_MAX_PAGES`, so that every corpus
+    /// scenario checks it at every observation.
+    #[cfg(debug_assertions)]
+    fn check_runs_against_page_info(&self, pid: Pid, runs: &[mm::PageInfoRun], nr_pages: u64) {
+        if nr_pages > CROSS_CHECK_MAX_PAGES {
+            return;
+        }
+        let covered: u64 = runs.iter().map(|r| r.nr_pages).sum();
+        assert_eq!(covered, nr_pages, "page_info_runs covered {covered} pages of {nr_pages}: {runs:?}");
+        for run in runs {
+            for i in 0..run.nr_pages {
+                let addr = run.addr.add(i * PAGE_SIZE);
+                let walked = run.page(i);
+                let single = self.world.page_info(pid, addr);
+                assert_eq!(walked, single, "page_info_runs and page_info disagree at {:#x} ({pid:?})", addr.0);
+            }
+        }
     }
 
     fn pid(&self, proc: ProcId) -> Result<Pid, BackendError> {
