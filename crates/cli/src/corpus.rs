@@ -83,6 +83,9 @@ fn a_failed_expectation_fails_the_snapshot() {
     let report = snapshot(&path, "wrong.thp").unwrap();
     assert!(report.starts_with("scenario wrong (wrong.thp) on model\n"), "{report}");
     assert!(report.contains("pages +0x0..+0x1000 (1 in folio #0): present order=0 mapcount=1 exclusive\n"), "{report}");
-    assert!(report.contains("pages +0x3000..+0x4000 (1 in folio #3): present order=0 mapcount=1 exclusive\n"), "{report}");
+    assert!(
+        report.contains("pages +0x3000..+0x4000 (1 in folio #3): present order=0 mapcount=1 exclusive\n"),
+        "{report}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

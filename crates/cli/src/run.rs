@@ -223,6 +223,30 @@ nr_anon_pages 2
     }
 
     #[test]
+    fn json_carries_page_runs_unless_no_pages() {
+        let path = scenario_file("runs.thp", "p1: A = mmap 1G\np1: touch A+8K write 2\n");
+        let mut a = args(Some(path));
+        a.json = true;
+        let (_, out) = run(&a, ToyBackends::default());
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let region = &value["final"]["observation"]["procs"][0]["regions"][0];
+        // A hole, two one-page folios, a hole: four runs for 262144 pages.
+        let runs = region["runs"].as_array().expect("runs");
+        let shape: Vec<(u64, u64)> =
+            runs.iter().map(|r| (r["first"].as_u64().unwrap(), r["nr_pages"].as_u64().unwrap())).collect();
+        assert_eq!(shape, vec![(0, 2), (2, 1), (3, 1), (4, 262140)]);
+        assert_eq!(runs[1]["page"]["state"], "Present");
+        assert_eq!(runs[2]["page"]["folio"], 1);
+
+        a.no_pages = true;
+        let (_, out) = run(&a, ToyBackends::default());
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let region = &value["final"]["observation"]["procs"][0]["regions"][0];
+        assert!(region.get("runs").is_none(), "{region}");
+        assert_eq!(region["len"], 1u64 << 30);
+    }
+
+    #[test]
     fn a_broken_invariant_is_its_own_error() {
         let path = scenario_file("mprotect.thp", "p1: A = mmap 2M\np1: mprotect A r\n");
         crate::backends::quiet_panics(true);
