@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use thpsim_mm::{Errno, PAGE_SIZE};
 use thpsim_oracle::{
-    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageState, ProcObs, RegionObs, VmaObs,
+    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageRunsBuilder, PageState, ProcObs,
+    RegionObs, VmaObs,
 };
 use thpsim_workload::{Advice, Op, ProcId, RegionRef, Scenario};
 
@@ -177,12 +178,13 @@ impl Backend for Toy {
                 raw.push(Vec::new());
             }
             let first = region.addr / PAGE_SIZE;
-            let mut pages = Vec::new();
-            let mut keys = Vec::new();
+            let mut runs = PageRunsBuilder::new();
+            let mut nr_present = 0;
             for vpn in first..first + region.len / PAGE_SIZE {
                 let folio = p.pages.get(&vpn).copied();
                 let count = folio.map_or(0, |f| mapcount[&f]);
-                pages.push(PageObs {
+                nr_present += u64::from(folio.is_some());
+                let page = PageObs {
                     state: if folio.is_some() { PageState::Present } else { PageState::None },
                     folio: None,
                     order: 0,
@@ -190,10 +192,11 @@ impl Backend for Toy {
                     mapcount: count,
                     exclusive: count == 1,
                     zero_page: false,
-                });
-                keys.push(folio);
+                };
+                runs.push(1, page, folio);
             }
-            let rss_kb = keys.iter().flatten().count() as u64 * PAGE_SIZE / 1024;
+            let (runs, keys) = runs.finish();
+            let rss_kb = nr_present * PAGE_SIZE / 1024;
             let vma = VmaObs {
                 start: region.addr,
                 end: region.addr + region.len,
@@ -208,7 +211,7 @@ impl Backend for Toy {
                     addr: region.addr,
                     len: region.len,
                     vmas: vec![vma],
-                    pages,
+                    runs,
                 });
                 last_raw.push(keys);
             }

@@ -12,6 +12,8 @@
 
 mod backends;
 mod bench;
+#[cfg(test)]
+mod corpus;
 mod examples;
 #[cfg(test)]
 mod fake;

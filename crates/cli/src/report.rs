@@ -10,17 +10,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use serde::Serialize;
-use serde_json::{json, Value};
 use thpsim_mm::PAGE_SIZE;
-use thpsim_oracle::diff::compress_runs;
 use thpsim_oracle::runner::{ExpectFailure, RunOutcome};
-use thpsim_oracle::{Observation, OpResult, PageObs, PageState, RegionObs, VmaObs};
+use thpsim_oracle::{Observation, OpResult, PageObs, PageRun, PageState, ProcObs, RegionObs, VmaObs};
+use thpsim_workload::ProcId;
 
 use crate::thpmaps::Coverage;
 
-/// Page runs listed per region in text; JSON carries every page.
+/// Page runs listed per region in text (unless `ReportOptions::all_runs`);
+/// JSON carries every run.
 pub const MAX_PAGE_RUNS_SHOWN: usize = 32;
 
 /// Options of the observation report.
@@ -30,6 +31,9 @@ pub struct ReportOptions {
     pub inc_empty: bool,
     /// Leave out the per-page runs.
     pub no_pages: bool,
+    /// Print every run of the observation, uncompressed and uncapped, with
+    /// its folio id: the complete rendering the corpus snapshots use.
+    pub all_runs: bool,
 }
 
 /// What a report needs to know about the scenario beside the outcome.
@@ -102,7 +106,9 @@ pub fn render_observation(obs: &Observation, opts: ReportOptions) -> String {
             for vma in &region.vmas {
                 out.push_str(&render_smaps(vma));
             }
-            if !opts.no_pages {
+            if opts.all_runs {
+                out.push_str(&render_all_runs(region));
+            } else if !opts.no_pages {
                 out.push_str(&render_pages(region));
             }
             for line in Coverage::of_region(region).render(opts.inc_empty) {
@@ -194,15 +200,25 @@ impl PageLook {
 /// The region's pages as runs that look alike:
 /// `pages +0x0..+0x200000 (512 in 1 folio): present order=9 pmd_mapped mapcount=1 exclusive`.
 pub fn render_pages(region: &RegionObs) -> String {
-    let runs = compress_runs(region.pages.iter().enumerate().map(|(i, p)| (i as u64, PageLook::of(p))));
+    // Neighbouring runs that look alike (they differ in folio) are merged.
+    let mut runs: Vec<(Range<u64>, PageLook, BTreeSet<u32>)> = Vec::new();
+    for run in &region.runs {
+        let look = PageLook::of(&run.page);
+        match runs.last_mut() {
+            Some((range, last, folios)) if range.end == run.first && *last == look => {
+                range.end += run.nr_pages;
+                folios.extend(run.page.folio);
+            }
+            _ => runs.push((run.range(), look, run.page.folio.into_iter().collect())),
+        }
+    }
     let mut out = String::new();
-    for (range, look) in runs.iter().take(MAX_PAGE_RUNS_SHOWN) {
-        let pages = &region.pages[range.start as usize..range.end as usize];
-        let folios: BTreeSet<u32> = pages.iter().filter_map(|p| p.folio).collect();
+    for (range, look, folios) in runs.iter().take(MAX_PAGE_RUNS_SHOWN) {
+        let nr = range.end - range.start;
         let count = match folios.len() {
-            0 => format!("{}", pages.len()),
-            1 => format!("{} in 1 folio", pages.len()),
-            n => format!("{} in {n} folios", pages.len()),
+            0 => format!("{nr}"),
+            1 => format!("{nr} in 1 folio"),
+            n => format!("{nr} in {n} folios"),
         };
         let _ = writeln!(
             out,
@@ -214,6 +230,26 @@ pub fn render_pages(region: &RegionObs) -> String {
     }
     if runs.len() > MAX_PAGE_RUNS_SHOWN {
         let _ = writeln!(out, "pages ... {} more runs", runs.len() - MAX_PAGE_RUNS_SHOWN);
+    }
+    out
+}
+
+/// Every run of the region as the observation holds it, with its folio:
+/// `pages +0x0..+0x200000 (512 in folio #0): present order=9 pmd_mapped mapcount=1 exclusive`.
+pub fn render_all_runs(region: &RegionObs) -> String {
+    let mut out = String::new();
+    for run in &region.runs {
+        let count = match run.page.folio {
+            Some(id) => format!("{} in folio #{id}", run.nr_pages),
+            None => format!("{}", run.nr_pages),
+        };
+        let _ = writeln!(
+            out,
+            "pages +{:#x}..+{:#x} ({count}): {}",
+            run.first * PAGE_SIZE,
+            (run.first + run.nr_pages) * PAGE_SIZE,
+            PageLook::of(&run.page).describe()
+        );
     }
     out
 }
@@ -296,37 +332,120 @@ fn coverage_json(obs: &Observation) -> Vec<CoverageJson<'_>> {
     out
 }
 
-/// The run as one JSON object.
-pub fn run_json(ctx: &RunContext<'_>, outcome: &RunOutcome) -> Value {
-    let observation = |line: Option<u32>, obs: &Observation| {
-        json!({
-            "line": line,
-            "source": line.map(|l| ctx.source(l)),
-            "observation": obs,
-            "coverage": coverage_json(obs),
-        })
+/// The run as one JSON object: operation results, observations (page runs,
+/// never one entry per page) with thpmaps coverage, failed expectations.
+#[derive(Serialize)]
+pub struct RunJson<'a> {
+    scenario: &'a str,
+    file: &'a str,
+    backend: &'a str,
+    results: Vec<ResultJson<'a>>,
+    observations: Vec<ObservationStepJson<'a>>,
+    #[serde(rename = "final")]
+    final_observation: ObservationStepJson<'a>,
+    failures: &'a [ExpectFailure],
+    /// thpmaps `--rollup` over the final observation, if asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollup: Option<Coverage>,
+}
+
+#[derive(Serialize)]
+struct ResultJson<'a> {
+    line: u32,
+    source: &'a str,
+    result: String,
+}
+
+#[derive(Serialize)]
+struct ObservationStepJson<'a> {
+    line: Option<u32>,
+    source: Option<&'a str>,
+    observation: ObservationJson<'a>,
+    coverage: Vec<CoverageJson<'a>>,
+}
+
+/// An `Observation` as JSON, its page runs left out with `--no-pages`.
+#[derive(Serialize)]
+struct ObservationJson<'a> {
+    procs: Vec<ProcJson<'a>>,
+    vmstat: &'a BTreeMap<String, i64>,
+    mthp: &'a BTreeMap<String, i64>,
+}
+
+#[derive(Serialize)]
+struct ProcJson<'a> {
+    proc: ProcId,
+    name: &'a str,
+    vm_pte_kb: u64,
+    regions: Vec<RegionJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct RegionJson<'a> {
+    name: &'a str,
+    addr: u64,
+    len: u64,
+    vmas: &'a [VmaObs],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runs: Option<&'a [PageRun]>,
+}
+
+fn observation_json(obs: &Observation, no_pages: bool) -> ObservationJson<'_> {
+    fn region(r: &RegionObs, no_pages: bool) -> RegionJson<'_> {
+        RegionJson {
+            name: &r.name,
+            addr: r.addr,
+            len: r.len,
+            vmas: &r.vmas,
+            runs: (!no_pages).then_some(r.runs.as_slice()),
+        }
+    }
+    fn proc(p: &ProcObs, no_pages: bool) -> ProcJson<'_> {
+        ProcJson {
+            proc: p.proc,
+            name: &p.name,
+            vm_pte_kb: p.vm_pte_kb,
+            regions: p.regions.iter().map(|r| region(r, no_pages)).collect(),
+        }
+    }
+    ObservationJson {
+        procs: obs.procs.iter().map(|p| proc(p, no_pages)).collect(),
+        vmstat: &obs.vmstat,
+        mthp: &obs.mthp,
+    }
+}
+
+/// The run as one JSON object; `opts.no_pages` leaves the page runs out.
+pub fn run_json<'a>(ctx: &RunContext<'a>, outcome: &'a RunOutcome, opts: ReportOptions) -> RunJson<'a> {
+    let sources = ctx.sources;
+    let source = move |line: u32| sources.get(&line).map_or("", String::as_str);
+    let observation = |line: Option<u32>, obs: &'a Observation| ObservationStepJson {
+        line,
+        source: line.map(source),
+        observation: observation_json(obs, opts.no_pages),
+        coverage: coverage_json(obs),
     };
-    json!({
-        "scenario": ctx.name,
-        "file": ctx.file,
-        "backend": ctx.backend,
-        "results": outcome.results.iter().map(|(line, r)| json!({
-            "line": line,
-            "source": ctx.source(*line),
-            "result": op_result_name(r),
-        })).collect::<Vec<_>>(),
-        "observations": outcome.observations.iter().map(|(l, o)| observation(Some(*l), o)).collect::<Vec<_>>(),
-        "final": observation(None, &outcome.final_observation),
-        "failures": outcome.failures,
-    })
+    RunJson {
+        scenario: ctx.name,
+        file: ctx.file,
+        backend: ctx.backend,
+        results: outcome
+            .results
+            .iter()
+            .map(|(line, r)| ResultJson { line: *line, source: source(*line), result: op_result_name(r) })
+            .collect(),
+        observations: outcome.observations.iter().map(|(l, o)| observation(Some(*l), o)).collect(),
+        final_observation: observation(None, &outcome.final_observation),
+        failures: &outcome.failures,
+        rollup: None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use thpsim_mm::Errno;
-    use thpsim_oracle::ProcObs;
-    use thpsim_workload::ProcId;
+    use thpsim_oracle::runs_of_pages;
 
     fn thp_page(folio: u32, pmd_mapped: bool, mapcount: u64) -> PageObs {
         PageObs {
@@ -353,8 +472,13 @@ mod tests {
             thp_eligible: true,
             vm_flags: vec!["rd".into(), "wr".into(), "hg".into()],
         };
-        let region =
-            |pages, vma| RegionObs { name: "A".into(), addr: 0x20_0000, len: 0x20_0000, vmas: vec![vma], pages };
+        let region = |pages: Vec<PageObs>, vma| RegionObs {
+            name: "A".into(),
+            addr: 0x20_0000,
+            len: 0x20_0000,
+            vmas: vec![vma],
+            runs: runs_of_pages(&pages),
+        };
         let p1_pages = (0..512).map(|_| thp_page(0, true, 2)).collect();
         let mut p2_pages: Vec<PageObs> = (0..512).map(|_| thp_page(0, false, 2)).collect();
         p2_pages[1] = PageObs { order: 0, folio: Some(1), mapcount: 1, exclusive: true, ..p2_pages[1] };
@@ -440,7 +564,7 @@ hugepages-2048kB/stats/anon_fault_alloc 1
             failures: vec![],
             final_observation: fork_child_write(),
         };
-        let value = run_json(&ctx, &outcome);
+        let value = serde_json::to_value(run_json(&ctx, &outcome, ReportOptions::default())).unwrap();
         assert_eq!(value["results"][0]["result"], "ENOMEM");
         assert_eq!(value["final"]["coverage"][0]["labels"]["anon-thp-pmd-aligned-2048kB"], 2048);
         assert_eq!(value["final"]["coverage"][1]["labels"]["anon-thp-pte-partial"], 2044);

@@ -29,9 +29,14 @@ pub struct RunArgs {
     /// Print thpmaps labels whose value is zero too (thpmaps --inc-empty).
     #[arg(long)]
     pub inc_empty: bool,
-    /// Leave out the runs of pages under each region.
+    /// Leave out the runs of pages under each region (text and JSON).
     #[arg(long)]
     pub no_pages: bool,
+    /// Print every page run as the observation holds it, with its folio
+    /// id, uncapped: the rendering of the corpus snapshots
+    /// (`scenarios/**/*.expected`).
+    #[arg(long, conflicts_with = "no_pages")]
+    pub all_runs: bool,
     /// End with one thpmaps block summed over every region (thpmaps --rollup).
     #[arg(long)]
     pub rollup: bool,
@@ -62,16 +67,17 @@ pub fn run_with(args: &RunArgs, factory: &dyn BackendFactory, out: &mut dyn Writ
     };
     let sources = sources(&scenario);
     let ctx = RunContext { name: &scenario.name, file: &file.label, backend: args.backend.name(), sources: &sources };
+    let opts = ReportOptions { inc_empty: args.inc_empty, no_pages: args.no_pages, all_runs: args.all_runs };
     let text = if args.json {
-        let mut value = run_json(&ctx, &outcome);
+        let mut value = run_json(&ctx, &outcome, opts);
         if args.rollup {
-            value["rollup"] = serde_json::to_value(crate::report::rollup(&outcome.final_observation))
-                .context("cannot serialise the rollup")
-                .map_err(CliError::bad_input)?;
+            value.rollup = Some(crate::report::rollup(&outcome.final_observation));
         }
-        format!("{value}\n")
+        let mut text =
+            serde_json::to_string(&value).context("cannot serialise the report").map_err(CliError::bad_input)?;
+        text.push('\n');
+        text
     } else {
-        let opts = ReportOptions { inc_empty: args.inc_empty, no_pages: args.no_pages };
         let mut text = render_run(&ctx, &outcome, opts);
         if args.rollup {
             text.push_str("\n== rollup: every region after the last step\n");
@@ -106,6 +112,7 @@ mod tests {
             json: false,
             inc_empty: false,
             no_pages: false,
+            all_runs: false,
             rollup: false,
         }
     }
@@ -213,6 +220,30 @@ nr_anon_pages 2
         assert_eq!(value["backend"], "model");
         assert!(value["failures"].as_array().is_some_and(|f| !f.is_empty()));
         assert!(value["rollup"]["anon_kb"].as_u64().is_some_and(|kb| kb > 0));
+    }
+
+    #[test]
+    fn json_carries_page_runs_unless_no_pages() {
+        let path = scenario_file("runs.thp", "p1: A = mmap 1G\np1: touch A+8K write 2\n");
+        let mut a = args(Some(path));
+        a.json = true;
+        let (_, out) = run(&a, ToyBackends::default());
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let region = &value["final"]["observation"]["procs"][0]["regions"][0];
+        // A hole, two one-page folios, a hole: four runs for 262144 pages.
+        let runs = region["runs"].as_array().expect("runs");
+        let shape: Vec<(u64, u64)> =
+            runs.iter().map(|r| (r["first"].as_u64().unwrap(), r["nr_pages"].as_u64().unwrap())).collect();
+        assert_eq!(shape, vec![(0, 2), (2, 1), (3, 1), (4, 262140)]);
+        assert_eq!(runs[1]["page"]["state"], "Present");
+        assert_eq!(runs[2]["page"]["folio"], 1);
+
+        a.no_pages = true;
+        let (_, out) = run(&a, ToyBackends::default());
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let region = &value["final"]["observation"]["procs"][0]["regions"][0];
+        assert!(region.get("runs").is_none(), "{region}");
+        assert_eq!(region["len"], 1u64 << 30);
     }
 
     #[test]

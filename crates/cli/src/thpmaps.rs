@@ -18,7 +18,7 @@
 
 use serde::Serialize;
 use thpsim_mm::{PAGE_SIZE, PMD_SIZE};
-use thpsim_oracle::{PageState, RegionObs};
+use thpsim_oracle::{PageRun, PageState, RegionObs};
 
 const PMD_ORDER: u8 = 9;
 /// thpmaps reports PTE-mapped folios of orders 2..=PMD_ORDER.
@@ -42,43 +42,44 @@ pub struct Coverage {
 }
 
 impl Coverage {
-    /// Sorts the region's pages into thpmaps' buckets.
+    /// Sorts the region's pages into thpmaps' buckets, a run at a time.
     pub fn of_region(region: &RegionObs) -> Coverage {
         let mut cov = Coverage::default();
         let kb = PAGE_SIZE / 1024;
         let first_vpn = region.addr / PAGE_SIZE;
+        let runs = &region.runs;
+        let mut account = |run: &PageRun| {
+            if run.page.state == PageState::Present && !run.page.zero_page {
+                cov.anon_kb += run.nr_pages * kb;
+                if run.page.pmd_mapped {
+                    cov.pmd_kb += run.nr_pages * kb;
+                }
+            }
+        };
+        let mut folio_runs: Vec<(u64, u64, u8)> = Vec::new();
         let mut i = 0;
-        while i < region.pages.len() {
-            let page = &region.pages[i];
-            if page.state != PageState::Present || page.zero_page {
-                i += 1;
+        while i < runs.len() {
+            let run = &runs[i];
+            i += 1;
+            if run.page.state != PageState::Present || run.page.zero_page {
                 continue;
             }
-            cov.anon_kb += kb;
-            if page.pmd_mapped {
-                cov.pmd_kb += kb;
-            }
-            // A run of consecutive pages of one large folio.
-            let Some(folio) = page.folio.filter(|_| page.order > 0) else {
-                i += 1;
+            account(run);
+            // Consecutive pages of one large folio, over neighbouring runs.
+            let Some(folio) = run.page.folio.filter(|_| run.page.order > 0) else {
                 continue;
             };
-            let start = i;
-            i += 1;
-            while i < region.pages.len() && region.pages[i].folio == Some(folio) {
-                let next = &region.pages[i];
-                if next.state == PageState::Present && !next.zero_page {
-                    cov.anon_kb += kb;
-                    if next.pmd_mapped {
-                        cov.pmd_kb += kb;
-                    }
-                }
+            let mut end = run.first + run.nr_pages;
+            while i < runs.len() && runs[i].first == end && runs[i].page.folio == Some(folio) {
+                account(&runs[i]);
+                end += runs[i].nr_pages;
                 i += 1;
             }
-            let nr = (i - start) as u64;
-            let order = page.order;
+            folio_runs.push((run.first, end - run.first, run.page.order));
+        }
+        for (start, nr, order) in folio_runs {
             if order <= PMD_ORDER && nr == 1u64 << order {
-                let vpn = first_vpn + start as u64;
+                let vpn = first_vpn + start;
                 let bucket = if vpn.is_multiple_of(nr) { &mut cov.pte_aligned_kb } else { &mut cov.pte_unaligned_kb };
                 bucket[order as usize] += nr * kb;
             } else {
@@ -161,7 +162,13 @@ mod tests {
     }
 
     fn region(addr: u64, pages: Vec<PageObs>) -> RegionObs {
-        RegionObs { name: "A".into(), addr, len: pages.len() as u64 * PAGE_SIZE, vmas: vec![], pages }
+        RegionObs {
+            name: "A".into(),
+            addr,
+            len: pages.len() as u64 * PAGE_SIZE,
+            vmas: vec![],
+            runs: thpsim_oracle::runs_of_pages(&pages),
+        }
     }
 
     #[test]

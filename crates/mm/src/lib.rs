@@ -42,7 +42,7 @@ pub use errno::*;
 pub use events::MmEvent;
 pub use fault_inject::{FailAttr, FailPoint};
 pub use mman::{Access, Advice, Fill, Prot, ThpDisable};
-pub use proc::{Meminfo, PageInfo, PageState, SmapsVma};
+pub use proc::{Meminfo, PageInfo, PageInfoRun, PageState, SmapsVma};
 pub use stats::{MthpStat, Stats, VmEvent};
 pub use types::*;
 pub use world::{Machine, Mm, World};

@@ -52,6 +52,62 @@ pub struct PageInfo {
     pub zero_page: bool,
 }
 
+/// Consecutive virtual pages that `page_info` reports alike: every field
+/// equal except `pfn`, which (when present) advances by one per page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageInfoRun {
+    /// The first page.
+    pub addr: Vaddr,
+    pub nr_pages: u64,
+    /// `page_info` of the first page.
+    pub info: PageInfo,
+}
+
+impl PageInfoRun {
+    /// `page_info` of the run's page `i`.
+    pub fn page(&self, i: u64) -> PageInfo {
+        PageInfo { pfn: self.info.pfn.map(|pfn| pfn.add(i)), ..self.info }
+    }
+
+    /// Whether page `info` at the run's end continues it.
+    fn continues_with(&self, info: &PageInfo) -> bool {
+        let pfn = self.info.pfn.map(|pfn| pfn.add(self.nr_pages));
+        PageInfo { pfn, ..self.info } == *info
+    }
+}
+
+/// The runs a page-table walk reports, merged as they are pushed.
+struct PageInfoRuns {
+    runs: Vec<PageInfoRun>,
+    next: Vaddr,
+}
+
+impl PageInfoRuns {
+    /// Appends `nr_pages` pages from `self.next` on, the first of which is
+    /// `info` and the rest continue it (pfn + 1 per page).
+    fn push(&mut self, nr_pages: u64, info: PageInfo) {
+        if nr_pages == 0 {
+            return;
+        }
+        match self.runs.last_mut() {
+            Some(last) if last.continues_with(&info) => last.nr_pages += nr_pages,
+            _ => self.runs.push(PageInfoRun { addr: self.next, nr_pages, info }),
+        }
+        self.next = self.next.add(nr_pages * PAGE_SIZE);
+    }
+}
+
+const ABSENT: PageInfo = PageInfo {
+    state: PageState::None,
+    folio: None,
+    pfn: None,
+    order: 0,
+    pmd_mapped: false,
+    mapcount: 0,
+    exclusive: false,
+    zero_page: false,
+};
+
 /// /proc/meminfo lines the model moves (kB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meminfo {
@@ -93,16 +149,7 @@ impl World {
 
     /// pagemap + kpageflags + kpagecount + PAGEMAP_SCAN for one page.
     pub fn page_info(&self, pid: Pid, addr: Vaddr) -> PageInfo {
-        let absent = PageInfo {
-            state: PageState::None,
-            folio: None,
-            pfn: None,
-            order: 0,
-            pmd_mapped: false,
-            mapcount: 0,
-            exclusive: false,
-            zero_page: false,
-        };
+        let absent = ABSENT;
         let Some(_) = self.mm(pid) else { return absent };
         let (entry, pmd_mapped, page_of_pmd) = match self.lookup(pid, addr) {
             Lookup::Hole => return absent,
@@ -134,6 +181,112 @@ impl World {
                     pmd_mapped,
                     mapcount: f.precise_page_mapcount(page) as u64,
                     exclusive: f.precise_page_mapcount(excl_page) == 1,
+                    zero_page: false,
+                }
+            }
+        }
+    }
+
+    /// `page_info` for every page of [start, start + nr_pages * 4K), as runs
+    /// of pages that it reports alike, ascending and covering the range.
+    ///
+    /// Mirrors fs/proc/task_mmu.c's pagemap walk (`pagemap_read()` through
+    /// `walk_page_range()`): a missing PGD, PUD or PMD entry is one hole
+    /// (`pagemap_pte_hole()`), whatever it spans; a PMD leaf is one step
+    /// (`pagemap_pmd_range_thp()`) unless some of its folio's pages are also
+    /// PTE-mapped, which gives them their own mapcounts; a PTE table is
+    /// walked entry by entry. A 1 TiB hole costs a handful of steps. As in
+    /// `page_info`, a PUD leaf reads as absent and a PMD mapping's exclusive
+    /// bit is its first page's.
+    pub fn page_info_runs(&self, pid: Pid, start: Vaddr, nr_pages: u64) -> Vec<PageInfoRun> {
+        let mut out = PageInfoRuns { runs: Vec::new(), next: start };
+        let end = start.add(nr_pages * PAGE_SIZE);
+        let Some(mm) = self.mm(pid) else {
+            out.push(nr_pages, ABSENT);
+            return out.runs;
+        };
+        let pgd = mm.pgd;
+        // The pages from `addr` to the end of its `level` entry, within the range.
+        let to_boundary = |addr: Vaddr, level: Level| {
+            let next = addr.align_down(level.entry_size()).0.saturating_add(level.entry_size());
+            (next.min(end.0) - addr.0) / PAGE_SIZE
+        };
+        while out.next < end {
+            let addr = out.next;
+            let Entry::Table(pud) = self.pt[pgd].entries[Level::Pgd.index(addr)] else {
+                out.push(to_boundary(addr, Level::Pgd), ABSENT);
+                continue;
+            };
+            let Entry::Table(pmd) = self.pt[pud].entries[Level::Pud.index(addr)] else {
+                out.push(to_boundary(addr, Level::Pud), ABSENT);
+                continue;
+            };
+            let nr = to_boundary(addr, Level::Pmd);
+            match self.pt[pmd].entries[Level::Pmd.index(addr)] {
+                Entry::None => out.push(nr, ABSENT),
+                Entry::Table(pte) => {
+                    let first = Level::Pte.index(addr);
+                    for &entry in &self.pt[pte].entries[first..first + nr as usize] {
+                        out.push(1, self.pte_page_info(entry));
+                    }
+                }
+                Entry::Zero => {
+                    let page_of_pmd = (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE;
+                    let info = PageInfo {
+                        state: PageState::Present,
+                        pfn: self.huge_zero.map(|hz| hz.pfn.add(page_of_pmd)),
+                        order: Order::PMD.get(),
+                        pmd_mapped: true,
+                        zero_page: true,
+                        ..ABSENT
+                    };
+                    out.push(nr, info);
+                }
+                Entry::Page(leaf) => {
+                    let f = &self.folios[leaf.folio];
+                    let page_of_pmd = (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE;
+                    let info = |page: u64| PageInfo {
+                        state: PageState::Present,
+                        folio: Some(leaf.folio),
+                        pfn: Some(f.pfn.add(page)),
+                        order: f.order.get(),
+                        pmd_mapped: true,
+                        mapcount: f.precise_page_mapcount(page) as u64,
+                        exclusive: f.precise_page_mapcount(0) == 1,
+                        zero_page: false,
+                    };
+                    if f.nr_pages_mapped() == 0 {
+                        // No page is PTE-mapped anywhere: every page's
+                        // mapcount is the entire mapcount.
+                        out.push(nr, info(page_of_pmd));
+                    } else {
+                        for page in page_of_pmd..page_of_pmd + nr {
+                            out.push(1, info(page));
+                        }
+                    }
+                }
+            }
+        }
+        out.runs
+    }
+
+    /// `page_info` of a page a PTE maps (or does not).
+    fn pte_page_info(&self, entry: Entry) -> PageInfo {
+        match entry {
+            Entry::None | Entry::Table(_) => ABSENT,
+            Entry::Zero => PageInfo { state: PageState::Present, zero_page: true, ..ABSENT },
+            Entry::Page(leaf) => {
+                let f = &self.folios[leaf.folio];
+                let page = leaf.page as u64;
+                let mapcount = f.precise_page_mapcount(page);
+                PageInfo {
+                    state: PageState::Present,
+                    folio: Some(leaf.folio),
+                    pfn: Some(f.pfn.add(page)),
+                    order: f.order.get(),
+                    pmd_mapped: false,
+                    mapcount: mapcount as u64,
+                    exclusive: mapcount == 1,
                     zero_page: false,
                 }
             }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use thpsim_mm::PAGE_SIZE;
 
 use crate::runner::RunOutcome;
-use crate::{Observation, OpResult, PageObs, PageState, ProcObs, RegionObs, VmaObs};
+use crate::{Observation, OpResult, PageObs, PageRun, PageState, ProcObs, RegionObs, VmaObs};
 
 /// At most this many differences are listed for the diverging step; the rest
 /// are counted in `Divergence::omitted`.
@@ -372,19 +372,32 @@ fn diff_region(proc: &str, model: &RegionObs, linux: &RegionObs, folios: &mut Fo
         return;
     }
     diff_vmas(&name, &model.vmas, &linux.vmas, out);
-    if model.pages.len() != linux.pages.len() {
-        out.push("page count", format!("{name}: model {} pages, linux {} pages", model.pages.len(), linux.pages.len()));
+    let (model_pages, linux_pages) = (covered_pages(&model.runs), covered_pages(&linux.runs));
+    if model_pages != linux_pages {
+        out.push("page count", format!("{name}: model {model_pages} pages, linux {linux_pages} pages"));
         return;
     }
-    let differing = model.pages.iter().zip(&linux.pages).enumerate().filter_map(|(i, (m, l))| {
+    // Pieces of pages that look alike on both sides, each compared once.
+    let mut differing: Vec<(Range<u64>, PageDiffKey, FolioIds)> = Vec::new();
+    for (range, m, l) in zip_runs(&model.runs, &linux.runs) {
         let folio_differs = !folios.pair(m.folio, l.folio);
         let key = PageDiffKey::new(m, l, folio_differs);
-        (!key.is_equal()).then_some((i as u64, key, (m.folio, l.folio)))
-    });
-    let differing: Vec<_> = differing.collect();
-    let keys = differing.iter().map(|(i, key, _)| (*i, key.clone()));
-    for (range, key) in compress_runs(keys) {
-        let ids: Vec<_> = differing.iter().filter(|(i, _, _)| range.contains(i)).map(|(_, _, ids)| *ids).collect();
+        if !key.is_equal() {
+            differing.push((range, key, (m.folio, l.folio)));
+        }
+    }
+    // Neighbouring pieces that differ the same way make one range.
+    let mut merged: Vec<(Range<u64>, &PageDiffKey, Vec<FolioIds>)> = Vec::new();
+    for (range, key, ids) in &differing {
+        match merged.last_mut() {
+            Some((last, last_key, last_ids)) if last.end == range.start && *last_key == key => {
+                last.end = range.end;
+                last_ids.push(*ids);
+            }
+            _ => merged.push((range.clone(), key, vec![*ids])),
+        }
+    }
+    for (range, key, ids) in merged {
         let detail = format!(
             "{name}{} ({} page{}): {}",
             offset_range(&range),
@@ -394,6 +407,37 @@ fn diff_region(proc: &str, model: &RegionObs, linux: &RegionObs, folios: &mut Fo
         );
         out.push(format!("page {}", key.first_field()), detail);
     }
+}
+
+/// A piece's normalised folio ids: (model, linux).
+type FolioIds = (Option<u32>, Option<u32>);
+
+/// The pages a run list covers (the end of its last run).
+fn covered_pages(runs: &[PageRun]) -> u64 {
+    runs.last().map_or(0, |r| r.first + r.nr_pages)
+}
+
+/// Splits two run lists over the same pages at the union of their
+/// boundaries: (pages, model page, linux page) per piece, ascending. Pages
+/// only one side covers are left out (the caller checks coverage first).
+fn zip_runs<'a>(model: &'a [PageRun], linux: &'a [PageRun]) -> Vec<(Range<u64>, &'a PageObs, &'a PageObs)> {
+    let mut out = Vec::new();
+    let (mut mi, mut li) = (0, 0);
+    while let (Some(m), Some(l)) = (model.get(mi), linux.get(li)) {
+        let start = m.first.max(l.first);
+        let (m_end, l_end) = (m.first + m.nr_pages, l.first + l.nr_pages);
+        let end = m_end.min(l_end);
+        if start < end {
+            out.push((start..end, &m.page, &l.page));
+        }
+        if m_end == end {
+            mi += 1;
+        }
+        if l_end == end {
+            li += 1;
+        }
+    }
+    out
 }
 
 fn diff_vmas(name: &str, model: &[VmaObs], linux: &[VmaObs], out: &mut ObservationDiff) {
@@ -564,22 +608,10 @@ fn offset_range(pages: &Range<u64>) -> String {
     format!("+{:#x}..+{:#x}", pages.start * PAGE_SIZE, pages.end * PAGE_SIZE)
 }
 
-/// Merges consecutive indices with equal values into ranges. Indices must
-/// ascend; a gap in the indices ends a run.
-pub fn compress_runs<T: PartialEq>(items: impl IntoIterator<Item = (u64, T)>) -> Vec<(Range<u64>, T)> {
-    let mut runs: Vec<(Range<u64>, T)> = Vec::new();
-    for (index, value) in items {
-        match runs.last_mut() {
-            Some((range, last)) if range.end == index && *last == value => range.end += 1,
-            _ => runs.push((index..index + 1, value)),
-        }
-    }
-    runs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runs_of_pages;
     use thpsim_mm::Errno;
     use thpsim_workload::ProcId;
 
@@ -613,7 +645,7 @@ mod tests {
                 anonymous_kb: rss_kb,
                 ..VmaObs::default()
             }],
-            pages,
+            runs: runs_of_pages(&pages),
         }
     }
 
@@ -631,14 +663,6 @@ mod tests {
             failures: vec![],
             final_observation: observation,
         }
-    }
-
-    #[test]
-    fn compress_runs_merges_equal_neighbours_only() {
-        let items = [(0, 'a'), (1, 'a'), (2, 'b'), (4, 'b'), (5, 'b'), (6, 'a')];
-        let runs = compress_runs(items);
-        assert_eq!(runs, vec![(0..2, 'a'), (2..3, 'b'), (4..6, 'b'), (6..7, 'a')]);
-        assert!(compress_runs(Vec::<(u64, u8)>::new()).is_empty());
     }
 
     #[test]
@@ -775,8 +799,37 @@ mod tests {
         assert_eq!(details, vec!["vmstat thp_fault_alloc: model +2, linux +1 (linux must count at least the model's)"]);
         // Pages stay exact.
         let mut linux = with(1, 1);
-        linux.procs[0].regions[0].pages[0].mapcount = 2;
+        linux.procs[0].regions[0].runs[0].page.mapcount = 2;
         assert_eq!(diff_observations(&with(1, 1), &linux, &policy).differences.len(), 1);
+    }
+
+    // 0                      512G                     1T
+    // |........................x........................|  model: one page at 512G
+    // |........................|........................|  linux: nothing
+    #[test]
+    fn runs_split_at_the_union_of_boundaries_without_per_page_work() {
+        let nr_pages = (1u64 << 40) / PAGE_SIZE;
+        let half = nr_pages / 2;
+        let hole = PageObs::default();
+        let run = |first, nr_pages, page| PageRun { first, nr_pages, page };
+        let region = |runs| RegionObs { name: "A".into(), addr: 0x2000_0000_0000, len: 1 << 40, vmas: vec![], runs };
+        let model = region(vec![run(0, half, hole), run(half, 1, small_page(0)), run(half + 1, half - 1, hole)]);
+        let linux = region(vec![run(0, nr_pages, hole)]);
+        let diff =
+            diff_observations(&observation("p1", model.clone()), &observation("p1", linux), &DiffPolicy::exact());
+        let details: Vec<&str> = diff.differences.iter().map(|(_, d)| d.as_str()).collect();
+        assert_eq!(
+            details,
+            vec![
+                "p1 A+0x8000000000..+0x8000001000 (1 page): model state=present mapcount=1 exclusive=true \
+                  folio=#0, linux state=none mapcount=0 exclusive=false folio=none"
+            ]
+        );
+        // A shorter run list on one side is a page-count difference, not a panic.
+        let short = region(vec![run(0, half, hole)]);
+        let diff = diff_observations(&observation("p1", model), &observation("p1", short), &DiffPolicy::exact());
+        assert_eq!(diff.differences[0].0, "page count");
+        assert_eq!(diff.differences[0].1, format!("p1 A: model {nr_pages} pages, linux {half} pages"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! found 0 kB`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use thpsim_workload::expect::fmt_size;
 use thpsim_workload::{Cmp, Expectation, ExpectedState, PageProp, Place, SmapsField};
@@ -60,12 +61,13 @@ pub fn check_expectation(exp: &Expectation, obs: &Observation, last: &OpResult) 
         Expectation::Page { at, pages, props } => {
             let region = find_region(obs, at)?;
             let first = at.offset / PAGE_SIZE;
-            for i in 0..*pages {
-                let offset = at.offset + i * PAGE_SIZE;
-                let page = page_at(region, at, first + i)?;
+            // Pages of one run look alike: each run is checked once, and a
+            // failure is reported at the run's first page.
+            for (range, page) in runs_covering(region, at, first..first.saturating_add(*pages))? {
                 for prop in props {
                     if let Err(why) = check_prop(obs, page, prop) {
-                        let here = Place { offset, ..at.clone() };
+                        let i = range.start - first;
+                        let here = Place { offset: at.offset + i * PAGE_SIZE, ..at.clone() };
                         let which = if *pages > 1 { format!(" (page {} of {pages})", i + 1) } else { String::new() };
                         return Err(format!("expected {exp}, found {here}{which}: {}{why}", describe(page)));
                     }
@@ -77,8 +79,7 @@ pub fn check_expectation(exp: &Expectation, obs: &Observation, last: &OpResult) 
             let region = find_region(obs, at)?;
             let first = at.offset / PAGE_SIZE;
             let mut by_order: BTreeMap<u8, BTreeSet<u32>> = BTreeMap::new();
-            for i in 0..len / PAGE_SIZE {
-                let page = page_at(region, at, first + i)?;
+            for (_, page) in runs_covering(region, at, first..first.saturating_add(len / PAGE_SIZE))? {
                 if let (PageState::Present, Some(folio)) = (page.state, page.folio) {
                     by_order.entry(page.order).or_default().insert(folio);
                 }
@@ -131,15 +132,38 @@ fn find_region<'o>(obs: &'o Observation, at: &Place) -> Result<&'o RegionObs, St
 }
 
 fn page_at<'o>(region: &'o RegionObs, at: &Place, index: u64) -> Result<&'o PageObs, String> {
-    usize::try_from(index).ok().and_then(|i| region.pages.get(i)).ok_or_else(|| {
-        format!(
-            "the observation of {} {} has {} pages, not one at {}",
-            at.proc_name,
-            at.region,
-            region.pages.len(),
-            fmt_size(index * PAGE_SIZE)
-        )
-    })
+    region.page(index).ok_or_else(|| missing_page(region, at, index))
+}
+
+/// The runs of `pages`, clipped to them; an error names the first page the
+/// observation lacks.
+fn runs_covering<'o>(
+    region: &'o RegionObs,
+    at: &Place,
+    pages: Range<u64>,
+) -> Result<Vec<(Range<u64>, &'o PageObs)>, String> {
+    let runs: Vec<_> = region.runs_in(pages.clone()).collect();
+    let mut next = pages.start;
+    for (range, _) in &runs {
+        if range.start != next {
+            break;
+        }
+        next = range.end;
+    }
+    if next < pages.end {
+        return Err(missing_page(region, at, next));
+    }
+    Ok(runs)
+}
+
+fn missing_page(region: &RegionObs, at: &Place, index: u64) -> String {
+    format!(
+        "the observation of {} {} has {} pages, not one at {}",
+        at.proc_name,
+        at.region,
+        region.runs.last().map_or(0, |r| r.first + r.nr_pages),
+        fmt_size(index * PAGE_SIZE)
+    )
 }
 
 /// A page the way a `page` expectation would state it.
@@ -294,7 +318,13 @@ mod tests {
             thp_eligible: true,
             vm_flags: vec![],
         };
-        let region = |pages, vmas| RegionObs { name: "A".into(), addr: BASE, len: 4 << 20, vmas, pages };
+        let region = |pages: Vec<PageObs>, vmas| RegionObs {
+            name: "A".into(),
+            addr: BASE,
+            len: 4 << 20,
+            vmas,
+            runs: crate::runs_of_pages(&pages),
+        };
         Observation {
             procs: vec![
                 ProcObs {

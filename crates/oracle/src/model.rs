@@ -8,12 +8,42 @@
 use std::collections::BTreeMap;
 
 use thpsim_mm::{self as mm, Machine, Pid, PinId, Vaddr, World, PAGE_SIZE};
-use thpsim_workload::{Op, PinRef, ProcId, RegionRef};
+use thpsim_workload::{Op, PinRef, ProcId, RegionRef, TouchPattern};
 
 use crate::{
-    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageState, ProcObs, RawFolioKey,
-    RegionObs, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+    normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageRun, PageRunsBuilder, PageState,
+    ProcObs, RawFolioKey, RegionObs, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
+
+/// Page indices handed to `World::touch_pages` at once: a `touch` of a
+/// 512 GiB range would otherwise hold 134 million indices (1 GiB).
+const TOUCH_CHUNK_PAGES: usize = 1 << 16;
+
+/// `World::touch_pages` over `pages` (ascending indices from `addr`), a
+/// chunk at a time, stopping at the first error as one call would. Each
+/// chunk is one model operation; the accesses are the same.
+fn touch_in_chunks(
+    world: &mut World,
+    pid: Pid,
+    addr: u64,
+    pages: impl Iterator<Item = u64>,
+    access: mm::Access,
+    fill: mm::Fill,
+) -> Result<(), mm::Errno> {
+    let mut chunk = Vec::with_capacity(TOUCH_CHUNK_PAGES);
+    let mut pages = pages.peekable();
+    while pages.peek().is_some() {
+        chunk.clear();
+        chunk.extend(pages.by_ref().take(TOUCH_CHUNK_PAGES));
+        world.touch_pages(pid, Vaddr(addr), &chunk, access, fill)?;
+    }
+    Ok(())
+}
+
+/// Regions up to this many pages (64 MiB) have their page runs checked
+/// against `World::page_info` page by page in debug and test builds.
+#[cfg(debug_assertions)]
+const CROSS_CHECK_MAX_PAGES: u64 = 16 * 1024;
 
 /// The model as a backend.
 pub struct ModelBackend {
@@ -62,6 +92,54 @@ impl ModelBackend {
             }
         }
         Counters { vmstat, mthp }
+    }
+
+    /// The pages of [addr, addr + nr_pages * 4K) as observation runs with
+    /// their raw folio keys, from the page-table walk `page_info_runs`.
+    fn page_runs(&self, pid: Pid, addr: u64, nr_pages: u64) -> (Vec<PageRun>, Vec<Option<RawFolioKey>>) {
+        let mut builder = PageRunsBuilder::new();
+        let runs = self.world.page_info_runs(pid, Vaddr(addr), nr_pages);
+        #[cfg(debug_assertions)]
+        self.check_runs_against_page_info(pid, &runs, nr_pages);
+        for run in runs {
+            let info = run.info;
+            let page = PageObs {
+                state: match info.state {
+                    mm::PageState::None => PageState::None,
+                    mm::PageState::Present => PageState::Present,
+                    mm::PageState::Swapped => PageState::Swapped,
+                },
+                folio: None,
+                order: info.order,
+                pmd_mapped: info.pmd_mapped,
+                mapcount: info.mapcount,
+                exclusive: info.exclusive,
+                zero_page: info.zero_page,
+            };
+            builder.push(run.nr_pages, page, info.folio.map(|f| f.0 as u64));
+        }
+        debug_assert_eq!(builder.nr_pages(), nr_pages, "page_info_runs covered the wrong number of pages");
+        builder.finish()
+    }
+
+    /// Debug and test builds: the walk agrees with `page_info` page by page,
+    /// for regions of at most `CROSS_CHECK_MAX_PAGES`, so that every corpus
+    /// scenario checks it at every observation.
+    #[cfg(debug_assertions)]
+    fn check_runs_against_page_info(&self, pid: Pid, runs: &[mm::PageInfoRun], nr_pages: u64) {
+        if nr_pages > CROSS_CHECK_MAX_PAGES {
+            return;
+        }
+        let covered: u64 = runs.iter().map(|r| r.nr_pages).sum();
+        assert_eq!(covered, nr_pages, "page_info_runs covered {covered} pages of {nr_pages}: {runs:?}");
+        for run in runs {
+            for i in 0..run.nr_pages {
+                let addr = run.addr.add(i * PAGE_SIZE);
+                let walked = run.page(i);
+                let single = self.world.page_info(pid, addr);
+                assert_eq!(walked, single, "page_info_runs and page_info disagree at {:#x} ({pid:?})", addr.0);
+            }
+        }
     }
 
     fn pid(&self, proc: ProcId) -> Result<Pid, BackendError> {
@@ -122,8 +200,17 @@ impl Backend for ModelBackend {
             }
             Op::Touch { proc, addr, len, access, fill, pattern } => {
                 let pid = self.pid(proc)?;
-                let pages = pattern.page_indices(len.div_ceil(PAGE_SIZE));
-                self.world.touch_pages(pid, Vaddr(addr), &pages, access, fill)
+                let nr_pages = len.div_ceil(PAGE_SIZE);
+                match pattern {
+                    TouchPattern::All => touch_in_chunks(&mut self.world, pid, addr, 0..nr_pages, access, fill),
+                    TouchPattern::EveryNth(n) => {
+                        let pages = (0..nr_pages).step_by(n.max(1) as usize);
+                        touch_in_chunks(&mut self.world, pid, addr, pages, access, fill)
+                    }
+                    TouchPattern::Random { .. } => {
+                        self.world.touch_pages(pid, Vaddr(addr), &pattern.page_indices(nr_pages), access, fill)
+                    }
+                }
             }
             Op::Prctl { proc, disable } => {
                 let pid = self.pid(proc)?;
@@ -179,27 +266,8 @@ impl Backend for ModelBackend {
                         },
                     })
                     .collect();
-                let nr = r.len.div_ceil(PAGE_SIZE);
-                let mut pages = Vec::with_capacity(nr as usize);
-                let mut keys = Vec::with_capacity(nr as usize);
-                for i in 0..nr {
-                    let info = self.world.page_info(pid, Vaddr(r.addr + i * PAGE_SIZE));
-                    pages.push(PageObs {
-                        state: match info.state {
-                            mm::PageState::None => PageState::None,
-                            mm::PageState::Present => PageState::Present,
-                            mm::PageState::Swapped => PageState::Swapped,
-                        },
-                        folio: None,
-                        order: info.order,
-                        pmd_mapped: info.pmd_mapped,
-                        mapcount: info.mapcount,
-                        exclusive: info.exclusive,
-                        zero_page: info.zero_page,
-                    });
-                    keys.push(info.folio.map(|f| f.0 as u64));
-                }
-                region_obs.push(RegionObs { name: r.name.clone(), addr: r.addr, len: r.len, vmas, pages });
+                let (runs, keys) = self.page_runs(pid, r.addr, r.len.div_ceil(PAGE_SIZE));
+                region_obs.push(RegionObs { name: r.name.clone(), addr: r.addr, len: r.len, vmas, runs });
                 raw_regions.push(keys);
             }
             let vm_pte_kb = self.world.mm(pid).map_or(0, |m| m.vm_pte_kb());

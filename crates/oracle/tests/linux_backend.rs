@@ -149,8 +149,9 @@ fn mthp(obs: &Observation, key: &str) -> i64 {
     *obs.mthp.get(key).unwrap_or_else(|| panic!("no per-size stat {key} in {:?}", obs.mthp))
 }
 
-fn pages(obs: &Observation, proc: usize, region: usize) -> &[PageObs] {
-    &obs.procs[proc].regions[region].pages
+/// Every page of a region, one by one.
+fn pages(obs: &Observation, proc: usize, region: usize) -> Vec<PageObs> {
+    obs.procs[proc].regions[region].pages().copied().collect()
 }
 
 /// The backend saw no other process change `nr_anon_transparent_hugepages`.
@@ -202,8 +203,10 @@ fn write_fault_maps_one_pmd_thp() {
         let obs = run.observe(&[(P1, a, PMD)]);
 
         let region = &obs.procs[0].regions[0];
-        assert_eq!(region.pages.len(), 512);
-        for (i, page) in region.pages.iter().enumerate() {
+        // One PMD-mapped THP: one run of 512 pages.
+        assert_eq!(region.runs.len(), 1, "{:?}", region.runs);
+        assert_eq!(region.pages().count(), 512);
+        for (i, page) in region.pages().enumerate() {
             assert_eq!(page.state, PageState::Present, "page {i}");
             assert_eq!(page.folio, Some(0), "page {i}");
             assert_eq!(page.order, 9, "page {i}");
@@ -360,7 +363,7 @@ fn munmap_inside_a_thp_defers_the_split_to_the_shrinker() {
         let obs = run.observe(&[(P1, a, PMD)]);
         assert_eq!(counter(&obs, "thp_split_page"), 1);
         assert_eq!(mthp(&obs, "2048kB/nr_anon_partially_mapped"), 0);
-        let present: Vec<&PageObs> = pages(&obs, 0, 0).iter().filter(|p| p.state == PageState::Present).collect();
+        let present: Vec<PageObs> = pages(&obs, 0, 0).into_iter().filter(|p| p.state == PageState::Present).collect();
         assert_eq!(present.len(), 511);
         assert!(present.iter().all(|p| p.order == 0 && !p.pmd_mapped && p.mapcount == 1));
         let mut folios: Vec<u32> = present.iter().map(|p| p.folio.unwrap()).collect();

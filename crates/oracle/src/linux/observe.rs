@@ -8,8 +8,8 @@ use std::io;
 use super::procfs::{self, Kpages, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP};
 use super::{executor::Worker, io_error, pagemap_scan, sysfs, LinuxBackend, PAGE_SIZE};
 use crate::{
-    normalise_folios, BackendError, Observation, PageObs, PageState, ProcObs, RegionObs, RegionRef, VmaObs,
-    MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+    normalise_folios, BackendError, Observation, PageObs, PageRun, PageRunsBuilder, PageState, ProcObs, RegionObs,
+    RegionRef, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
 
 /// The end of user space with 4-level page tables (x86-64 `TASK_SIZE`).
@@ -20,8 +20,8 @@ const PMD_SIZE: u64 = 2 << 20;
 /// The smaps `VmFlags` mnemonics an observation carries.
 const MODELLED_VM_FLAGS: [&str; 7] = ["rd", "wr", "ex", "hg", "nh", "dc", "ac"];
 
-/// Raw folio keys (head PFNs) per process, region and page, beside the
-/// pages they belong to, for `normalise_folios`.
+/// Raw folio keys (head PFNs) per process, region and page run, beside the
+/// runs they belong to, for `normalise_folios`.
 type RawKeys = Vec<Vec<Vec<Option<u64>>>>;
 
 impl LinuxBackend {
@@ -134,14 +134,14 @@ impl LinuxBackend {
                         vm_flags: modelled_vm_flags(&vma.vm_flags),
                     })
                     .collect();
-                let (pages, keys) = observe_pages(worker, kpages, region.addr, region.len)
+                let (runs, keys) = observe_pages(worker, kpages, region.addr, region.len)
                     .map_err(io_error(format!("reading the pages of {} region {}", worker.label, region.name)))?;
                 region_obs.push(RegionObs {
                     name: region.name.clone(),
                     addr: region.addr,
                     len: region.len,
                     vmas,
-                    pages,
+                    runs,
                 });
                 raw_regions.push(keys);
             }
@@ -159,53 +159,72 @@ fn modelled_vm_flags(all: &[String]) -> Vec<String> {
     flags
 }
 
+/// Pages whose pagemap entries are read at once.
+const PAGEMAP_CHUNK_PAGES: u64 = 4096;
+
 /// pagemap, kpageflags, kpagecount and PAGEMAP_SCAN for each base page of
-/// [addr, addr + len); also the raw folio keys (head PFNs).
+/// [addr, addr + len), as runs with their raw folio keys (head PFNs).
+/// PAGEMAP_SCAN finds the present and swapped pages; only those are read
+/// from pagemap, so a hole costs nothing per page.
 fn observe_pages(
     worker: &Worker,
     kpages: &mut Kpages,
     addr: u64,
     len: u64,
-) -> io::Result<(Vec<PageObs>, Vec<Option<u64>>)> {
+) -> io::Result<(Vec<PageRun>, Vec<Option<u64>>)> {
     let start = addr & !(PAGE_SIZE - 1);
     let end = (addr + len).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let nr_pages = (end - start) / PAGE_SIZE;
-    let entries = procfs::read_pagemap(&worker.pagemap, start, nr_pages)?;
-    let huge = pagemap_scan::pmd_mapped_ranges(&worker.pagemap, start, end)?;
-    let mut huge = huge.iter().peekable();
-    let mut pages = Vec::with_capacity(nr_pages as usize);
-    let mut keys = Vec::with_capacity(nr_pages as usize);
-    for (i, &entry) in entries.iter().enumerate() {
-        let va = start + i as u64 * PAGE_SIZE;
-        while huge.peek().is_some_and(|&&(_, range_end)| range_end <= va) {
-            huge.next();
+    let mut runs = PageRunsBuilder::new();
+    let mut next = start;
+    for range in pagemap_scan::populated_ranges(&worker.pagemap, start, end)? {
+        let (from, to) = (range.start.max(next), range.end.min(end));
+        if from >= to {
+            continue;
         }
-        let mut page = PageObs { exclusive: entry & PM_MMAP_EXCLUSIVE != 0, ..PageObs::default() };
-        let mut key = None;
-        if entry & PM_PRESENT != 0 {
-            page.state = PageState::Present;
-            let pfn = entry & PM_PFN_MASK;
-            if pfn == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("pagemap shows no PFN for present page {va:#x} (CAP_SYS_ADMIN needed)"),
-                ));
+        runs.push((from - next) / PAGE_SIZE, PageObs::default(), None);
+        let mut chunk = from;
+        while chunk < to {
+            let nr = ((to - chunk) / PAGE_SIZE).min(PAGEMAP_CHUNK_PAGES);
+            let entries = procfs::read_pagemap(&worker.pagemap, chunk, nr)?;
+            for (i, &entry) in entries.iter().enumerate() {
+                let va = chunk + i as u64 * PAGE_SIZE;
+                let (page, key) = observe_page(kpages, va, entry, range.pmd_mapped)?;
+                runs.push(1, page, key);
             }
-            let folio = kpages.folio_of(pfn)?;
-            page.order = folio.order;
-            page.zero_page = folio.zero;
-            page.mapcount = kpages.mapcount(&folio, pfn)?;
-            page.pmd_mapped = huge.peek().is_some_and(|&&(range_start, _)| range_start <= va);
-            if !folio.zero {
-                key = Some(folio.head);
-            }
-        } else if entry & PM_SWAP != 0 {
-            page.state = PageState::Swapped;
+            chunk += nr * PAGE_SIZE;
         }
-        pages.push(page);
-        keys.push(key);
+        next = to;
     }
-    Ok((pages, keys))
+    runs.push((end - next) / PAGE_SIZE, PageObs::default(), None);
+    Ok(runs.finish())
+}
+
+/// One page from its pagemap entry, kpageflags and kpagecount; `pmd_mapped`
+/// is PAGEMAP_SCAN's `PAGE_IS_HUGE` for it. Also its raw folio key.
+fn observe_page(kpages: &mut Kpages, va: u64, entry: u64, pmd_mapped: bool) -> io::Result<(PageObs, Option<u64>)> {
+    let mut page = PageObs { exclusive: entry & PM_MMAP_EXCLUSIVE != 0, ..PageObs::default() };
+    let mut key = None;
+    if entry & PM_PRESENT != 0 {
+        page.state = PageState::Present;
+        let pfn = entry & PM_PFN_MASK;
+        if pfn == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("pagemap shows no PFN for present page {va:#x} (CAP_SYS_ADMIN needed)"),
+            ));
+        }
+        let folio = kpages.folio_of(pfn)?;
+        page.order = folio.order;
+        page.zero_page = folio.zero;
+        page.mapcount = kpages.mapcount(&folio, pfn)?;
+        page.pmd_mapped = pmd_mapped;
+        if !folio.zero {
+            key = Some(folio.head);
+        }
+    } else if entry & PM_SWAP != 0 {
+        page.state = PageState::Swapped;
+    }
+    Ok((page, key))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `PAGEMAP_SCAN` ioctl on /proc/<pid>/pagemap (Linux 6.7+): which
-//! pages of a range a PMD leaf maps (`PAGE_IS_HUGE`). pagemap entries
-//! cannot tell a PMD-mapped THP from a PTE-mapped one; this can.
+//! pages of a range are present or swapped, as ranges, so that holes cost
+//! nothing per page; and which a PMD leaf maps (`PAGE_IS_HUGE`): pagemap
+//! entries cannot tell a PMD-mapped THP from a PTE-mapped one; this can.
 //!
 //! Structures and numbers from include/uapi/linux/fs.h (Linux 6.18).
 
@@ -41,6 +42,7 @@ const PAGEMAP_SCAN: libc::c_ulong =
 
 /// Page categories (`PAGE_IS_*`).
 const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
 const PAGE_IS_HUGE: u64 = 1 << 6;
 
 /// Regions returned per ioctl call; the walk resumes at `walk_end`.
@@ -49,7 +51,41 @@ const VEC_LEN: usize = 256;
 /// The [start, end) ranges within [start, end) that present PMD leaves map
 /// (THPs and the huge zero page), ascending.
 pub(crate) fn pmd_mapped_ranges(pagemap: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u64)>> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
+    let huge = PAGE_IS_HUGE | PAGE_IS_PRESENT;
+    let ranges = scan(pagemap, start, end, huge, 0, huge)?;
+    Ok(ranges.into_iter().map(|r| (r.start, r.end)).collect())
+}
+
+/// A range of pages PAGEMAP_SCAN found present or swapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PopulatedRange {
+    pub start: u64,
+    pub end: u64,
+    /// `PAGE_IS_HUGE`: a present PMD leaf maps the range.
+    pub pmd_mapped: bool,
+}
+
+/// The ranges within [start, end) whose pages are present or swapped,
+/// ascending; a range is PMD-mapped throughout or not at all. Everything
+/// else is a hole the kernel skips without a per-page cost to us.
+pub(crate) fn populated_ranges(pagemap: &File, start: u64, end: u64) -> io::Result<Vec<PopulatedRange>> {
+    let any = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+    let ranges = scan(pagemap, start, end, 0, any, any | PAGE_IS_HUGE)?;
+    Ok(ranges
+        .into_iter()
+        .map(|r| PopulatedRange {
+            start: r.start,
+            end: r.end,
+            pmd_mapped: r.categories & (PAGE_IS_HUGE | PAGE_IS_PRESENT) == PAGE_IS_HUGE | PAGE_IS_PRESENT,
+        })
+        .collect())
+}
+
+/// Runs PAGEMAP_SCAN over [start, end): pages with every category of
+/// `all_of` and one of `any_of`, reported with their `report` categories;
+/// neighbouring regions with equal categories are merged.
+fn scan(pagemap: &File, start: u64, end: u64, all_of: u64, any_of: u64, report: u64) -> io::Result<Vec<PageRegion>> {
+    let mut out: Vec<PageRegion> = Vec::new();
     let mut vec = vec![PageRegion::default(); VEC_LEN];
     let mut from = start;
     while from < end {
@@ -59,8 +95,9 @@ pub(crate) fn pmd_mapped_ranges(pagemap: &File, start: u64, end: u64) -> io::Res
             end,
             vec: vec.as_mut_ptr() as u64,
             vec_len: VEC_LEN as u64,
-            category_mask: PAGE_IS_HUGE | PAGE_IS_PRESENT,
-            return_mask: PAGE_IS_HUGE | PAGE_IS_PRESENT,
+            category_mask: all_of,
+            category_anyof_mask: any_of,
+            return_mask: report,
             ..PmScanArg::default()
         };
         // SAFETY: `arg` is a valid pm_scan_arg whose `vec` points to VEC_LEN
@@ -71,8 +108,8 @@ pub(crate) fn pmd_mapped_ranges(pagemap: &File, start: u64, end: u64) -> io::Res
         }
         for region in &vec[..(n as usize).min(VEC_LEN)] {
             match out.last_mut() {
-                Some(last) if last.1 == region.start => last.1 = region.end,
-                _ => out.push((region.start, region.end)),
+                Some(last) if last.end == region.start && last.categories == region.categories => last.end = region.end,
+                _ => out.push(*region),
             }
         }
         if arg.walk_end <= from {
