@@ -10,7 +10,7 @@
 
 use crate::memory::Tva;
 use crate::pagewalk::{Lookup, Ro, Slot, Walk, WalkOps};
-use crate::pgtable::Entry;
+use crate::pgtable::{Entry, Level};
 use crate::types::*;
 use crate::world::World;
 
@@ -149,41 +149,43 @@ impl World {
 
     /// pagemap + kpageflags + kpagecount + PAGEMAP_SCAN for one page.
     pub fn page_info(&self, pid: Pid, addr: Vaddr) -> PageInfo {
-        let absent = ABSENT;
-        let Some(_) = self.mm(pid) else { return absent };
-        let (entry, pmd_mapped, page_of_pmd) = match self.lookup(pid, addr) {
-            Lookup::Hole => return absent,
+        if self.mm(pid).is_none() {
+            return ABSENT;
+        }
+        match self.lookup(pid, addr) {
+            Lookup::Hole => ABSENT,
             Lookup::Pud { slot, entry } => panic!("{pid:?} {addr}: {entry:?} at PUD {slot:?}"),
-            Lookup::Pmd { entry, .. } => (entry, true, (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE),
-            Lookup::Pte { entry, .. } => (entry, false, 0),
-        };
+            Lookup::Pmd { entry, .. } => self.pmd_page_info(entry, (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE),
+            Lookup::Pte { entry, .. } => self.pte_page_info(entry),
+        }
+    }
+
+    /// `page_info` of page `page` of a PMD leaf (`pagemap_pmd_range_thp()`):
+    /// the exclusive bit of a PMD mapping is its first page's.
+    fn pmd_page_info(&self, entry: Entry, page: u64) -> PageInfo {
         match entry {
-            Entry::None => absent,
-            Entry::Table(t) => panic!("{pid:?} {addr}: lookup ended at table {t:?}"),
             Entry::Zero => PageInfo {
                 state: PageState::Present,
-                pfn: self.huge_zero.filter(|_| pmd_mapped).map(|hz| hz.pfn.add(page_of_pmd)),
-                order: if pmd_mapped { Order::PMD.get() } else { 0 },
-                pmd_mapped,
+                pfn: self.huge_zero.map(|hz| hz.pfn.add(page)),
+                order: Order::PMD.get(),
+                pmd_mapped: true,
                 zero_page: true,
-                ..absent
+                ..ABSENT
             },
             Entry::Page(leaf) => {
                 let f = &self.folios[leaf.folio];
-                let page = if pmd_mapped { page_of_pmd } else { leaf.page as u64 };
-                // The exclusive bit of a PMD mapping is the first page's.
-                let excl_page = if pmd_mapped { 0 } else { page };
                 PageInfo {
                     state: PageState::Present,
                     folio: Some(leaf.folio),
                     pfn: Some(f.pfn.add(page)),
                     order: f.order.get(),
-                    pmd_mapped,
+                    pmd_mapped: true,
                     mapcount: f.precise_page_mapcount(page) as u64,
-                    exclusive: f.precise_page_mapcount(excl_page) == 1,
+                    exclusive: f.precise_page_mapcount(0) == 1,
                     zero_page: false,
                 }
             }
+            Entry::None | Entry::Table(_) => unreachable!("{entry:?} is not a PMD leaf"),
         }
     }
 
@@ -200,80 +202,20 @@ impl World {
     /// bit is its first page's.
     pub fn page_info_runs(&self, pid: Pid, start: Vaddr, nr_pages: u64) -> Vec<PageInfoRun> {
         let mut out = PageInfoRuns { runs: Vec::new(), next: start };
-        let end = start.add(nr_pages * PAGE_SIZE);
-        let Some(mm) = self.mm(pid) else {
+        if self.mm(pid).is_none() {
             out.push(nr_pages, ABSENT);
             return out.runs;
-        };
-        let pgd = mm.pgd;
-        // The pages from `addr` to the end of its `level` entry, within the range.
-        let to_boundary = |addr: Vaddr, level: Level| {
-            let next = addr.align_down(level.entry_size()).0.saturating_add(level.entry_size());
-            (next.min(end.0) - addr.0) / PAGE_SIZE
-        };
-        while out.next < end {
-            let addr = out.next;
-            let Entry::Table(pud) = self.pt[pgd].entries[Level::Pgd.index(addr)] else {
-                out.push(to_boundary(addr, Level::Pgd), ABSENT);
-                continue;
-            };
-            let Entry::Table(pmd) = self.pt[pud].entries[Level::Pud.index(addr)] else {
-                out.push(to_boundary(addr, Level::Pud), ABSENT);
-                continue;
-            };
-            let nr = to_boundary(addr, Level::Pmd);
-            match self.pt[pmd].entries[Level::Pmd.index(addr)] {
-                Entry::None => out.push(nr, ABSENT),
-                Entry::Table(pte) => {
-                    let first = Level::Pte.index(addr);
-                    for &entry in &self.pt[pte].entries[first..first + nr as usize] {
-                        out.push(1, self.pte_page_info(entry));
-                    }
-                }
-                Entry::Zero => {
-                    let page_of_pmd = (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE;
-                    let info = PageInfo {
-                        state: PageState::Present,
-                        pfn: self.huge_zero.map(|hz| hz.pfn.add(page_of_pmd)),
-                        order: Order::PMD.get(),
-                        pmd_mapped: true,
-                        zero_page: true,
-                        ..ABSENT
-                    };
-                    out.push(nr, info);
-                }
-                Entry::Page(leaf) => {
-                    let f = &self.folios[leaf.folio];
-                    let page_of_pmd = (addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE;
-                    let info = |page: u64| PageInfo {
-                        state: PageState::Present,
-                        folio: Some(leaf.folio),
-                        pfn: Some(f.pfn.add(page)),
-                        order: f.order.get(),
-                        pmd_mapped: true,
-                        mapcount: f.precise_page_mapcount(page) as u64,
-                        exclusive: f.precise_page_mapcount(0) == 1,
-                        zero_page: false,
-                    };
-                    if f.nr_pages_mapped() == 0 {
-                        // No page is PTE-mapped anywhere: every page's
-                        // mapcount is the entire mapcount.
-                        out.push(nr, info(page_of_pmd));
-                    } else {
-                        for page in page_of_pmd..page_of_pmd + nr {
-                            out.push(1, info(page));
-                        }
-                    }
-                }
-            }
         }
+        let end = start.add(nr_pages * PAGE_SIZE);
+        let Ok(()) = self.walk_ro(pid, start, end, &mut out);
         out.runs
     }
 
     /// `page_info` of a page a PTE maps (or does not).
     fn pte_page_info(&self, entry: Entry) -> PageInfo {
         match entry {
-            Entry::None | Entry::Table(_) => ABSENT,
+            Entry::None => ABSENT,
+            Entry::Table(t) => unreachable!("a PTE points to table {t:?}"),
             Entry::Zero => PageInfo { state: PageState::Present, zero_page: true, ..ABSENT },
             Entry::Page(leaf) => {
                 let f = &self.folios[leaf.folio];
@@ -333,6 +275,50 @@ impl WalkOps<Ro<'_>> for SmapsOps {
             Entry::Page(_) => self.rss += PAGE_SIZE,
             Entry::Zero | Entry::None | Entry::Table(_) => {}
         }
+        Ok(Walk::Continue)
+    }
+}
+
+/// The walk of `pagemap_read()`: holes (`pagemap_pte_hole()`), PMD leaves
+/// and PTEs become runs.
+impl WalkOps<Ro<'_>> for PageInfoRuns {
+    type Error = std::convert::Infallible;
+
+    fn hole(&mut self, _: &mut Ro<'_>, _: Level, start: Vaddr, end: Vaddr) -> Result<Walk, Self::Error> {
+        self.push((end.0 - start.0) / PAGE_SIZE, ABSENT);
+        Ok(Walk::Continue)
+    }
+
+    /// One step for the whole leaf unless some of its folio's pages are also
+    /// PTE-mapped, which gives them their own mapcounts.
+    fn pmd_leaf(
+        &mut self,
+        w: &mut Ro<'_>,
+        _: Slot,
+        entry: Entry,
+        start: Vaddr,
+        end: Vaddr,
+    ) -> Result<Walk, Self::Error> {
+        let w = w.0;
+        let first = (start.0 & (PMD_SIZE - 1)) / PAGE_SIZE;
+        let nr = (end.0 - start.0) / PAGE_SIZE;
+        let uniform = match entry {
+            Entry::Page(leaf) => w.folios[leaf.folio].nr_pages_mapped() == 0,
+            Entry::Zero => true,
+            Entry::None | Entry::Table(_) => unreachable!("the walker hands leaves to pmd_leaf"),
+        };
+        if uniform {
+            self.push(nr, w.pmd_page_info(entry, first));
+        } else {
+            for page in first..first + nr {
+                self.push(1, w.pmd_page_info(entry, page));
+            }
+        }
+        Ok(Walk::Skip)
+    }
+
+    fn pte_entry(&mut self, w: &mut Ro<'_>, _: Slot, entry: Entry, _: Vaddr, _: usize) -> Result<Walk, Self::Error> {
+        self.push(1, w.0.pte_page_info(entry));
         Ok(Walk::Continue)
     }
 }
