@@ -134,20 +134,18 @@ impl World {
     }
 
     /// Touches the first byte of each page in `pages` (page indices from
-    /// `addr`), as one operation.
-    pub fn touch_pages(
-        &mut self,
-        pid: Pid,
-        addr: Vaddr,
-        pages: &[u64],
-        access: Access,
-        fill: Fill,
-    ) -> Result<(), Errno> {
+    /// `addr`, a slice or a lazy iterator), as one operation; stops at the
+    /// first access that fails.
+    pub fn touch_pages<I>(&mut self, pid: Pid, addr: Vaddr, pages: I, access: Access, fill: Fill) -> Result<(), Errno>
+    where
+        I: IntoIterator,
+        I::Item: std::borrow::Borrow<u64>,
+    {
         self.check_pid(pid)?;
         self.begin_op("touch");
         let mut result = Ok(());
-        for &p in pages {
-            result = self.user_access(pid, addr.add(p * PAGE_SIZE), access, fill);
+        for p in pages {
+            result = self.user_access(pid, addr.add(*std::borrow::Borrow::<u64>::borrow(&p) * PAGE_SIZE), access, fill);
             if result.is_err() {
                 break;
             }

@@ -8,37 +8,12 @@
 use std::collections::BTreeMap;
 
 use thpsim_mm::{self as mm, Machine, Pid, PinId, Vaddr, World, PAGE_SIZE};
-use thpsim_workload::{Op, PinRef, ProcId, RegionRef, TouchPattern};
+use thpsim_workload::{Op, PinRef, ProcId, RegionRef};
 
 use crate::{
     normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageRun, PageRunsBuilder, PageState,
     ProcObs, RawFolioKey, RegionObs, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
-
-/// Page indices handed to `World::touch_pages` at once: a `touch` of a
-/// 512 GiB range would otherwise hold 134 million indices (1 GiB).
-const TOUCH_CHUNK_PAGES: usize = 1 << 16;
-
-/// `World::touch_pages` over `pages` (ascending indices from `addr`), a
-/// chunk at a time, stopping at the first error as one call would. Each
-/// chunk is one model operation; the accesses are the same.
-fn touch_in_chunks(
-    world: &mut World,
-    pid: Pid,
-    addr: u64,
-    pages: impl Iterator<Item = u64>,
-    access: mm::Access,
-    fill: mm::Fill,
-) -> Result<(), mm::Errno> {
-    let mut chunk = Vec::with_capacity(TOUCH_CHUNK_PAGES);
-    let mut pages = pages.peekable();
-    while pages.peek().is_some() {
-        chunk.clear();
-        chunk.extend(pages.by_ref().take(TOUCH_CHUNK_PAGES));
-        world.touch_pages(pid, Vaddr(addr), &chunk, access, fill)?;
-    }
-    Ok(())
-}
 
 /// Regions up to this many pages (64 MiB) have their page runs checked
 /// against `World::page_info` page by page in debug and test builds.
@@ -200,17 +175,7 @@ impl Backend for ModelBackend {
             }
             Op::Touch { proc, addr, len, access, fill, pattern } => {
                 let pid = self.pid(proc)?;
-                let nr_pages = len.div_ceil(PAGE_SIZE);
-                match pattern {
-                    TouchPattern::All => touch_in_chunks(&mut self.world, pid, addr, 0..nr_pages, access, fill),
-                    TouchPattern::EveryNth(n) => {
-                        let pages = (0..nr_pages).step_by(n.max(1) as usize);
-                        touch_in_chunks(&mut self.world, pid, addr, pages, access, fill)
-                    }
-                    TouchPattern::Random { .. } => {
-                        self.world.touch_pages(pid, Vaddr(addr), &pattern.page_indices(nr_pages), access, fill)
-                    }
-                }
+                self.world.touch_pages(pid, Vaddr(addr), pattern.pages(len.div_ceil(PAGE_SIZE)), access, fill)
             }
             Op::Prctl { proc, disable } => {
                 let pid = self.pid(proc)?;

@@ -177,27 +177,34 @@ impl TouchPattern {
     /// The page indices (0-based, within a range of `nr_pages` pages) the
     /// pattern visits, ascending and without repeats.
     pub fn page_indices(self, nr_pages: u64) -> Vec<u64> {
-        match self {
-            TouchPattern::All => (0..nr_pages).collect(),
-            TouchPattern::EveryNth(n) => (0..nr_pages).step_by(n.max(1) as usize).collect(),
-            TouchPattern::Random { count, seed } => {
-                // Selection sampling (Knuth's algorithm S): ascending, exact count.
-                let want = count.min(nr_pages);
-                let mut rng = SplitMix64::new(seed);
-                let mut chosen = Vec::with_capacity(want as usize);
-                for i in 0..nr_pages {
-                    let left = nr_pages - i;
-                    let needed = want - chosen.len() as u64;
+        self.pages(nr_pages).collect()
+    }
+
+    /// The pages `page_indices` lists, lazily: a touch of a terabyte needs
+    /// no list of its pages.
+    pub fn pages(self, nr_pages: u64) -> impl Iterator<Item = u64> {
+        let (step, mut random) = match self {
+            TouchPattern::All => (1, None),
+            TouchPattern::EveryNth(n) => (n.max(1), None),
+            // Selection sampling (Knuth's algorithm S): ascending, exact count.
+            TouchPattern::Random { count, seed } => (1, Some((count.min(nr_pages), SplitMix64::new(seed)))),
+        };
+        let mut chosen = 0u64;
+        (0..nr_pages)
+            .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+            .map_while(move |i| match &mut random {
+                None => Some(Some(i)),
+                Some((want, rng)) => {
+                    let needed = *want - chosen;
                     if needed == 0 {
-                        break;
+                        return None;
                     }
-                    if rng.below(left) < needed {
-                        chosen.push(i);
-                    }
+                    let pick = rng.below(nr_pages - i) < needed;
+                    chosen += u64::from(pick);
+                    Some(pick.then_some(i))
                 }
-                chosen
-            }
-        }
+            })
+            .flatten()
     }
 }
 
