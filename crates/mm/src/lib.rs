@@ -33,7 +33,7 @@ pub mod types;
 pub mod vma;
 pub mod world;
 
-pub use config::Config;
+pub use config::{Config, Knob, Policy, Setting};
 pub use errno::*;
 pub use events::MmEvent;
 pub use mman::{Access, Advice, Fill, Prot, ThpDisable};

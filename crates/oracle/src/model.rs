@@ -80,7 +80,7 @@ impl Backend for ModelBackend {
     fn apply(&mut self, op: &Op) -> Result<OpResult, BackendError> {
         let w = &mut self.world;
         Ok(match *op {
-            Op::Set { ref path, ref value } => w.set_knob(path, value),
+            Op::Set { setting } => w.set(setting),
             Op::Spawn { proc } => w.spawn().map(|pid| {
                 self.pids.insert(proc, pid);
             }),

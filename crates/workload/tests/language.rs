@@ -5,7 +5,7 @@ use thpsim_workload::expect::fmt_size;
 use thpsim_workload::plan::{GUARD_GAP, MMAP_BASE};
 use thpsim_workload::{
     parse_scenario, Access, Advice, Cmp, CmpOp, Expectation, ExpectedState, Fill, Machine, Op, PageProp, PinRef, Place,
-    ProcId, Prot, RegionRef, Scenario, SmapsField, StepKind, ThpDisable, TouchPattern,
+    ProcId, Prot, RegionRef, Scenario, Setting, SmapsField, StepKind, ThpDisable, TouchPattern,
 };
 
 const K: u64 = 1 << 10;
@@ -102,7 +102,7 @@ fn the_tour_compiles_to_these_operations() {
     let a = MMAP_BASE;
     let b = a + 4 * M + GUARD_GAP + 4 * K;
     let all = ops(&s);
-    let set = |path: &str, value: &str| Op::Set { path: path.into(), value: value.into() };
+    let set = |path: &str, value: &str| Op::Set { setting: Setting::from_sysfs(path, value).unwrap() };
     let touch = |addr, len, access, fill, pattern| Op::Touch { proc: P1, addr, len, access, fill, pattern };
     // The cursor after B: B ends at 6M + 4K + 2M, plus the 2M gap, aligned up to 2M.
     let c = (b + 2 * M + GUARD_GAP).next_multiple_of(2 * M);
@@ -375,9 +375,9 @@ fn set_accepts_the_sysfs_path_with_or_without_its_prefix() {
     assert_eq!(
         ops(&s),
         [
-            Op::Set { path: "enabled".into(), value: "madvise".into() },
-            Op::Set { path: "defrag".into(), value: "defer+madvise".into() },
-            Op::Set { path: "khugepaged/max_ptes_none".into(), value: "0".into() },
+            Op::Set { setting: Setting::from_sysfs("enabled", "madvise").unwrap() },
+            Op::Set { setting: Setting::from_sysfs("defrag", "defer+madvise").unwrap() },
+            Op::Set { setting: Setting::from_sysfs("khugepaged/max_ptes_none", "0").unwrap() },
         ]
     );
 }

@@ -321,7 +321,7 @@ impl LinuxBackend {
             let restored = match before {
                 0 => sys::set_thp_disable(false, 0),
                 1 => sys::set_thp_disable(true, 0),
-                _ => sys::set_thp_disable(true, sys::PR_THP_DISABLE_EXCEPT_ADVISED),
+                _ => sys::set_thp_disable(true, thpsim_uapi::mman::PR_THP_DISABLE_EXCEPT_ADVISED as libc::c_ulong),
             };
             if let Err(err) = restored {
                 self.warnings.push(format!("could not restore the controller's PR_SET_THP_DISABLE ({before}): {err}"));

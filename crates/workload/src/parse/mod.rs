@@ -203,8 +203,8 @@ impl Parser {
         c.eq("= and a value")?;
         let value = c.word("a value")?;
         c.end()?;
-        let rel = check_knob(&path, &value)?;
-        self.op(Op::Set { path: rel.to_string(), value: value.text.to_string() }, first.col)
+        let setting = check_knob(&path, &value)?;
+        self.op(Op::Set { setting }, first.col)
     }
 
     /// A process that exists and has not exited.
