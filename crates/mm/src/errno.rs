@@ -20,3 +20,14 @@ pub enum FaultError {
     #[error("VM_FAULT_SIGSEGV")]
     Segv,
 }
+
+/// A fault that fails inside a system call (GUP, MADV_POPULATE, a user
+/// access the model performs) reads as the errno the kernel returns there.
+impl From<FaultError> for Errno {
+    fn from(e: FaultError) -> Errno {
+        match e {
+            FaultError::Oom => Errno::NoMem,
+            FaultError::Segv => Errno::Fault,
+        }
+    }
+}

@@ -10,7 +10,7 @@
 
 use crate::errno::Errno;
 use crate::events::MmEvent;
-use crate::page_alloc::AllocFlags;
+use crate::gfp::Gfp;
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
 use crate::types::*;
@@ -112,7 +112,7 @@ impl World {
     fn ensure_table(&mut self, pid: Pid, parent: PtId, index: usize, level: Level) -> Result<PtId, Errno> {
         match self.pt[parent].entries[index] {
             Entry::Table(t) => Ok(t),
-            _ => self.install_table(pid, parent, index, level).map_err(|_| Errno::NoMem),
+            _ => Ok(self.install_table(pid, parent, index, level)?),
         }
     }
 
@@ -120,8 +120,8 @@ impl World {
     /// (having split the source PMD) when the folio may be pinned and must
     /// be copied instead.
     fn copy_huge_pmd(&mut self, src: Pid, dst: Pid, addr: Vaddr, spmd: PtId, si: usize) -> Result<bool, Errno> {
-        let (dpmd, di) = self.pmd_alloc(dst, addr).map_err(|_| Errno::NoMem)?;
-        let table = self.alloc_pt_page(dst, Level::Pte).map_err(|_| Errno::NoMem)?;
+        let (dpmd, di) = self.pmd_alloc(dst, addr)?;
+        let table = self.alloc_pt_page(dst, Level::Pte)?;
         match self.pt[spmd].entries[si] {
             Entry::Zero => {
                 let hz = self.huge_zero.as_mut().expect("huge zero PMD without the folio");
@@ -152,8 +152,8 @@ impl World {
     /// `copy_pte_range()` over `[start, end)` within one PMD.
     fn copy_pte_range(&mut self, src: Pid, dst: Pid, vma: &Vma, start: Vaddr, end: Vaddr) -> Result<(), Errno> {
         let Some((spte, _)) = self.walk_pte(src, start) else { return Ok(()) };
-        let (dpmd, di) = self.pmd_alloc(dst, start).map_err(|_| Errno::NoMem)?;
-        let dpte = self.pte_alloc(dst, dpmd, di).map_err(|_| Errno::NoMem)?;
+        let (dpmd, di) = self.pmd_alloc(dst, start)?;
+        let dpte = self.pte_alloc(dst, dpmd, di)?;
         let first = Level::Pte.index(start);
         let last = first + ((end.0 - start.0) / PAGE_SIZE) as usize;
         for i in first..last {
@@ -191,9 +191,8 @@ impl World {
         i: usize,
     ) -> Result<(), Errno> {
         let family = self.mm_ref(dst).family;
-        let new = self
-            .alloc_folio(Order::BASE, AllocFlags::WMARK_MIN, vma.linear_page_index(addr), family)
-            .map_err(|_| Errno::NoMem)?;
+        let new = self.folio_alloc(Order::BASE, Gfp::HIGHUSER_MOVABLE, family)?;
+        self.folios[new].index = vma.linear_page_index(addr);
         let data = self.folios[leaf.folio].written.get(leaf.page as u64);
         self.folios[new].written.set(0, data);
         self.folios[new].refcount = 1;

@@ -29,7 +29,7 @@ impl World {
             if let Some(found) = self.follow_page(pid, addr, write) {
                 return Ok(found);
             }
-            self.handle_mm_fault(pid, &vma, addr, write).map_err(|_| Errno::NoMem)?;
+            self.handle_mm_fault(pid, &vma, addr, write)?;
         }
         panic!("{pid:?} {addr}: GUP still faulting after {MAX_FAULT_RETRIES} faults");
     }

@@ -14,13 +14,13 @@
 use crate::errno::{Errno, FaultError};
 use crate::events::MmEvent;
 use crate::folio::{Folio, PageBits};
+use crate::gfp::Gfp;
 use crate::memory::{HugeFault, VmFault};
-use crate::page_alloc::AllocFlags;
 use crate::pgtable::{Entry, Leaf, Level, PtNode};
 use crate::rmap::RmapLevel;
 use crate::stats::{MthpStat, VmEvent};
 use crate::types::*;
-use crate::vma::{VmFlags, Vma};
+use crate::vma::Vma;
 use crate::world::{HugeZero, World};
 
 impl World {
@@ -32,7 +32,7 @@ impl World {
         }
         match &mut self.huge_zero {
             Some(hz) => hz.refcount += 1,
-            None => match self.buddy.alloc(Order::PMD, AllocFlags::WMARK_MIN.unmovable()) {
+            None => match self.alloc_pages(Order::PMD, Gfp::HUGE_ZERO) {
                 Ok(pfn) => {
                     self.stats.count(VmEvent::ThpZeroPageAlloc);
                     self.events.emit(|| MmEvent::Zeroed { bytes: PMD_SIZE });
@@ -99,8 +99,8 @@ impl World {
             self.events.emit(|| MmEvent::Fault { pid, addr, write, order: Order::PMD, fallback: false });
             return Ok(HugeFault::Done);
         }
-        let may_compact = self.config.fault_may_compact(vma.flags.contains(VmFlags::HUGEPAGE));
-        let Some(folio) = self.alloc_user_folio(Order::PMD, may_compact, 0, pid) else {
+        let family = self.mm_ref(pid).family;
+        let Ok(folio) = self.folio_alloc(Order::PMD, self.vma_thp_gfp(vma), family) else {
             self.stats.count(VmEvent::ThpFaultFallback);
             self.stats.mthp(Order::PMD, MthpStat::AnonFaultFallback, 1);
             return Ok(HugeFault::Fallback);
@@ -109,7 +109,7 @@ impl World {
             Ok(t) => t,
             Err(e) => {
                 self.folio_put_refs_new(folio);
-                return Err(e);
+                return Err(e.into());
             }
         };
         self.map_anon_folio_pmd(pid, vma, haddr, folio, pmd, pi);
@@ -150,8 +150,8 @@ impl World {
         let haddr = addr.align_down(PMD_SIZE);
         match self.pt[pmd].entries[pi] {
             Entry::Zero => {
-                let may_compact = self.config.fault_may_compact(vma.flags.contains(VmFlags::HUGEPAGE));
-                if let Some(folio) = self.alloc_user_folio(Order::PMD, may_compact, 0, pid) {
+                let family = self.mm_ref(pid).family;
+                if let Ok(folio) = self.folio_alloc(Order::PMD, self.vma_thp_gfp(vma), family) {
                     self.map_anon_folio_pmd(pid, vma, haddr, folio, pmd, pi);
                     self.events.emit(|| MmEvent::TlbFlush { pid, start: haddr, end: haddr.add(PMD_SIZE) });
                     self.events.emit(|| MmEvent::Fault { pid, addr, write: true, order: Order::PMD, fallback: false });

@@ -13,8 +13,8 @@
 
 use crate::errno::Errno;
 use crate::events::MmEvent;
+use crate::gfp::Gfp;
 use crate::memory::Tva;
-use crate::page_alloc::AllocFlags;
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
 use crate::stats::VmEvent;
@@ -286,23 +286,9 @@ impl World {
     fn collapse_huge_page(&mut self, pid: Pid, addr: Vaddr, khugepaged: bool) -> ScanResult {
         let may_compact = !khugepaged || self.config.khugepaged.defrag;
         let family = self.mm_ref(pid).family;
-        let folio = match self.alloc_folio(Order::PMD, AllocFlags::WMARK_MIN, 0, family) {
-            Ok(f) => f,
-            Err(crate::page_alloc::AllocFailure::NoBlockOfOrder)
-                if may_compact && self.compact_zone_order(Order::PMD) =>
-            {
-                match self.alloc_folio(Order::PMD, AllocFlags::WMARK_MIN, 0, family) {
-                    Ok(f) => f,
-                    Err(_) => {
-                        self.stats.count(VmEvent::ThpCollapseAllocFailed);
-                        return ScanResult::AllocHugePageFail;
-                    }
-                }
-            }
-            Err(_) => {
-                self.stats.count(VmEvent::ThpCollapseAllocFailed);
-                return ScanResult::AllocHugePageFail;
-            }
+        let Ok(folio) = self.folio_alloc(Order::PMD, Gfp::transhuge(may_compact), family) else {
+            self.stats.count(VmEvent::ThpCollapseAllocFailed);
+            return ScanResult::AllocHugePageFail;
         };
         self.stats.count(VmEvent::ThpCollapseAlloc);
         let (pmd, pi) = self.walk_pmd(pid, addr).expect("scanned PMD vanished");

@@ -11,8 +11,8 @@
 
 use crate::errno::{Errno, FaultError};
 use crate::events::MmEvent;
+use crate::gfp::Gfp;
 use crate::mman::{Access, Fill};
-use crate::page_alloc::AllocFlags;
 use crate::pgtable::{Entry, Leaf, Level};
 use crate::rmap::RmapLevel;
 use crate::stats::{MthpStat, VmEvent};
@@ -174,7 +174,7 @@ impl World {
                 return Ok(());
             }
             self.stats.count(VmEvent::PgFault);
-            self.handle_mm_fault(pid, &vma, addr, write).map_err(|_| Errno::NoMem)?;
+            self.handle_mm_fault(pid, &vma, addr, write)?;
             // The hardware retries the access; the VMA cannot have changed.
             if self.access_mapped(pid, addr, write, fill) {
                 return Ok(());
@@ -315,42 +315,25 @@ impl World {
             orders &= !(1 << order.get());
         }
         let mut fallback = false;
-        let may_compact = self.config.fault_may_compact(vma.flags.contains(crate::vma::VmFlags::HUGEPAGE));
+        let gfp = self.vma_thp_gfp(vma);
+        let family = self.mm_ref(pid).family;
         while orders != 0 {
             let order = Order::new((31 - orders.leading_zeros()) as u8);
-            if let Some(folio) = self.alloc_user_folio(order, may_compact, vma.anon_vma.unwrap_or(0), pid) {
+            if let Ok(folio) = self.folio_alloc(order, gfp, family) {
                 return Ok((folio, fallback));
             }
             self.stats.mthp(order, MthpStat::AnonFaultFallback, 1);
             fallback = true;
             orders &= !(1 << order.get());
         }
-        let family = self.mm_ref(pid).family;
-        let folio = self.alloc_folio(Order::BASE, AllocFlags::WMARK_MIN, 0, family).map_err(|_| FaultError::Oom)?;
+        let folio = self.folio_alloc(Order::BASE, Gfp::HIGHUSER_MOVABLE, family)?;
         Ok((folio, fallback))
     }
 
-    /// A THP or mTHP allocation for a fault: min watermark, then direct
-    /// compaction when the defrag policy allows it (`vma_thp_gfp_mask()`).
-    pub(crate) fn alloc_user_folio(
-        &mut self,
-        order: Order,
-        may_compact: bool,
-        _anon_vma: u32,
-        pid: Pid,
-    ) -> Option<FolioId> {
-        let family = self.mm_ref(pid).family;
-        match self.alloc_folio(order, AllocFlags::WMARK_MIN, 0, family) {
-            Ok(f) => Some(f),
-            Err(crate::page_alloc::AllocFailure::NoBlockOfOrder) if may_compact => {
-                if self.compact_zone_order(order) {
-                    self.alloc_folio(order, AllocFlags::WMARK_MIN, 0, family).ok()
-                } else {
-                    None
-                }
-            }
-            Err(_) => None,
-        }
+    /// `vma_thp_gfp_mask()`: a THP or mTHP fault may compact directly when
+    /// the `defrag` policy allows it for this VMA.
+    pub(crate) fn vma_thp_gfp(&self, vma: &Vma) -> Gfp {
+        Gfp::transhuge(self.config.fault_may_compact(vma.flags.contains(crate::vma::VmFlags::HUGEPAGE)))
     }
 
     /// `do_wp_page()`: a write to a present read-only PTE.
@@ -396,7 +379,7 @@ impl World {
         let VmFault { pid, vma, addr, .. } = *vmf;
         self.anon_vma_prepare(pid, vma);
         let family = self.mm_ref(pid).family;
-        let new = self.alloc_folio(Order::BASE, AllocFlags::WMARK_MIN, 0, family).map_err(|_| FaultError::Oom)?;
+        let new = self.folio_alloc(Order::BASE, Gfp::HIGHUSER_MOVABLE, family)?;
         self.folios[new].index = vma.linear_page_index(addr);
         let old = self.pt[pte].entries[ti];
         match old {

@@ -8,11 +8,13 @@
 //! `folio_put()` (mm/swap.c).
 
 use crate::config::Config;
-use crate::errno::{Errno, FaultError};
+use crate::errno::Errno;
 use crate::events::{EventLog, MmEvent};
-use crate::folio::{Folio, FolioTable};
+use crate::fault_inject::{FailAttr, FailPoint, FaultInjection};
+use crate::folio::FolioTable;
+use crate::gfp::{AllocError, Gfp};
 use crate::mman::ThpDisable;
-use crate::page_alloc::{AllocFailure, AllocFlags, BuddyAllocator};
+use crate::page_alloc::BuddyAllocator;
 use crate::pgtable::{Entry, Level, PageTables, PtNode};
 use crate::stats::{MthpStat, Stats};
 use crate::types::*;
@@ -119,6 +121,8 @@ pub struct World {
     pub(crate) next_anon_vma: u32,
     /// The name of the public operation running, for invariant messages.
     pub(crate) current_op: &'static str,
+    /// Armed failure-injection points (`fault_inject`).
+    pub(crate) fault_inject: FaultInjection,
     boot_free_pages: u64,
 }
 
@@ -147,6 +151,7 @@ impl World {
             next_family: 0,
             next_anon_vma: 0,
             current_op: "boot",
+            fault_inject: FaultInjection::default(),
             boot_free_pages,
         }
     }
@@ -187,6 +192,15 @@ impl World {
         Ok(())
     }
 
+    /// Arms a failure-injection point: from now on, allocations at `point`
+    /// fail as `attr` says (`/sys/kernel/debug/fail_page_alloc`).
+    pub fn inject(&mut self, point: FailPoint, attr: FailAttr) {
+        self.fault_inject.set(point, attr);
+    }
+    pub fn fault_injection(&self) -> &FaultInjection {
+        &self.fault_inject
+    }
+
     pub fn mm(&self, pid: Pid) -> Option<&Mm> {
         self.mms.get(pid.index()).and_then(Option::as_ref)
     }
@@ -221,8 +235,7 @@ impl World {
 
     /// Creates an mm with an empty address space (`mm_alloc()` + `pgd_alloc()`).
     pub(crate) fn mm_alloc(&mut self, family: u32) -> Result<Pid, Errno> {
-        let pgd_pfn =
-            self.buddy.alloc(PGD_ALLOCATION_ORDER, AllocFlags::WMARK_MIN.unmovable()).map_err(|_| Errno::NoMem)?;
+        let pgd_pfn = self.alloc_pages(PGD_ALLOCATION_ORDER, Gfp::PGTABLE_USER)?;
         self.stats.nr_page_table_pages += PGD_ALLOCATION_ORDER.nr_pages() as i64;
         let pgd = self.pt.insert(PtNode::new(pgd_pfn, Level::Pgd));
         let mm_id = self.alloc_mm_id();
@@ -270,8 +283,8 @@ impl World {
 
     /// Allocates one page-table page (`pte_alloc_one()` and friends), with
     /// `GFP_PGTABLE_USER` (the min watermark).
-    pub(crate) fn alloc_pt_page(&mut self, pid: Pid, level: Level) -> Result<Pfn, FaultError> {
-        let pfn = self.buddy.alloc(Order::BASE, AllocFlags::WMARK_MIN.unmovable()).map_err(|_| FaultError::Oom)?;
+    pub(crate) fn alloc_pt_page(&mut self, pid: Pid, level: Level) -> Result<Pfn, AllocError> {
+        let pfn = self.alloc_pages(Order::BASE, Gfp::PGTABLE_USER)?;
         self.account_pt(pid, level, 1);
         self.events.emit(|| MmEvent::PtAlloc { level: level.event_level() });
         Ok(pfn)
@@ -292,7 +305,7 @@ impl World {
         parent: PtId,
         index: usize,
         level: Level,
-    ) -> Result<PtId, FaultError> {
+    ) -> Result<PtId, AllocError> {
         let pfn = self.alloc_pt_page(pid, level)?;
         let id = self.pt.insert(PtNode::new(pfn, level));
         self.pt[parent].set(index, Entry::Table(id));
@@ -330,7 +343,7 @@ impl World {
 
     /// `pud_alloc()` + `pmd_alloc()`: the PMD table covering `addr`,
     /// allocating missing upper levels.
-    pub(crate) fn pmd_alloc(&mut self, pid: Pid, addr: Vaddr) -> Result<(PtId, usize), FaultError> {
+    pub(crate) fn pmd_alloc(&mut self, pid: Pid, addr: Vaddr) -> Result<(PtId, usize), AllocError> {
         let pgd = self.mm_ref(pid).pgd;
         let gi = Level::Pgd.index(addr);
         let pud = match self.pt[pgd].entries[gi] {
@@ -347,7 +360,7 @@ impl World {
 
     /// `pte_alloc()`: the PTE table under `pmd[i]`, allocating it if the
     /// entry is none. The entry must not be a leaf.
-    pub(crate) fn pte_alloc(&mut self, pid: Pid, pmd: PtId, i: usize) -> Result<PtId, FaultError> {
+    pub(crate) fn pte_alloc(&mut self, pid: Pid, pmd: PtId, i: usize) -> Result<PtId, AllocError> {
         match self.pt[pmd].entries[i] {
             Entry::Table(t) => Ok(t),
             Entry::None => self.install_table(pid, pmd, i, Level::Pte),
@@ -356,18 +369,6 @@ impl World {
     }
 
     // ----- folios ------------------------------------------------------
-
-    /// Allocates a folio from the buddy allocator with fault-path flags.
-    pub(crate) fn alloc_folio(
-        &mut self,
-        order: Order,
-        flags: AllocFlags,
-        index: u64,
-        family: u32,
-    ) -> Result<FolioId, AllocFailure> {
-        let pfn = self.buddy.alloc(order, flags)?;
-        Ok(self.folios.insert(Folio::new(pfn, order, index, family)))
-    }
 
     /// Drops `nr` references (`folio_put_refs()`); frees the folio when the
     /// last goes.
