@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use thpsim_mm::Policy;
 use thpsim_workload::{parse_scenario, ParseError, Scenario};
 
 use crate::CliError;
@@ -18,6 +19,19 @@ pub struct ScenarioText {
     /// The path as the user gave it (or found under a directory they gave).
     pub label: String,
     pub text: String,
+    /// `--policy` overrides, applied after parsing.
+    pub overrides: Vec<Policy>,
+}
+
+/// Parses `--policy name=value`.
+pub fn parse_policy_arg(text: &str) -> Result<Policy, String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!(
+            "expected name=value such as deposit=eager; the policies are {}",
+            Policy::NAMES.join(", ")
+        ));
+    };
+    Policy::parse(name.trim(), value.trim()).map_err(|err| err.to_string())
 }
 
 impl ScenarioText {
@@ -25,11 +39,22 @@ impl ScenarioText {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read scenario {}", path.display()))
             .map_err(CliError::bad_input)?;
-        Ok(ScenarioText { label: path.display().to_string(), text })
+        Ok(ScenarioText { label: path.display().to_string(), text, overrides: Vec::new() })
     }
 
+    /// The same text with `--policy` overrides.
+    pub fn with_overrides(mut self, overrides: &[Policy]) -> ScenarioText {
+        self.overrides = overrides.to_vec();
+        self
+    }
+
+    /// Parses the text and applies the overrides.
     pub fn parse(&self) -> Result<Scenario, ParseError> {
-        parse_scenario(&self.label, &self.text)
+        let mut scenario = parse_scenario(&self.label, &self.text)?;
+        for &policy in &self.overrides {
+            scenario.override_policy(policy);
+        }
+        Ok(scenario)
     }
 }
 

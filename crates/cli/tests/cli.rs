@@ -106,3 +106,56 @@ fn run_example_reports_the_fork_and_the_childs_write() {
     assert_eq!(value["scenario"], "fork_child_write");
     assert_eq!(value["final"]["observation"]["vmstat"]["thp_split_pmd"], 1);
 }
+
+#[test]
+fn policies_from_the_scenario_and_the_command_line() {
+    let path = temp_file("policy.thp", "machine ram=64M\npolicy deposit = eager\np1: A = mmap 2M\np1: touch A write\n");
+    let file = path.to_str().unwrap();
+    let out = thpsim(&["run", file, "--policy", "deposit=eager", "--policy", "pmd_cow=off"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = thpsim(&["run", file, "--policy", "deposit=lazy"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--policy") && err.contains("policy deposit takes eager, found \"lazy\""), "{err}");
+    let out = thpsim(&["oracle", file, "--policy", "lazy_deposit=on"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("there is no policy \"lazy_deposit\"; the policies are deposit"), "{}", stderr(&out));
+    let out = thpsim(&["run", file, "--policy", "deposit"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("expected name=value such as deposit=eager"), "{}", stderr(&out));
+
+    let bad = temp_file("bad_policy.thp", "p1: A = mmap 2M\npolicy deposit = eager\n");
+    let out = thpsim(&["run", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "{}:2:1: error: policy must come before the first operation (line 1)",
+            bad.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_linux_backend_refuses_model_only_statements_before_it_starts() {
+    let path = temp_file(
+        "inject.thp",
+        "machine ram=64M\ninject folio nth=1\np1: A = mmap 2M\np1: touch A write 1\nexpect errno ENOMEM\n\
+         p1: touch A write 1\nexpect ok\n",
+    );
+    let file = path.to_str().unwrap();
+    // The model runs it: the first folio allocation fails, so the first
+    // touch gets no memory (ENOMEM) and the second succeeds.
+    let out = thpsim(&["run", file]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    // Linux refuses, before taking the host lock or touching a knob.
+    let out = thpsim(&["run", "--backend", "linux", file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!("{file}: line 2: inject folio is model-only")), "{}", stderr(&out));
+    let out = thpsim(&["oracle", file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).contains("inject folio is model-only"), "{}", stdout(&out));
+    assert!(stdout(&out).ends_with("0 passed, 1 failed\n"), "{}", stdout(&out));
+}

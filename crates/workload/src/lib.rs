@@ -8,4 +8,4 @@ pub mod scenario;
 
 pub use expect::{Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField};
 pub use op::*;
-pub use scenario::{parse_scenario, Machine, ParseError, Scenario, Step, StepKind};
+pub use scenario::{parse_scenario, Injection, Machine, ParseError, PolicyLine, Scenario, Step, StepKind};

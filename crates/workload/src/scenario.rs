@@ -5,6 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use thpsim_mm::fault_inject::{FailAttr, FailPoint};
+use thpsim_mm::Policy;
+
 use crate::{Expectation, Op, RegionRef};
 
 /// The most steps one scenario may expand to (operations, observations and
@@ -23,6 +26,13 @@ pub struct Scenario {
     /// `scenarios/examples/fault_pmd.thp`).
     pub name: String,
     pub machine: Machine,
+    /// The `policy` statements, in order; each names a different policy.
+    /// Policies not named keep Linux 6.18's value.
+    #[serde(default)]
+    pub policies: Vec<PolicyLine>,
+    /// The `inject` statements, in order; each arms a different point.
+    #[serde(default)]
+    pub injections: Vec<Injection>,
     /// Process names by `ProcId` index, in order of first appearance.
     pub procs: Vec<String>,
     pub steps: Vec<Step>,
@@ -43,6 +53,66 @@ pub struct Machine {
 impl Default for Machine {
     fn default() -> Self {
         Machine { ram: 16 << 30, swap: 0 }
+    }
+}
+
+/// A `policy <name> = <value>` statement, or a `--policy` override.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyLine {
+    /// 1-based line; 0 for a policy given on the command line.
+    pub line: u32,
+    pub policy: Policy,
+}
+
+/// An `inject <point> ...` statement: fail allocations at a named point,
+/// as /sys/kernel/debug/fail_page_alloc would (model only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Injection {
+    /// 1-based line.
+    pub line: u32,
+    /// The point's name, `FailPoint::name()`.
+    #[serde(with = "fail_point_name")]
+    pub point: FailPoint,
+    /// Percent chance (0..=100).
+    pub probability: u32,
+    /// Only every `interval`-th allocation may fail.
+    pub interval: u64,
+    /// How many failures in all; `None` is no limit.
+    pub times: Option<u64>,
+    pub seed: u64,
+}
+
+impl Injection {
+    pub fn attr(&self) -> FailAttr {
+        FailAttr { probability: self.probability, interval: self.interval, times: self.times, seed: self.seed }
+    }
+}
+
+/// `FailPoint` by its scenario name.
+mod fail_point_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use thpsim_mm::fault_inject::FailPoint;
+
+    pub fn serialize<S: Serializer>(point: &FailPoint, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(point.name())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FailPoint, D::Error> {
+        let name = String::deserialize(d)?;
+        FailPoint::from_name(&name).ok_or_else(|| serde::de::Error::custom(format!("no failure point {name:?}")))
+    }
+}
+
+impl Scenario {
+    /// Sets a policy as `--policy` does: replaces the scenario's statement
+    /// for the same policy, or adds one (with line 0).
+    pub fn override_policy(&mut self, policy: Policy) {
+        self.policies.retain(|p| p.policy.name() != policy.name());
+        self.policies.push(PolicyLine { line: 0, policy });
+    }
+
+    /// Every policy the scenario selects, in order.
+    pub fn policy_values(&self) -> impl Iterator<Item = Policy> + '_ {
+        self.policies.iter().map(|p| p.policy)
     }
 }
 

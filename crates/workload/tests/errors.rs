@@ -37,28 +37,28 @@ fn unknown_statements_and_operations() {
         "p1: A = mmap 2M\nfoo bar",
         2,
         1,
-        "expected a statement (machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
+        "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
          `<child> = fork <parent>`), found \"foo\"",
     );
     check(
         "obsrve",
         1,
         1,
-        "expected a statement (machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
+        "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
          `<child> = fork <parent>`), found \"obsrve\" (did you mean \"observe\"?)",
     );
     check(
         "touch A",
         1,
         1,
-        "expected a statement (machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
+        "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
          `<child> = fork <parent>`), found \"touch\" (touch is an operation of a process: `p1: touch ...`)",
     );
     check(
         "= 3",
         1,
         1,
-        "expected a statement: machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: \
+        "expected a statement: machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: \
          <operation>` or `<child> = fork <parent>`, found \"=\"",
     );
     check(
@@ -461,5 +461,62 @@ fn scenario_size_is_bounded() {
         2001,
         1,
         "the scenario observes too much: its observe and expect steps would describe more than 1000000 regions in all",
+    );
+}
+
+#[test]
+fn policies_name_a_known_policy_and_value_before_the_first_operation() {
+    check(
+        "policy lazy_deposit = eager",
+        1,
+        8,
+        "expected a policy (deposit, pmd_swap_entries, pud_thp, pmd_cow), found \"lazy_deposit\"",
+    );
+    check(
+        "policy deposti = eager",
+        1,
+        8,
+        "expected a policy (deposit, pmd_swap_entries, pud_thp, pmd_cow), found \"deposti\" (did you mean \"deposit\"?)",
+    );
+    check("policy deposit = lazy", 1, 18, "policy deposit takes eager, found \"lazy\"");
+    check("policy pmd_cow = yes", 1, 18, "policy pmd_cow takes off, found \"yes\"");
+    check("policy deposit eager", 1, 16, "expected = and a value, found \"eager\"");
+    check("policy deposit = eager\npolicy deposit = eager", 2, 8, "policy deposit is already set at line 1");
+    check(
+        &format!("machine ram=1G\n{A2M}policy deposit = eager"),
+        3,
+        1,
+        "policy must come before the first operation (line 2): it sets up the machine the operations run on",
+    );
+    check(
+        "set enabled = always\npolicy pud_thp = off",
+        2,
+        1,
+        "policy must come before the first operation (line 1): it sets up the machine the operations run on",
+    );
+    check("policy deposit = eager\nmachine ram=1G", 2, 1, "machine must be the first statement of a scenario");
+    check("policy: A = mmap 2M", 1, 1, "\"policy\" is a keyword and cannot be a process name");
+}
+
+#[test]
+fn injections_name_a_point_and_numeric_attributes() {
+    check("inject pte nth=1", 1, 8, "expected a failure point (pgtable, folio), found \"pte\"");
+    check("inject folio nth=0", 1, 18, "nth= must be at least 1");
+    check("inject folio probability=101", 1, 26, "probability= is a percentage from 0 to 100, found \"101\"");
+    check(
+        "inject folio nth=2 times=3",
+        1,
+        20,
+        "nth=N fails the N-th allocation only (interval=N times=1); give nth= or interval=/times=, not both",
+    );
+    check("inject folio seed=1 seed=2", 1, 21, "seed= is given twice");
+    check("inject folio every=2", 1, 14, "expected nth=, interval=, probability=, times= or seed=, found \"every\"");
+    check("inject folio nth=x", 1, 18, "expected a number, found \"x\"");
+    check("inject folio\ninject folio nth=2", 2, 8, "folio is already injected at line 1");
+    check(
+        &format!("{A2M}inject pgtable nth=1"),
+        2,
+        1,
+        "inject must come before the first operation (line 1): it sets up the machine the operations run on",
     );
 }

@@ -613,3 +613,33 @@ fn mremap_may_keep_the_name_it_moves() {
     let Some(StepKind::Expect { regions, .. }) = s.steps.last().map(|st| &st.kind) else { panic!() };
     assert_eq!(names(regions), [format!("p1:A@{:#x}+4M", MMAP_BASE + 4 * M)]);
 }
+
+#[test]
+fn policy_and_inject_statements_set_up_the_scenario() {
+    use thpsim_mm::config::{Deposit, PmdCow};
+    use thpsim_mm::fault_inject::{FailAttr, FailPoint};
+    use thpsim_mm::Policy;
+    let s = parse(
+        "machine ram=1G\npolicy deposit = eager\n# comment\npolicy pmd_cow = off\ninject pgtable nth=3\n\
+         inject folio probability=10 interval=2 times=5 seed=7\np1: A = mmap 2M\n",
+    );
+    let policies: Vec<(u32, Policy)> = s.policies.iter().map(|p| (p.line, p.policy)).collect();
+    assert_eq!(policies, [(2, Policy::Deposit(Deposit::Eager)), (4, Policy::PmdCow(PmdCow::Off))]);
+    assert_eq!(s.injections.len(), 2);
+    assert_eq!((s.injections[0].line, s.injections[0].point), (5, FailPoint::PageTable));
+    assert_eq!(s.injections[0].attr(), FailAttr::nth(3));
+    assert_eq!(s.injections[1].point, FailPoint::Folio);
+    assert_eq!(s.injections[1].attr(), FailAttr { probability: 10, interval: 2, times: Some(5), seed: 7 });
+    assert_eq!(
+        parse("inject folio\n").injections[0].attr(),
+        FailAttr { probability: 100, interval: 1, times: None, seed: 0 }
+    );
+    // The statements are not steps.
+    assert_eq!(s.steps.len(), 2);
+
+    let mut s = parse("policy deposit = eager\n");
+    s.override_policy(Policy::PmdCow(PmdCow::Off));
+    s.override_policy(Policy::Deposit(Deposit::Eager));
+    let lines: Vec<(u32, &str)> = s.policies.iter().map(|p| (p.line, p.policy.name())).collect();
+    assert_eq!(lines, [(0, "pmd_cow"), (0, "deposit")]);
+}

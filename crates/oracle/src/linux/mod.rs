@@ -35,6 +35,7 @@
 mod executor;
 mod khugepaged;
 mod lock;
+mod model_only;
 mod observe;
 mod ops;
 mod pagemap_scan;
@@ -55,6 +56,7 @@ use thpsim_workload::{Op, PinRef, ProcId};
 
 use crate::{Backend, BackendError, Observation, OpResult, RegionRef, MTHP_SIZES_KB, MTHP_STATS};
 use executor::Worker;
+pub use model_only::{check_policy, refuse_model_only, ModelOnly};
 use procfs::Kpages;
 use protocol::Cmd;
 use sysfs::SettingsGuard;

@@ -10,7 +10,7 @@ use super::lex::{found, Fail, Kind, Tok};
 
 /// Statement keywords; none of them may name a process.
 pub(super) const STATEMENTS: &[&str] =
-    &["machine", "set", "khugepaged", "shrink", "observe", "expect", "unpin", "exit"];
+    &["machine", "policy", "inject", "set", "khugepaged", "shrink", "observe", "expect", "unpin", "exit"];
 /// Operations after `p1:`.
 pub(super) const OPERATIONS: &[&str] =
     &["mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "prctl", "pin", "unpin", "exit"];
