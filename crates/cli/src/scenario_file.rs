@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use std::io::Read;
 use thpsim_mm::Policy;
-use thpsim_workload::{parse_scenario, ParseError, Scenario};
+
+use thpsim_workload::{decode_scenario, parse_scenario, ParseError, Scenario, MAX_SCENARIO_BYTES};
 
 use crate::CliError;
 
@@ -35,11 +37,20 @@ pub fn parse_policy_arg(text: &str) -> Result<Policy, String> {
 }
 
 impl ScenarioText {
+    /// Reads a scenario file, or standard input for `-`, stopping one byte
+    /// after `MAX_SCENARIO_BYTES` (metadata cannot bound /dev/zero or a
+    /// pipe, which report size 0).
     pub fn read(path: &Path) -> Result<ScenarioText, CliError> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read scenario {}", path.display()))
-            .map_err(CliError::bad_input)?;
-        Ok(ScenarioText { label: path.display().to_string(), text, overrides: Vec::new() })
+        let label = path.display().to_string();
+        let bytes = if path == Path::new("-") {
+            read_bounded(std::io::stdin().lock())
+        } else {
+            std::fs::File::open(path).and_then(read_bounded)
+        }
+        .with_context(|| format!("cannot read scenario {label}"))
+        .map_err(CliError::bad_input)?;
+        let text = decode_scenario(&label, &bytes).map_err(CliError::bad_input)?;
+        Ok(ScenarioText { label, text, overrides: Vec::new() })
     }
 
     /// The same text with `--policy` overrides.
@@ -58,12 +69,24 @@ impl ScenarioText {
     }
 }
 
+/// Reads at most `MAX_SCENARIO_BYTES + 1` bytes: one more than a scenario may
+/// have, so that `decode_scenario` can tell an oversized input.
+fn read_bounded(reader: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(MAX_SCENARIO_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Every `.thp` file named or found under a named directory, recursively;
 /// each directory's files sorted by path. Files named directly are taken
 /// whatever their extension.
 pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     let mut out = Vec::new();
     for path in paths {
+        if path == Path::new("-") {
+            out.push(path.clone());
+            continue;
+        }
         let meta = std::fs::metadata(path)
             .with_context(|| format!("cannot read {}", path.display()))
             .map_err(CliError::bad_input)?;

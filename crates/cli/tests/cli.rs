@@ -159,3 +159,46 @@ fn the_linux_backend_refuses_model_only_statements_before_it_starts() {
     assert!(stdout(&out).contains("inject folio is model-only"), "{}", stdout(&out));
     assert!(stdout(&out).ends_with("0 passed, 1 failed\n"), "{}", stdout(&out));
 }
+
+#[test]
+fn unbounded_input_is_refused_quickly() {
+    let start = std::time::Instant::now();
+    let out = thpsim(&["run", "/dev/zero"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(1), "took {:?}", start.elapsed());
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "/dev/zero:1:1: error: the scenario is larger than the limit of 4 MiB (MAX_SCENARIO_BYTES); reading stopped there\n"
+    );
+    let out = thpsim(&["oracle", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).contains("larger than the limit of 4 MiB"), "{}", stdout(&out));
+}
+
+#[test]
+fn dash_reads_standard_input_with_the_same_bound() {
+    use std::io::Write as _;
+    let run_stdin = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_thpsim"))
+            .args(["run", "-", "--no-pages"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // The reader may stop early and close its end: ignore EPIPE.
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = run_stdin(b"machine ram=64M\np1: A = mmap 2M\np1: touch A write 1\nexpect ok\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("scenario - (-) on model"), "{}", stdout(&out));
+    let out = run_stdin(b"p1: A = mmap 2M\np1: touch A\xff\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("-:2:12: error: invalid UTF-8"), "{}", stderr(&out));
+    let out = run_stdin(&vec![b'#'; 5 << 20]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("larger than the limit of 4 MiB"), "{}", stderr(&out));
+}

@@ -520,3 +520,56 @@ fn injections_name_a_point_and_numeric_attributes() {
         "inject must come before the first operation (line 1): it sets up the machine the operations run on",
     );
 }
+
+#[test]
+fn invalid_utf8_gets_its_line_and_column() {
+    use thpsim_workload::decode_scenario;
+    let err = decode_scenario("t.thp", b"p1: A = mmap 2M\np1: touch \xc3\xa9A\xff write\n").unwrap_err();
+    assert_eq!((err.line, err.column, err.message.as_str()), (2, 13, "invalid UTF-8"));
+    assert_eq!(err.source_line, "p1: touch \u{e9}A\u{fffd} write");
+    assert_eq!(
+        decode_scenario("t.thp", b"\xfe").unwrap_err().to_string(),
+        "t.thp:1:1: error: invalid UTF-8\n  | \u{fffd}\n  | ^"
+    );
+    assert_eq!(decode_scenario("t.thp", "p1: A = mmap 2M\n".as_bytes()).unwrap(), "p1: A = mmap 2M\n");
+}
+
+#[test]
+fn input_beyond_the_size_limit_is_refused() {
+    use thpsim_workload::{decode_scenario, MAX_SCENARIO_BYTES};
+    let big = vec![b'\n'; MAX_SCENARIO_BYTES as usize + 1];
+    let err = decode_scenario("big.thp", &big).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "big.thp:{}:1: error: the scenario is larger than the limit of 4 MiB (MAX_SCENARIO_BYTES); reading stopped there",
+            MAX_SCENARIO_BYTES + 2
+        )
+    );
+    assert!(decode_scenario("ok.thp", &big[1..]).is_ok());
+}
+
+#[test]
+fn words_in_messages_are_escaped_and_cut() {
+    // Control characters are escaped, never echoed raw.
+    check("p1: A = mmap 2M\x1b[31m", 1, 14, "expected a size such as 4K, 2M, 1G or 64kB, found \"2M\\u{1b}[31m\"");
+    check("\u{0}\u{0}", 1, 1, "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or `<child> = fork <parent>`), found \"\\0\\0\"");
+    // A long word is quoted up to 40 characters.
+    let long = "x".repeat(100_000);
+    let err = parse_scenario("t.thp", &format!("p1: A = mmap {long}")).unwrap_err();
+    assert_eq!(err.message, format!("expected a size such as 4K, 2M, 1G or 64kB, found \"{}…\"", "x".repeat(40)));
+    // The whole report stays short, whatever the line's length.
+    let shown = err.to_string();
+    assert!(shown.chars().count() < 500, "{} chars", shown.chars().count());
+    assert!(shown.contains(&format!("  | p1: A = mmap {}…\n", "x".repeat(147))), "{shown}");
+    assert!(shown.ends_with("  |              ^"), "{shown}");
+    // An error far into a long line shows a window around the column.
+    let err = parse_scenario("t.thp", &format!("p1: A = mmap 2M prot=r {long} ")).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.chars().count() < 500, "{shown}");
+    assert!(shown.contains("  | p1: A = mmap 2M prot=r x"), "{shown}");
+    // A NUL-filled input is one long word: one short message.
+    let err = parse_scenario("t.thp", &"\0".repeat(1 << 20)).unwrap_err();
+    assert!(err.to_string().chars().count() < 1000);
+    assert!(!err.to_string().contains('\0'));
+}

@@ -73,7 +73,7 @@ pub(crate) fn parse(file_label: &str, text: &str) -> Result<Scenario, ParseError
             file: file_label.to_string(),
             line: parser.line,
             column: fail.col,
-            message: fail.msg,
+            message: crate::scenario::bound_message(&fail.msg),
             source_line: raw.to_string(),
         })?;
     }
