@@ -59,6 +59,9 @@ pub fn render_run(ctx: &RunContext<'_>, outcome: &RunOutcome, opts: ReportOption
     let _ = writeln!(out, "\n== summary: after the last step");
     out.push_str(&render_observation(&outcome.final_observation, opts));
     out.push('\n');
+    for (line, note) in &outcome.notes {
+        let _ = writeln!(out, "note: {}:{line}: {}: {note}", ctx.file, ctx.source(*line));
+    }
     out.push_str(&render_results(ctx, &outcome.results, &outcome.failures));
     out
 }
@@ -318,6 +321,7 @@ pub fn run_json(ctx: &RunContext<'_>, outcome: &RunOutcome) -> Value {
         "observations": outcome.observations.iter().map(|(l, o)| observation(Some(*l), o)).collect::<Vec<_>>(),
         "final": observation(None, &outcome.final_observation),
         "failures": outcome.failures,
+        "notes": outcome.notes.iter().map(|(line, note)| json!({ "line": line, "note": note })).collect::<Vec<_>>(),
     })
 }
 
@@ -439,9 +443,11 @@ hugepages-2048kB/stats/anon_fault_alloc 1
             observations: vec![],
             failures: vec![],
             final_observation: fork_child_write(),
+            notes: vec![(4, "p2 does not exist".into())],
         };
         let value = run_json(&ctx, &outcome);
         assert_eq!(value["results"][0]["result"], "ENOMEM");
+        assert_eq!(value["notes"][0]["note"], "p2 does not exist");
         assert_eq!(value["final"]["coverage"][0]["labels"]["anon-thp-pmd-aligned-2048kB"], 2048);
         assert_eq!(value["final"]["coverage"][1]["labels"]["anon-thp-pte-partial"], 2044);
         assert_eq!(value["final"]["observation"]["vmstat"]["thp_split_pmd"], 1);

@@ -202,3 +202,25 @@ fn dash_reads_standard_input_with_the_same_bound() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("larger than the limit of 4 MiB"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_failed_fork_leaves_no_child_and_the_run_goes_on() {
+    // On a 2M machine the parent's 4M cannot all be faulted, and fork
+    // cannot copy its page tables: fork fails with ENOMEM, as on Linux.
+    let path = temp_file(
+        "fork_enomem.thp",
+        "machine ram=2M\np1: A = mmap 4M\np1: touch A write\np2 = fork p1\nexpect errno ENOMEM\n\
+         p2: touch A write\nexpect errno ESRCH\nobserve\np2: exit\np1: munmap A\nexpect ok\n",
+    );
+    let out = thpsim(&["run", "--no-pages", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "note: {}:6: p2: touch A write: p2 does not exist: its fork at line 4 failed with ENOMEM; the operation answers ESRCH",
+            path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("p2: exit: returned ESRCH"), "{text}");
+}
