@@ -56,12 +56,16 @@ impl BackendFactory for HostBackends {
 }
 
 fn model_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(thpsim_oracle::ModelBackend::new(scenario.machine.ram)))
+    Ok(Box::new(thpsim_oracle::ModelBackend::for_scenario(scenario)))
 }
 
 /// The live kernel. Needs root; takes the host-wide oracle lock for the
 /// backend's lifetime and restores every THP knob when dropped.
-fn linux_backend(_: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
+/// Refuses a scenario with a model-only policy or an injection (callers
+/// check this first and report it as bad input; this is the backstop).
+fn linux_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
+    thpsim_oracle::linux::refuse_model_only(scenario)
+        .map_err(|err| BackendError::Unsupported { backend: "linux", what: err.to_string() })?;
     Ok(Box::new(thpsim_oracle::linux::LinuxBackend::new()?))
 }
 

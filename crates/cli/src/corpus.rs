@@ -24,7 +24,7 @@ fn workspace_root() -> PathBuf {
 /// says why the scenario could not run, or which of its expectations failed.
 fn snapshot(path: &Path, label: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let file = ScenarioText { label: label.to_string(), text };
+    let file = ScenarioText { label: label.to_string(), text, overrides: Vec::new() };
     let scenario = file.parse().map_err(|e| e.to_string())?;
     let outcome = match run_guarded(&HostBackends, BackendKind::Model, &scenario) {
         RunEnd::Done(outcome) => outcome,

@@ -9,7 +9,11 @@ pub const FORK_CHILD_WRITE: &str = include_str!("../../../scenarios/examples/for
 /// The built-in example as a scenario file, labelled with its path in the
 /// repository.
 pub fn fork_child_write() -> ScenarioText {
-    ScenarioText { label: "scenarios/examples/fork_child_write.thp".to_string(), text: FORK_CHILD_WRITE.to_string() }
+    ScenarioText {
+        label: "scenarios/examples/fork_child_write.thp".to_string(),
+        text: FORK_CHILD_WRITE.to_string(),
+        overrides: Vec::new(),
+    }
 }
 
 #[cfg(test)]

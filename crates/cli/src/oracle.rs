@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;
+use thpsim_mm::Policy;
 use thpsim_oracle::diff::{diff_outcomes, DiffPolicy, Divergence};
 use thpsim_oracle::runner::{ExpectFailure, RunOutcome};
 use thpsim_workload::{Op, Scenario, StepKind};
@@ -24,7 +25,7 @@ use thpsim_workload::{Op, Scenario, StepKind};
 use crate::backends::{quiet_panics, run_guarded, BackendFactory, BackendKind, HostBackends, RunEnd};
 use crate::random::{self, Generated};
 use crate::run::write_out;
-use crate::scenario_file::{collect, ScenarioText};
+use crate::scenario_file::{collect, parse_policy_arg, ScenarioText};
 use crate::shrink::{shrink, MAX_SHRINK_RUNS};
 use crate::{CliError, Status};
 
@@ -63,6 +64,11 @@ pub struct OracleArgs {
     /// The report says when a retry was needed.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: u32,
+    /// Set a policy (a proposal switch of the model), overriding the
+    /// scenario's `policy` statement; repeatable. The live kernel runs only
+    /// Linux 6.18's values (see docs/scenario.md).
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_policy_arg)]
+    pub policy: Vec<Policy>,
 }
 
 /// Parses `123` or `0x7b`.
@@ -214,6 +220,14 @@ pub fn check_text(file: &ScenarioText, factory: &dyn BackendFactory, policy: &Di
             }
         }
     };
+    if let Err(err) = thpsim_oracle::linux::refuse_model_only(&scenario) {
+        return CaseResult {
+            name: scenario.name.clone(),
+            file: file.label.clone(),
+            problems: vec![Problem::BadInput { message: format!("{}: {err}", file.label) }],
+            retried: 0,
+        };
+    }
     let problems = check_scenario(&scenario, factory, policy);
     CaseResult { name: scenario.name.clone(), file: file.label.clone(), problems, retried: 0 }
 }
@@ -314,7 +328,7 @@ fn files_mode(
     let mut tally = Tally::default();
     for path in files {
         let result = match ScenarioText::read(&path) {
-            Ok(file) => check_text_retrying(&file, factory, policy, args.retries),
+            Ok(file) => check_text_retrying(&file.with_overrides(&args.policy), factory, policy, args.retries),
             Err(err) => CaseResult {
                 name: path.display().to_string(),
                 file: path.display().to_string(),
@@ -352,7 +366,8 @@ fn random_mode(
         if !args.json {
             write_out(out, &format!("{name} knobs: {}\n", generated.knobs_line()))?;
         }
-        let file = ScenarioText { label: format!("{name}.thp"), text: generated.text.clone() };
+        let file =
+            ScenarioText { label: format!("{name}.thp"), text: generated.text.clone(), overrides: args.policy.clone() };
         let result = check_text_retrying(&file, factory, policy, args.retries);
         let text = if result.passed() {
             if args.json {
@@ -393,8 +408,11 @@ fn random_mode(
 /// PAGEMAP_SCAN) stops the fuzzer at once instead of failing, and
 /// shrinking, every scenario for the same reason.
 fn preflight(factory: &dyn BackendFactory) -> Result<(), CliError> {
-    let file =
-        ScenarioText { label: "preflight.thp".to_string(), text: "p1: A = mmap 4K\np1: touch A write\n".to_string() };
+    let file = ScenarioText {
+        label: "preflight.thp".to_string(),
+        text: "p1: A = mmap 4K\np1: touch A write\n".to_string(),
+        overrides: Vec::new(),
+    };
     let scenario = file.parse().map_err(CliError::bad_input)?;
     for kind in [BackendKind::Model, BackendKind::Linux] {
         match run_guarded(factory, kind, &scenario) {
@@ -439,7 +457,7 @@ fn shrink_and_write(
         Some(signature) => {
             quiet_panics(true);
             let shrunk = shrink(&generated.text, MAX_SHRINK_RUNS, |candidate| {
-                let file = ScenarioText { label: label.clone(), text: candidate.to_string() };
+                let file = ScenarioText { label: label.clone(), text: candidate.to_string(), overrides: Vec::new() };
                 has_operations(&file)
                     && check_text(&file, factory, policy).signature().as_deref() == Some(signature.as_str())
             });
@@ -451,7 +469,13 @@ fn shrink_and_write(
     // A one-line header, so that the lines of the re-run's report are the
     // file's lines; the report itself goes at the end.
     let scenario = format!("# replay: thpsim oracle {label}\n{text}");
-    let rerun = check_text(&ScenarioText { label: label.clone(), text: scenario.clone() }, factory, policy);
+    // Shrinking and the re-run leave out `--policy`: the oracle runs only
+    // baseline values, which change nothing.
+    let rerun = check_text(
+        &ScenarioText { label: label.clone(), text: scenario.clone(), overrides: Vec::new() },
+        factory,
+        policy,
+    );
     let final_result = (!rerun.passed()).then_some(rerun);
     let report = match &final_result {
         Some(rerun) => rerun.render(),
@@ -581,6 +605,7 @@ observe p2
             exact: false,
             noisy_host: false,
             retries: 0,
+            policy: Vec::new(),
         }
     }
 

@@ -23,6 +23,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use thpsim_uapi::knob::{Knob, KnobValues, MthpSize};
+use thpsim_uapi::Advice;
 use thpsim_workload::{parse_scenario, RegionRef, Scenario, SplitMix64};
 
 /// The most statements one scenario has, its opening `set`s included.
@@ -42,40 +44,28 @@ const PAGE: u64 = 4 * K;
 /// so allocation failures do not depend on the host's memory.
 const MACHINE: &str = "machine ram=2G";
 
-/// The knobs the generator may set, with their values. All are safe to
-/// change on a shared machine and are restored by the Linux backend.
-const KNOBS: &[(&str, &[&str])] = &[
-    ("enabled", &["always", "madvise", "never"]),
-    ("defrag", &["always", "defer", "defer+madvise", "madvise", "never"]),
-    ("use_zero_page", &["0", "1"]),
-    ("hugepages-16kB/enabled", MTHP_VALUES),
-    ("hugepages-32kB/enabled", MTHP_VALUES),
-    ("hugepages-64kB/enabled", MTHP_VALUES),
-    ("hugepages-128kB/enabled", MTHP_VALUES),
-    ("hugepages-256kB/enabled", MTHP_VALUES),
-    ("hugepages-512kB/enabled", MTHP_VALUES),
-    ("hugepages-1024kB/enabled", MTHP_VALUES),
-    ("hugepages-2048kB/enabled", MTHP_VALUES),
-    ("khugepaged/max_ptes_none", &["0", "1", "64", "256", "511"]),
-    ("khugepaged/max_ptes_swap", &["0", "1", "64", "511"]),
-    ("khugepaged/max_ptes_shared", &["0", "1", "256", "511"]),
-];
-const MTHP_VALUES: &[&str] = &["always", "inherit", "madvise", "never"];
+/// The knobs the generator may set, in the order its opening `set`s
+/// consider them. All are safe to change on a shared machine and are
+/// restored by the Linux backend.
+fn knobs() -> Vec<Knob> {
+    let mut knobs = vec![Knob::Enabled, Knob::Defrag, Knob::UseZeroPage];
+    knobs.extend(MthpSize::ALL.map(Knob::MthpEnabled));
+    knobs.extend([Knob::KhugepagedMaxPtesNone, Knob::KhugepagedMaxPtesSwap, Knob::KhugepagedMaxPtesShared]);
+    knobs
+}
 
-const ADVICES: &[&str] = &[
-    "normal",
-    "dontneed",
-    "free",
-    "hugepage",
-    "nohugepage",
-    "collapse",
-    "cold",
-    "pageout",
-    "populate_read",
-    "populate_write",
-    "dontfork",
-    "dofork",
-];
+/// The values the generator tries for a knob: every word a word knob takes
+/// (from `thpsim_uapi`), and a few telling numbers (the ends of the range
+/// and the kernel's default) for a numeric one.
+fn knob_values(knob: Knob) -> &'static [&'static str] {
+    match (knob.values(), knob) {
+        (KnobValues::OneOf(words), _) => words,
+        (KnobValues::Range(..), Knob::KhugepagedMaxPtesNone) => &["0", "1", "64", "256", "511"],
+        (KnobValues::Range(..), Knob::KhugepagedMaxPtesSwap) => &["0", "1", "64", "511"],
+        (KnobValues::Range(..), Knob::KhugepagedMaxPtesShared) => &["0", "1", "256", "511"],
+        (KnobValues::Range(..), _) => &[],
+    }
+}
 
 /// A generated scenario.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,11 +167,11 @@ impl Gen {
     fn run(mut self) -> Generated {
         // Knobs first, in the table's order; `enabled` most often, since it
         // decides the most.
-        for &(knob, values) in KNOBS {
-            if self.chance(if knob == "enabled" { 60 } else { 25 }) {
-                let value = *self.pick(values);
+        for knob in knobs() {
+            if self.chance(if knob == Knob::Enabled { 60 } else { 25 }) {
+                let value = *self.pick(knob_values(knob));
                 if self.try_push(format!("set {knob} = {value}")) {
-                    self.knobs.insert(knob.to_string(), value.to_string());
+                    self.knobs.insert(knob.path(), value.to_string());
                 }
             }
         }
@@ -374,7 +364,7 @@ impl Gen {
     /// Every advice, MADV_HUGEPAGE a third of the time: it is the one that
     /// makes THPs under the default `enabled=madvise`.
     fn madvise(&mut self) -> bool {
-        let advice = if self.chance(35) { "hugepage" } else { *self.pick(ADVICES) };
+        let advice = if self.chance(35) { "hugepage" } else { *self.pick(Advice::NAMES) };
         self.ranged("madvise", &format!(" {advice}"))
     }
 
@@ -505,8 +495,8 @@ impl Gen {
     }
 
     fn set(&mut self) -> bool {
-        let &(knob, values) = self.pick(KNOBS);
-        let value = *self.pick(values);
+        let knob = *self.pick(&knobs());
+        let value = *self.pick(knob_values(knob));
         self.try_push(format!("set {knob} = {value}"))
     }
 }
@@ -621,7 +611,17 @@ mod tests {
         ] {
             assert!(seen.get(kind).is_some_and(|&n| n > 0), "no {kind} in 200 scenarios: {seen:?}");
         }
-        assert_eq!(advices.len(), ADVICES.len(), "advices seen: {advices:?}");
+        assert_eq!(advices.len(), Advice::ALL.len(), "advices seen: {advices:?}");
+    }
+
+    #[test]
+    fn every_knob_value_the_generator_tries_is_one_the_kernel_accepts() {
+        for knob in knobs() {
+            assert!(!knob_values(knob).is_empty(), "{knob}");
+            for value in knob_values(knob) {
+                assert!(knob.parse(value).is_ok(), "{knob} = {value}");
+            }
+        }
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub fn render_run(ctx: &RunContext<'_>, outcome: &RunOutcome, opts: ReportOption
     let _ = writeln!(out, "\n== summary: after the last step");
     out.push_str(&render_observation(&outcome.final_observation, opts));
     out.push('\n');
+    for (line, note) in &outcome.notes {
+        let _ = writeln!(out, "note: {}:{line}: {}: {note}", ctx.file, ctx.source(*line));
+    }
     out.push_str(&render_results(ctx, &outcome.results, &outcome.failures));
     out
 }
@@ -344,9 +347,17 @@ pub struct RunJson<'a> {
     #[serde(rename = "final")]
     final_observation: ObservationStepJson<'a>,
     failures: &'a [ExpectFailure],
+    /// Notes the runner added, such as a process whose fork failed.
+    notes: Vec<NoteJson<'a>>,
     /// thpmaps `--rollup` over the final observation, if asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollup: Option<Coverage>,
+}
+
+#[derive(Serialize)]
+struct NoteJson<'a> {
+    line: u32,
+    note: &'a str,
 }
 
 #[derive(Serialize)]
@@ -437,6 +448,7 @@ pub fn run_json<'a>(ctx: &RunContext<'a>, outcome: &'a RunOutcome, opts: ReportO
         observations: outcome.observations.iter().map(|(l, o)| observation(Some(*l), o)).collect(),
         final_observation: observation(None, &outcome.final_observation),
         failures: &outcome.failures,
+        notes: outcome.notes.iter().map(|(line, note)| NoteJson { line: *line, note }).collect(),
         rollup: None,
     }
 }
@@ -563,9 +575,11 @@ hugepages-2048kB/stats/anon_fault_alloc 1
             observations: vec![],
             failures: vec![],
             final_observation: fork_child_write(),
+            notes: vec![(4, "p2 does not exist".into())],
         };
         let value = serde_json::to_value(run_json(&ctx, &outcome, ReportOptions::default())).unwrap();
         assert_eq!(value["results"][0]["result"], "ENOMEM");
+        assert_eq!(value["notes"][0]["note"], "p2 does not exist");
         assert_eq!(value["final"]["coverage"][0]["labels"]["anon-thp-pmd-aligned-2048kB"], 2048);
         assert_eq!(value["final"]["coverage"][1]["labels"]["anon-thp-pte-partial"], 2044);
         assert_eq!(value["final"]["observation"]["vmstat"]["thp_split_pmd"], 1);

@@ -8,8 +8,9 @@ use clap::Args;
 
 use crate::backends::{run_guarded, BackendFactory, BackendKind, HostBackends, RunEnd};
 use crate::report::{render_rollup, render_run, run_json, ReportOptions, RunContext};
-use crate::scenario_file::{sources, ScenarioText};
+use crate::scenario_file::{parse_policy_arg, sources, ScenarioText};
 use crate::{examples, CliError, Status};
+use thpsim_mm::Policy;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -40,6 +41,11 @@ pub struct RunArgs {
     /// End with one thpmaps block summed over every region (thpmaps --rollup).
     #[arg(long)]
     pub rollup: bool,
+    /// Set a policy (a proposal switch of the model), overriding the
+    /// scenario's `policy` statement; repeatable. The Linux backend runs
+    /// only Linux 6.18's values.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_policy_arg)]
+    pub policy: Vec<Policy>,
 }
 
 pub fn main(args: &RunArgs) -> Result<Status, CliError> {
@@ -53,7 +59,12 @@ pub fn run_with(args: &RunArgs, factory: &dyn BackendFactory, out: &mut dyn Writ
         Some(path) => ScenarioText::read(path)?,
         None => examples::fork_child_write(),
     };
+    let file = file.with_overrides(&args.policy);
     let scenario = file.parse().map_err(CliError::bad_input)?;
+    if args.backend == BackendKind::Linux {
+        thpsim_oracle::linux::refuse_model_only(&scenario)
+            .map_err(|err| CliError::bad_input(anyhow::anyhow!("{}: {err}", file.label)))?;
+    }
     let outcome = match run_guarded(factory, args.backend, &scenario) {
         RunEnd::Done(outcome) => outcome,
         RunEnd::Backend(err) => {
@@ -114,6 +125,7 @@ mod tests {
             no_pages: false,
             all_runs: false,
             rollup: false,
+            policy: Vec::new(),
         }
     }
 

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use thpsim_workload::{parse_scenario, ParseError, Scenario};
+use std::io::Read;
+use thpsim_mm::Policy;
+
+use thpsim_workload::{decode_scenario, parse_scenario, ParseError, Scenario, MAX_SCENARIO_BYTES};
 
 use crate::CliError;
 
@@ -18,19 +21,60 @@ pub struct ScenarioText {
     /// The path as the user gave it (or found under a directory they gave).
     pub label: String,
     pub text: String,
+    /// `--policy` overrides, applied after parsing.
+    pub overrides: Vec<Policy>,
+}
+
+/// Parses `--policy name=value`.
+pub fn parse_policy_arg(text: &str) -> Result<Policy, String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!(
+            "expected name=value such as deposit=eager; the policies are {}",
+            Policy::NAMES.join(", ")
+        ));
+    };
+    Policy::parse(name.trim(), value.trim()).map_err(|err| err.to_string())
 }
 
 impl ScenarioText {
+    /// Reads a scenario file, or standard input for `-`, stopping one byte
+    /// after `MAX_SCENARIO_BYTES` (metadata cannot bound /dev/zero or a
+    /// pipe, which report size 0).
     pub fn read(path: &Path) -> Result<ScenarioText, CliError> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read scenario {}", path.display()))
-            .map_err(CliError::bad_input)?;
-        Ok(ScenarioText { label: path.display().to_string(), text })
+        let label = path.display().to_string();
+        let bytes = if path == Path::new("-") {
+            read_bounded(std::io::stdin().lock())
+        } else {
+            std::fs::File::open(path).and_then(read_bounded)
+        }
+        .with_context(|| format!("cannot read scenario {label}"))
+        .map_err(CliError::bad_input)?;
+        let text = decode_scenario(&label, &bytes).map_err(CliError::bad_input)?;
+        Ok(ScenarioText { label, text, overrides: Vec::new() })
     }
 
-    pub fn parse(&self) -> Result<Scenario, ParseError> {
-        parse_scenario(&self.label, &self.text)
+    /// The same text with `--policy` overrides.
+    pub fn with_overrides(mut self, overrides: &[Policy]) -> ScenarioText {
+        self.overrides = overrides.to_vec();
+        self
     }
+
+    /// Parses the text and applies the overrides.
+    pub fn parse(&self) -> Result<Scenario, ParseError> {
+        let mut scenario = parse_scenario(&self.label, &self.text)?;
+        for &policy in &self.overrides {
+            scenario.override_policy(policy);
+        }
+        Ok(scenario)
+    }
+}
+
+/// Reads at most `MAX_SCENARIO_BYTES + 1` bytes: one more than a scenario may
+/// have, so that `decode_scenario` can tell an oversized input.
+fn read_bounded(reader: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(MAX_SCENARIO_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Every `.thp` file named or found under a named directory, recursively;
@@ -39,6 +83,10 @@ impl ScenarioText {
 pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     let mut out = Vec::new();
     for path in paths {
+        if path == Path::new("-") {
+            out.push(path.clone());
+            continue;
+        }
         let meta = std::fs::metadata(path)
             .with_context(|| format!("cannot read {}", path.display()))
             .map_err(CliError::bad_input)?;

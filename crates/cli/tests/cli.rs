@@ -106,3 +106,121 @@ fn run_example_reports_the_fork_and_the_childs_write() {
     assert_eq!(value["scenario"], "fork_child_write");
     assert_eq!(value["final"]["observation"]["vmstat"]["thp_split_pmd"], 1);
 }
+
+#[test]
+fn policies_from_the_scenario_and_the_command_line() {
+    let path = temp_file("policy.thp", "machine ram=64M\npolicy deposit = eager\np1: A = mmap 2M\np1: touch A write\n");
+    let file = path.to_str().unwrap();
+    let out = thpsim(&["run", file, "--policy", "deposit=eager", "--policy", "pmd_cow=off"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = thpsim(&["run", file, "--policy", "deposit=lazy"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--policy") && err.contains("policy deposit takes eager, found \"lazy\""), "{err}");
+    let out = thpsim(&["oracle", file, "--policy", "lazy_deposit=on"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("there is no policy \"lazy_deposit\"; the policies are deposit"), "{}", stderr(&out));
+    let out = thpsim(&["run", file, "--policy", "deposit"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("expected name=value such as deposit=eager"), "{}", stderr(&out));
+
+    let bad = temp_file("bad_policy.thp", "p1: A = mmap 2M\npolicy deposit = eager\n");
+    let out = thpsim(&["run", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "{}:2:1: error: policy must come before the first operation (line 1)",
+            bad.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_linux_backend_refuses_model_only_statements_before_it_starts() {
+    let path = temp_file(
+        "inject.thp",
+        "machine ram=64M\ninject folio nth=1\np1: A = mmap 2M\np1: touch A write 1\nexpect errno ENOMEM\n\
+         p1: touch A write 1\nexpect ok\n",
+    );
+    let file = path.to_str().unwrap();
+    // The model runs it: the first folio allocation fails, so the first
+    // touch gets no memory (ENOMEM) and the second succeeds.
+    let out = thpsim(&["run", file]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    // Linux refuses, before taking the host lock or touching a knob.
+    let out = thpsim(&["run", "--backend", "linux", file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!("{file}: line 2: inject folio is model-only")), "{}", stderr(&out));
+    let out = thpsim(&["oracle", file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).contains("inject folio is model-only"), "{}", stdout(&out));
+    assert!(stdout(&out).ends_with("0 passed, 1 failed\n"), "{}", stdout(&out));
+}
+
+#[test]
+fn unbounded_input_is_refused_quickly() {
+    let start = std::time::Instant::now();
+    let out = thpsim(&["run", "/dev/zero"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(1), "took {:?}", start.elapsed());
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "/dev/zero:1:1: error: the scenario is larger than the limit of 4 MiB (MAX_SCENARIO_BYTES); reading stopped there\n"
+    );
+    let out = thpsim(&["oracle", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).contains("larger than the limit of 4 MiB"), "{}", stdout(&out));
+}
+
+#[test]
+fn dash_reads_standard_input_with_the_same_bound() {
+    use std::io::Write as _;
+    let run_stdin = |input: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_thpsim"))
+            .args(["run", "-", "--no-pages"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // The reader may stop early and close its end: ignore EPIPE.
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = run_stdin(b"machine ram=64M\np1: A = mmap 2M\np1: touch A write 1\nexpect ok\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("scenario - (-) on model"), "{}", stdout(&out));
+    let out = run_stdin(b"p1: A = mmap 2M\np1: touch A\xff\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("-:2:12: error: invalid UTF-8"), "{}", stderr(&out));
+    let out = run_stdin(&vec![b'#'; 5 << 20]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("larger than the limit of 4 MiB"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_failed_fork_leaves_no_child_and_the_run_goes_on() {
+    // On a 2M machine the parent's 4M cannot all be faulted, and fork
+    // cannot copy its page tables: fork fails with ENOMEM, as on Linux.
+    let path = temp_file(
+        "fork_enomem.thp",
+        "machine ram=2M\np1: A = mmap 4M\np1: touch A write\np2 = fork p1\nexpect errno ENOMEM\n\
+         p2: touch A write\nexpect errno ESRCH\nobserve\np2: exit\np1: munmap A\nexpect ok\n",
+    );
+    let out = thpsim(&["run", "--no-pages", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "note: {}:6: p2: touch A write: p2 does not exist: its fork at line 4 failed with ENOMEM; the operation answers ESRCH",
+            path.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("p2: exit: returned ESRCH"), "{text}");
+}

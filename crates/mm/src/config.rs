@@ -9,32 +9,9 @@
 use crate::errno::Errno;
 use crate::types::Order;
 
-/// Top-level `enabled`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ThpEnabled {
-    Always,
-    Madvise,
-    Never,
-}
-
-/// Per-size `hugepages-<size>kB/enabled`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MthpEnabled {
-    Always,
-    Inherit,
-    Madvise,
-    Never,
-}
-
-/// `defrag`: how hard a THP fault allocation may try (`vma_thp_gfp_mask()`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Defrag {
-    Always,
-    Defer,
-    DeferMadvise,
-    Madvise,
-    Never,
-}
+/// The knob table (paths, values, print form, save/restore order) lives in
+/// `thpsim_uapi::knob`; the value types are the model's too.
+pub use thpsim_uapi::knob::{Defrag, Knob, KnobError, MthpEnabled, MthpSize, Setting, ThpEnabled};
 
 /// The `khugepaged/` directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,17 +25,9 @@ pub struct KhugepagedConfig {
     pub alloc_sleep_millisecs: u32,
 }
 
-/// Where the PTE table that a PMD split needs comes from. Linux 6.18
-/// deposits one at fault time; the lazy-allocation proposal (a later issue)
-/// adds `Lazy`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Deposit {
-    Eager,
-}
-
 /// Anonymous mTHP orders on x86-64: 16K (order 2) to 2M (order 9).
 /// Order 1 is never used for anonymous memory (`THP_ORDERS_ALL_ANON`).
-pub const MTHP_ORDERS: std::ops::RangeInclusive<u8> = 2..=9;
+pub const MTHP_ORDERS: std::ops::RangeInclusive<u8> = MthpSize::ORDERS;
 
 /// Every tunable the model reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +39,11 @@ pub struct Config {
     /// `hugepages-<size>kB/enabled`, indexed by order (entries 0 and 1 unused).
     pub mthp_enabled: [MthpEnabled; 10],
     pub khugepaged: KhugepagedConfig,
+    /// Proposal switches (`policy` statements; see `Policy`).
     pub deposit: Deposit,
+    pub pmd_swap_entries: PmdSwapEntries,
+    pub pud_thp: PudThp,
+    pub pmd_cow: PmdCow,
 }
 
 impl Default for Config {
@@ -93,169 +66,68 @@ impl Default for Config {
                 alloc_sleep_millisecs: 60000,
             },
             deposit: Deposit::Eager,
+            pmd_swap_entries: PmdSwapEntries::Off,
+            pud_thp: PudThp::Off,
+            pmd_cow: PmdCow::Off,
         }
     }
-}
-
-fn size_kb_to_order(kb: u64) -> Option<u8> {
-    let order = Order::from_size(kb.checked_mul(1024)?)?;
-    MTHP_ORDERS.contains(&order.get()).then_some(order.get())
-}
-
-fn parse_u32(value: &str, max: u32) -> Result<u32, Errno> {
-    let v: u32 = value.trim().parse().map_err(|_| Errno::Inval)?;
-    if v > max {
-        return Err(Errno::Inval);
-    }
-    Ok(v)
-}
-
-fn parse_bool01(value: &str) -> Result<bool, Errno> {
-    match value.trim() {
-        "0" => Ok(false),
-        "1" => Ok(true),
-        _ => Err(Errno::Inval),
-    }
-}
-
-fn bracketed(options: &[&str], current: &str) -> String {
-    options
-        .iter()
-        .map(|o| if *o == current { format!("[{o}]") } else { (*o).to_string() })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 impl Config {
-    /// The sysfs files the model knows, relative to
-    /// /sys/kernel/mm/transparent_hugepage, in the order a save/restore writes them.
-    pub fn knob_paths() -> Vec<String> {
-        let mut paths: Vec<String> =
-            ["enabled", "defrag", "use_zero_page", "shrink_underused"].map(String::from).to_vec();
-        for order in MTHP_ORDERS {
-            paths.push(format!("hugepages-{}kB/enabled", Order::new(order).bytes() / 1024));
-        }
-        for k in [
-            "defrag",
-            "max_ptes_none",
-            "max_ptes_swap",
-            "max_ptes_shared",
-            "pages_to_scan",
-            "scan_sleep_millisecs",
-            "alloc_sleep_millisecs",
-        ] {
-            paths.push(format!("khugepaged/{k}"));
-        }
-        paths
-    }
-
     /// Writes one sysfs file, as `echo value > path` would; `Errno::Inval`
-    /// for a value the kernel would refuse, `Errno::Inval` too for an unknown
-    /// file (the shell would say ENOENT; scenarios check names at parse time).
-    pub fn set(&mut self, path: &str, value: &str) -> Result<(), Errno> {
-        let value = value.trim();
-        let hpage_pmd_nr = Order::PMD.nr_pages() as u32;
-        match path {
-            "enabled" => {
-                self.enabled = match value {
-                    "always" => ThpEnabled::Always,
-                    "madvise" => ThpEnabled::Madvise,
-                    "never" => ThpEnabled::Never,
-                    _ => return Err(Errno::Inval),
-                }
-            }
-            "defrag" => {
-                self.defrag = match value {
-                    "always" => Defrag::Always,
-                    "defer" => Defrag::Defer,
-                    "defer+madvise" => Defrag::DeferMadvise,
-                    "madvise" => Defrag::Madvise,
-                    "never" => Defrag::Never,
-                    _ => return Err(Errno::Inval),
-                }
-            }
-            "use_zero_page" => self.use_zero_page = parse_bool01(value)?,
-            "shrink_underused" => self.shrink_underused = parse_bool01(value)?,
-            "khugepaged/defrag" => self.khugepaged.defrag = parse_bool01(value)?,
-            "khugepaged/max_ptes_none" => self.khugepaged.max_ptes_none = parse_u32(value, hpage_pmd_nr - 1)?,
-            "khugepaged/max_ptes_swap" => self.khugepaged.max_ptes_swap = parse_u32(value, hpage_pmd_nr - 1)?,
-            "khugepaged/max_ptes_shared" => self.khugepaged.max_ptes_shared = parse_u32(value, hpage_pmd_nr - 1)?,
-            "khugepaged/pages_to_scan" => {
-                let v = parse_u32(value, u32::MAX)?;
-                if v == 0 {
-                    return Err(Errno::Inval);
-                }
-                self.khugepaged.pages_to_scan = v;
-            }
-            "khugepaged/scan_sleep_millisecs" => self.khugepaged.scan_sleep_millisecs = parse_u32(value, u32::MAX)?,
-            "khugepaged/alloc_sleep_millisecs" => self.khugepaged.alloc_sleep_millisecs = parse_u32(value, u32::MAX)?,
-            _ => {
-                let order = path
-                    .strip_prefix("hugepages-")
-                    .and_then(|rest| rest.strip_suffix("kB/enabled"))
-                    .and_then(|kb| kb.parse::<u64>().ok())
-                    .and_then(size_kb_to_order)
-                    .ok_or(Errno::Inval)?;
-                self.mthp_enabled[order as usize] = match value {
-                    "always" => MthpEnabled::Always,
-                    "inherit" => MthpEnabled::Inherit,
-                    "madvise" => MthpEnabled::Madvise,
-                    "never" => MthpEnabled::Never,
-                    _ => return Err(Errno::Inval),
-                };
-            }
+    /// for a value the kernel would refuse (possible only for a `Setting`
+    /// built by hand or deserialised: `Knob::parse` checks values).
+    pub fn set(&mut self, setting: Setting) -> Result<(), Errno> {
+        if !setting.in_range() {
+            return Err(Errno::Inval);
+        }
+        let k = &mut self.khugepaged;
+        match setting {
+            Setting::Enabled(v) => self.enabled = v,
+            Setting::Defrag(v) => self.defrag = v,
+            Setting::UseZeroPage(v) => self.use_zero_page = v,
+            Setting::ShrinkUnderused(v) => self.shrink_underused = v,
+            Setting::MthpEnabled(size, v) => self.mthp_enabled[size.order() as usize] = v,
+            Setting::KhugepagedDefrag(v) => k.defrag = v,
+            Setting::KhugepagedAllocSleepMillisecs(v) => k.alloc_sleep_millisecs = v,
+            Setting::KhugepagedMaxPtesNone(v) => k.max_ptes_none = v,
+            Setting::KhugepagedMaxPtesSwap(v) => k.max_ptes_swap = v,
+            Setting::KhugepagedMaxPtesShared(v) => k.max_ptes_shared = v,
+            Setting::KhugepagedPagesToScan(v) => k.pages_to_scan = v,
+            Setting::KhugepagedScanSleepMillisecs(v) => k.scan_sleep_millisecs = v,
         }
         Ok(())
     }
 
-    /// Reads one sysfs file as the kernel prints it (`always [madvise] never`).
-    pub fn get(&self, path: &str) -> Option<String> {
+    /// `echo value > path` with both as text (tests and examples);
+    /// `Errno::Inval` for an unknown file too (the shell would say ENOENT;
+    /// scenarios check names at parse time).
+    pub fn write(&mut self, path: &str, value: &str) -> Result<(), Errno> {
+        self.set(Setting::from_sysfs(path, value).map_err(|_| Errno::Inval)?)
+    }
+
+    /// A knob's current value.
+    pub fn setting(&self, knob: Knob) -> Setting {
         let k = &self.khugepaged;
-        Some(match path {
-            "enabled" => bracketed(
-                &["always", "madvise", "never"],
-                match self.enabled {
-                    ThpEnabled::Always => "always",
-                    ThpEnabled::Madvise => "madvise",
-                    ThpEnabled::Never => "never",
-                },
-            ),
-            "defrag" => bracketed(
-                &["always", "defer", "defer+madvise", "madvise", "never"],
-                match self.defrag {
-                    Defrag::Always => "always",
-                    Defrag::Defer => "defer",
-                    Defrag::DeferMadvise => "defer+madvise",
-                    Defrag::Madvise => "madvise",
-                    Defrag::Never => "never",
-                },
-            ),
-            "use_zero_page" => u8::from(self.use_zero_page).to_string(),
-            "shrink_underused" => u8::from(self.shrink_underused).to_string(),
-            "khugepaged/defrag" => u8::from(k.defrag).to_string(),
-            "khugepaged/max_ptes_none" => k.max_ptes_none.to_string(),
-            "khugepaged/max_ptes_swap" => k.max_ptes_swap.to_string(),
-            "khugepaged/max_ptes_shared" => k.max_ptes_shared.to_string(),
-            "khugepaged/pages_to_scan" => k.pages_to_scan.to_string(),
-            "khugepaged/scan_sleep_millisecs" => k.scan_sleep_millisecs.to_string(),
-            "khugepaged/alloc_sleep_millisecs" => k.alloc_sleep_millisecs.to_string(),
-            _ => {
-                let order = path
-                    .strip_prefix("hugepages-")
-                    .and_then(|rest| rest.strip_suffix("kB/enabled"))
-                    .and_then(|kb| kb.parse::<u64>().ok())
-                    .and_then(size_kb_to_order)?;
-                bracketed(
-                    &["always", "inherit", "madvise", "never"],
-                    match self.mthp_enabled[order as usize] {
-                        MthpEnabled::Always => "always",
-                        MthpEnabled::Inherit => "inherit",
-                        MthpEnabled::Madvise => "madvise",
-                        MthpEnabled::Never => "never",
-                    },
-                )
-            }
-        })
+        match knob {
+            Knob::Enabled => Setting::Enabled(self.enabled),
+            Knob::Defrag => Setting::Defrag(self.defrag),
+            Knob::UseZeroPage => Setting::UseZeroPage(self.use_zero_page),
+            Knob::ShrinkUnderused => Setting::ShrinkUnderused(self.shrink_underused),
+            Knob::MthpEnabled(size) => Setting::MthpEnabled(size, self.mthp_enabled[size.order() as usize]),
+            Knob::KhugepagedDefrag => Setting::KhugepagedDefrag(k.defrag),
+            Knob::KhugepagedAllocSleepMillisecs => Setting::KhugepagedAllocSleepMillisecs(k.alloc_sleep_millisecs),
+            Knob::KhugepagedMaxPtesNone => Setting::KhugepagedMaxPtesNone(k.max_ptes_none),
+            Knob::KhugepagedMaxPtesSwap => Setting::KhugepagedMaxPtesSwap(k.max_ptes_swap),
+            Knob::KhugepagedMaxPtesShared => Setting::KhugepagedMaxPtesShared(k.max_ptes_shared),
+            Knob::KhugepagedPagesToScan => Setting::KhugepagedPagesToScan(k.pages_to_scan),
+            Knob::KhugepagedScanSleepMillisecs => Setting::KhugepagedScanSleepMillisecs(k.scan_sleep_millisecs),
+        }
+    }
+
+    /// Reads one sysfs file as the kernel prints it (`always [madvise] never`).
+    pub fn get(&self, knob: Knob) -> String {
+        self.setting(knob).sysfs_print()
     }
 
     /// `hugepage_global_enabled()`.
@@ -307,6 +179,184 @@ impl Config {
     }
 }
 
+/// Declares a proposal switch: an enum whose variants are spelled as the
+/// `policy` statement's values, the first being Linux 6.18's behaviour.
+macro_rules! policy_switch {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $var:ident = $word:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum $name { $($(#[$vmeta])* $var,)+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$var,)+];
+            pub const NAMES: &'static [&'static str] = &[$($word,)+];
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$var => $word,)+ }
+            }
+            pub fn from_name(word: &str) -> Option<$name> {
+                match word { $($word => Some($name::$var),)+ _ => None }
+            }
+        }
+    };
+}
+
+policy_switch! {
+    /// Where the PTE table that a PMD split needs comes from. Linux 6.18
+    /// deposits one at fault time (`pgtable_trans_huge_deposit()` in
+    /// `__do_huge_pmd_anonymous_page()`); the lazy-allocation proposal (a
+    /// later issue) adds `Lazy`.
+    pub enum Deposit {
+        Eager = "eager",
+    }
+}
+
+policy_switch! {
+    /// Whether a PMD-mapped THP can be swapped out as one PMD-sized swap
+    /// entry. Linux 6.18 splits the PMD first (`Off`); the proposal adds a
+    /// PMD swap entry.
+    pub enum PmdSwapEntries {
+        Off = "off",
+    }
+}
+
+policy_switch! {
+    /// PUD-sized (1 GiB) anonymous THP. Linux 6.18 has none for anonymous
+    /// memory (`Off`).
+    pub enum PudThp {
+        Off = "off",
+    }
+}
+
+policy_switch! {
+    /// Copy-on-write of a whole PMD-mapped THP. Linux 6.18's
+    /// `do_huge_pmd_wp_page()` splits the PMD and copies one page (`Off`).
+    pub enum PmdCow {
+        Off = "off",
+    }
+}
+
+/// One proposal switch set to one value: what a scenario's
+/// `policy <name> = <value>` statement or `--policy name=value` selects.
+/// Each variant is a field of `Config`; the default `Config` holds Linux
+/// 6.18's value of each (`Policy::defaults`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Policy {
+    Deposit(Deposit),
+    PmdSwapEntries(PmdSwapEntries),
+    PudThp(PudThp),
+    PmdCow(PmdCow),
+}
+
+/// A policy name or value nobody defined.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("there is no policy {name:?}; the policies are {}", Policy::NAMES.join(", "))]
+    UnknownName { name: String },
+    #[error("policy {name} takes {}, found {value:?}", values.join(", "))]
+    BadValue { name: &'static str, value: String, values: &'static [&'static str] },
+}
+
+impl Policy {
+    /// The policy names, in registry order.
+    pub const NAMES: &'static [&'static str] = &["deposit", "pmd_swap_entries", "pud_thp", "pmd_cow"];
+
+    /// Linux 6.18's value of every policy, in registry order.
+    pub fn defaults() -> [Policy; 4] {
+        let c = Config::default();
+        [
+            Policy::Deposit(c.deposit),
+            Policy::PmdSwapEntries(c.pmd_swap_entries),
+            Policy::PudThp(c.pud_thp),
+            Policy::PmdCow(c.pmd_cow),
+        ]
+    }
+
+    /// The values a policy takes, Linux 6.18's first.
+    pub fn values(name: &str) -> Option<&'static [&'static str]> {
+        Some(match name {
+            "deposit" => Deposit::NAMES,
+            "pmd_swap_entries" => PmdSwapEntries::NAMES,
+            "pud_thp" => PudThp::NAMES,
+            "pmd_cow" => PmdCow::NAMES,
+            _ => return None,
+        })
+    }
+
+    /// `policy <name> = <value>`.
+    pub fn parse(name: &str, value: &str) -> Result<Policy, PolicyError> {
+        let Some(&known) = Policy::NAMES.iter().find(|n| **n == name) else {
+            return Err(PolicyError::UnknownName { name: name.to_string() });
+        };
+        let bad = || PolicyError::BadValue {
+            name: known,
+            value: value.to_string(),
+            values: Policy::values(known).unwrap_or(&[]),
+        };
+        Ok(match known {
+            "deposit" => Policy::Deposit(Deposit::from_name(value).ok_or_else(bad)?),
+            "pmd_swap_entries" => Policy::PmdSwapEntries(PmdSwapEntries::from_name(value).ok_or_else(bad)?),
+            "pud_thp" => Policy::PudThp(PudThp::from_name(value).ok_or_else(bad)?),
+            _ => Policy::PmdCow(PmdCow::from_name(value).ok_or_else(bad)?),
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Policy::Deposit(_) => "deposit",
+            Policy::PmdSwapEntries(_) => "pmd_swap_entries",
+            Policy::PudThp(_) => "pud_thp",
+            Policy::PmdCow(_) => "pmd_cow",
+        }
+    }
+
+    pub const fn value(self) -> &'static str {
+        match self {
+            Policy::Deposit(v) => v.name(),
+            Policy::PmdSwapEntries(v) => v.name(),
+            Policy::PudThp(v) => v.name(),
+            Policy::PmdCow(v) => v.name(),
+        }
+    }
+
+    /// Linux 6.18's value of this policy.
+    pub fn baseline(self) -> Policy {
+        Policy::defaults().into_iter().find(|p| p.name() == self.name()).unwrap_or(self)
+    }
+
+    /// Whether this is what Linux 6.18 does (so the live kernel can run it).
+    pub fn is_baseline(self) -> bool {
+        self == self.baseline()
+    }
+}
+
+impl std::fmt::Display for Policy {
+    /// `deposit = eager`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}", self.name(), self.value())
+    }
+}
+
+impl Config {
+    /// Sets one proposal switch.
+    pub fn set_policy(&mut self, policy: Policy) {
+        match policy {
+            Policy::Deposit(v) => self.deposit = v,
+            Policy::PmdSwapEntries(v) => self.pmd_swap_entries = v,
+            Policy::PudThp(v) => self.pud_thp = v,
+            Policy::PmdCow(v) => self.pmd_cow = v,
+        }
+    }
+
+    /// Linux 6.18's defaults with these policies applied, in order.
+    pub fn with_policies(policies: impl IntoIterator<Item = Policy>) -> Config {
+        let mut config = Config::default();
+        for policy in policies {
+            config.set_policy(policy);
+        }
+        config
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,25 +364,32 @@ mod tests {
     #[test]
     fn every_knob_round_trips_through_sysfs_strings() {
         let mut c = Config::default();
-        assert_eq!(c.get("enabled").unwrap(), "always [madvise] never");
-        c.set("enabled", "always").unwrap();
-        assert_eq!(c.get("enabled").unwrap(), "[always] madvise never");
-        c.set("hugepages-64kB/enabled", "inherit").unwrap();
-        assert_eq!(c.get("hugepages-64kB/enabled").unwrap(), "always [inherit] madvise never");
-        c.set("defrag", "defer+madvise").unwrap();
-        assert_eq!(c.get("defrag").unwrap(), "always defer [defer+madvise] madvise never");
-        for path in Config::knob_paths() {
-            assert!(c.get(&path).is_some(), "{path} unreadable");
+        assert_eq!(c.get(Knob::Enabled), "always [madvise] never");
+        c.write("enabled", "always").unwrap();
+        assert_eq!(c.get(Knob::Enabled), "[always] madvise never");
+        let size64 = MthpSize::from_kb(64).unwrap();
+        c.write("hugepages-64kB/enabled", "inherit").unwrap();
+        assert_eq!(c.get(Knob::MthpEnabled(size64)), "always [inherit] madvise never");
+        c.write("defrag", "defer+madvise").unwrap();
+        assert_eq!(c.get(Knob::Defrag), "always defer [defer+madvise] madvise never");
+        for knob in Knob::all() {
+            let setting = c.setting(knob);
+            assert_eq!(setting.knob(), knob);
+            let mut d = Config::default();
+            d.set(setting).unwrap();
+            assert_eq!(d.setting(knob), setting, "{knob} does not round-trip");
         }
     }
 
     #[test]
     fn bad_values_are_refused_like_the_kernel() {
         let mut c = Config::default();
-        assert_eq!(c.set("enabled", "sometimes"), Err(Errno::Inval));
-        assert_eq!(c.set("khugepaged/max_ptes_none", "512"), Err(Errno::Inval));
-        assert_eq!(c.set("hugepages-8kB/enabled", "always"), Err(Errno::Inval));
-        assert_eq!(c.set("hugepages-4096kB/enabled", "always"), Err(Errno::Inval));
+        assert_eq!(c.write("enabled", "sometimes"), Err(Errno::Inval));
+        assert_eq!(c.write("khugepaged/max_ptes_none", "512"), Err(Errno::Inval));
+        assert_eq!(c.set(Setting::KhugepagedMaxPtesNone(512)), Err(Errno::Inval));
+        assert_eq!(c.set(Setting::KhugepagedPagesToScan(0)), Err(Errno::Inval));
+        assert_eq!(c.write("hugepages-8kB/enabled", "always"), Err(Errno::Inval));
+        assert_eq!(c.write("hugepages-4096kB/enabled", "always"), Err(Errno::Inval));
         assert_eq!(c, Config::default());
     }
 
@@ -341,9 +398,35 @@ mod tests {
         let mut c = Config::default();
         assert_eq!(c.sysfs_allowed_orders(false), 0);
         assert_eq!(c.sysfs_allowed_orders(true), 1 << 9);
-        c.set("hugepages-64kB/enabled", "always").unwrap();
+        c.write("hugepages-64kB/enabled", "always").unwrap();
         assert_eq!(c.sysfs_allowed_orders(false), 1 << 4);
-        c.set("enabled", "never").unwrap();
+        c.write("enabled", "never").unwrap();
         assert_eq!(c.sysfs_allowed_orders(true), 1 << 4);
+    }
+
+    #[test]
+    fn policy_registry_defaults_are_linux_6_18() {
+        for name in Policy::NAMES {
+            let values = Policy::values(name).unwrap();
+            let default = Policy::parse(name, values[0]).unwrap();
+            assert!(default.is_baseline(), "{default}");
+            assert!(Policy::defaults().contains(&default));
+            assert_eq!(Config::with_policies([default]), Config::default());
+        }
+        assert_eq!(Policy::parse("deposit", "eager"), Ok(Policy::Deposit(Deposit::Eager)));
+        assert_eq!(Policy::Deposit(Deposit::Eager).to_string(), "deposit = eager");
+    }
+
+    #[test]
+    fn unknown_policies_and_values_list_the_valid_ones() {
+        assert_eq!(
+            Policy::parse("lazy_deposit", "on").unwrap_err().to_string(),
+            "there is no policy \"lazy_deposit\"; the policies are deposit, pmd_swap_entries, pud_thp, pmd_cow"
+        );
+        assert_eq!(
+            Policy::parse("deposit", "lazy").unwrap_err().to_string(),
+            "policy deposit takes eager, found \"lazy\""
+        );
+        assert_eq!(Policy::parse("pmd_cow", "on").unwrap_err().to_string(), "policy pmd_cow takes off, found \"on\"");
     }
 }

@@ -37,7 +37,7 @@ pub mod vma;
 pub mod vmscan;
 pub mod world;
 
-pub use config::Config;
+pub use config::{Config, Knob, Policy, Setting};
 pub use errno::*;
 pub use events::MmEvent;
 pub use fault_inject::{FailAttr, FailPoint};

@@ -5,56 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `PROT_*` bits of mmap and mprotect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Prot {
-    pub read: bool,
-    pub write: bool,
-    pub exec: bool,
-}
-
-impl Prot {
-    pub const NONE: Prot = Prot { read: false, write: false, exec: false };
-    pub const READ: Prot = Prot { read: true, write: false, exec: false };
-    pub const READ_WRITE: Prot = Prot { read: true, write: true, exec: false };
-}
-
-/// `MADV_*` advices, by their kernel names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Advice {
-    Normal,
-    DontNeed,
-    Free,
-    HugePage,
-    NoHugePage,
-    Collapse,
-    Cold,
-    PageOut,
-    PopulateRead,
-    PopulateWrite,
-    DontFork,
-    DoFork,
-}
-
-impl Advice {
-    /// The `MADV_*` number on x86-64.
-    pub const fn code(self) -> i32 {
-        match self {
-            Advice::Normal => 0,
-            Advice::DontNeed => 4,
-            Advice::Free => 8,
-            Advice::DontFork => 10,
-            Advice::DoFork => 11,
-            Advice::HugePage => 14,
-            Advice::NoHugePage => 15,
-            Advice::Cold => 20,
-            Advice::PageOut => 21,
-            Advice::PopulateRead => 22,
-            Advice::PopulateWrite => 23,
-            Advice::Collapse => 25,
-        }
-    }
-}
+/// The kernel's numbers and the scenario words for these live in `thpsim_uapi`.
+pub use thpsim_uapi::mman::{Advice, Prot, ThpDisable};
 
 /// Load or store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,16 +23,4 @@ pub enum Fill {
     NonZero,
     /// Zero bytes.
     Zero,
-}
-
-/// prctl(PR_SET_THP_DISABLE) in its three states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ThpDisable {
-    /// prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0).
-    Off,
-    /// prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0): no THP anywhere in the process.
-    All,
-    /// prctl(PR_SET_THP_DISABLE, 1, PR_THP_DISABLE_EXCEPT_ADVISED, 0, 0):
-    /// THP only where MADV_HUGEPAGE (or MADV_COLLAPSE) asks for it.
-    ExceptAdvised,
 }

@@ -181,9 +181,14 @@ impl World {
         self.boot_free_pages
     }
 
-    /// Writes a sysfs file under /sys/kernel/mm/transparent_hugepage.
+    /// Writes a sysfs file under /sys/kernel/mm/transparent_hugepage, given as text.
     pub fn set_knob(&mut self, path: &str, value: &str) -> Result<(), Errno> {
-        self.config.set(path, value)?;
+        self.set(crate::config::Setting::from_sysfs(path, value).map_err(|_| Errno::Inval)?)
+    }
+
+    /// Writes a sysfs file under /sys/kernel/mm/transparent_hugepage.
+    pub fn set(&mut self, setting: crate::config::Setting) -> Result<(), Errno> {
+        self.config.set(setting)?;
         self.sysfs_orders = [self.config.sysfs_allowed_orders(false), self.config.sysfs_allowed_orders(true)];
         Ok(())
     }

@@ -662,6 +662,7 @@ mod tests {
             observations: vec![(6, observation.clone())],
             failures: vec![],
             final_observation: observation,
+            notes: vec![],
         }
     }
 

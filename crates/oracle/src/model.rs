@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use thpsim_mm::{self as mm, Machine, Pid, PinId, Vaddr, World, PAGE_SIZE};
-use thpsim_workload::{Op, PinRef, ProcId, RegionRef};
+use thpsim_workload::{Op, PinRef, ProcId, RegionRef, Scenario};
 
 use crate::{
     normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageRun, PageRunsBuilder, PageState,
@@ -42,6 +42,19 @@ impl ModelBackend {
     /// A fresh machine of `ram_bytes` with Linux 6.18's default tunables.
     pub fn new(ram_bytes: u64) -> ModelBackend {
         let world = World::new(Machine { ram_bytes }, mm::Config::default());
+        let baseline = Self::counters(&world);
+        ModelBackend { world, pids: BTreeMap::new(), pins: BTreeMap::new(), baseline }
+    }
+
+    /// The machine a scenario asks for: its RAM, Linux 6.18's tunables with
+    /// the scenario's `policy` statements applied (`--policy` overrides are
+    /// already in `scenario.policies`), and its `inject` points armed.
+    pub fn for_scenario(scenario: &Scenario) -> ModelBackend {
+        let config = mm::Config::with_policies(scenario.policy_values());
+        let mut world = World::new(Machine { ram_bytes: scenario.machine.ram }, config);
+        for injection in &scenario.injections {
+            world.inject(injection.point, injection.attr());
+        }
         let baseline = Self::counters(&world);
         ModelBackend { world, pids: BTreeMap::new(), pins: BTreeMap::new(), baseline }
     }
@@ -133,7 +146,7 @@ impl Backend for ModelBackend {
     fn apply(&mut self, op: &Op) -> Result<OpResult, BackendError> {
         let w = &mut self.world;
         Ok(match *op {
-            Op::Set { ref path, ref value } => w.set_knob(path, value),
+            Op::Set { setting } => w.set(setting),
             Op::Spawn { proc } => w.spawn().map(|pid| {
                 self.pids.insert(proc, pid);
             }),

@@ -6,8 +6,11 @@
 //! selftest reports every failed check rather than stopping at the first;
 //! only a `BackendError` (the host or the executor failed) stops a run.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
-use thpsim_workload::{Expectation, Op, RegionRef, Scenario, StepKind};
+use thpsim_mm::Errno;
+use thpsim_workload::{Expectation, Op, ProcId, RegionRef, Scenario, StepKind};
 
 use crate::{Backend, BackendError, Observation, OpResult};
 
@@ -33,6 +36,10 @@ pub struct RunOutcome {
     pub failures: Vec<ExpectFailure>,
     /// An observation of every region, taken after the last step.
     pub final_observation: Observation,
+    /// What the runner decided on its own, with the line of the step:
+    /// an operation on a process that does not exist (its fork failed)
+    /// answered ESRCH without reaching the backend.
+    pub notes: Vec<(u32, String)>,
 }
 
 /// Runs every step of `scenario` on `backend`, in order, and takes a final
@@ -52,7 +59,7 @@ pub fn run_scenario_with(
     backend: &mut dyn Backend,
     check: impl Fn(&Expectation, &Observation, &OpResult) -> Result<(), String>,
 ) -> Result<RunOutcome, BackendError> {
-    let mut runner = Runner::new(backend);
+    let mut runner = Runner::new(backend).with_names(&scenario.procs);
     for step in &scenario.steps {
         match &step.kind {
             StepKind::Op(op) => runner.op(step.line, op)?,
@@ -76,24 +83,69 @@ pub struct Runner<'b> {
     /// The result of the most recent operation, which an `expect` of an
     /// errno checks; `Ok` before the first operation.
     last: OpResult,
+    /// Scenario names of the processes, by `ProcId`, for notes.
+    names: Vec<String>,
+    /// Processes the scenario names but that do not exist, because the
+    /// fork (or start) that should have made them failed: why, for notes.
+    absent: BTreeMap<ProcId, String>,
 }
 
 impl<'b> Runner<'b> {
     pub fn new(backend: &'b mut dyn Backend) -> Self {
-        Runner { backend, outcome: RunOutcome::default(), last: Ok(()) }
+        Runner { backend, outcome: RunOutcome::default(), last: Ok(()), names: Vec::new(), absent: BTreeMap::new() }
+    }
+
+    /// Names processes in notes as the scenario does (`p{n}` otherwise).
+    pub fn with_names(mut self, names: &[String]) -> Self {
+        self.names = names.to_vec();
+        self
+    }
+
+    fn name(&self, proc: ProcId) -> String {
+        self.names.get(proc.0 as usize).cloned().unwrap_or_else(|| format!("p{}", proc.0 + 1))
     }
 
     /// Applies one operation and records its result.
+    ///
+    /// As in the kernel, a process whose fork failed never exists: an
+    /// operation in it (or a fork of it) answers ESRCH, as a system call on a
+    /// pid that does not exist would, without reaching the backend, so both
+    /// backends answer alike and the run goes on. A note says why.
     pub fn op(&mut self, line: u32, op: &Op) -> Result<(), BackendError> {
-        let result = self.backend.apply(op)?;
+        let acting = match *op {
+            Op::Fork { parent, .. } => Some(parent),
+            _ => op.proc(),
+        };
+        let result = match acting.and_then(|proc| self.absent.get(&proc).map(|why| (proc, why.clone()))) {
+            Some((proc, why)) => {
+                let note = format!("{} does not exist: {why}; the operation answers ESRCH", self.name(proc));
+                self.outcome.notes.push((line, note));
+                Err(Errno::Srch)
+            }
+            None => self.backend.apply(op)?,
+        };
+        match (op, result) {
+            (&Op::Fork { child, .. }, Err(errno)) => {
+                self.absent.insert(child, format!("its fork at line {line} failed with {errno}"));
+            }
+            (&Op::Spawn { proc }, Err(errno)) => {
+                self.absent.insert(proc, format!("its start at line {line} failed with {errno}"));
+            }
+            _ => {}
+        }
         self.last = result;
         self.outcome.results.push((line, result));
         Ok(())
     }
 
+    /// The regions of processes that exist.
+    fn present(&self, regions: &[RegionRef]) -> Vec<RegionRef> {
+        regions.iter().filter(|r| !self.absent.contains_key(&r.proc)).cloned().collect()
+    }
+
     /// Observes the regions and records the observation.
     pub fn observe(&mut self, line: u32, regions: &[RegionRef]) -> Result<(), BackendError> {
-        let observation = self.backend.observe(regions)?;
+        let observation = self.backend.observe(&self.present(regions))?;
         self.outcome.observations.push((line, observation));
         Ok(())
     }
@@ -107,7 +159,7 @@ impl<'b> Runner<'b> {
         regions: &[RegionRef],
         check: impl FnOnce(&Observation, &OpResult) -> Result<(), String>,
     ) -> Result<(), BackendError> {
-        let observation = self.backend.observe(regions)?;
+        let observation = self.backend.observe(&self.present(regions))?;
         if let Err(message) = check(&observation, &self.last) {
             self.outcome.failures.push(ExpectFailure { line, source: source.to_string(), message });
         }
@@ -116,7 +168,7 @@ impl<'b> Runner<'b> {
 
     /// Takes the final observation of `regions` and returns the outcome.
     pub fn finish(mut self, regions: &[RegionRef]) -> Result<RunOutcome, BackendError> {
-        self.outcome.final_observation = self.backend.observe(regions)?;
+        self.outcome.final_observation = self.backend.observe(&self.present(regions))?;
         Ok(self.outcome)
     }
 }
@@ -125,7 +177,6 @@ impl<'b> Runner<'b> {
 mod tests {
     use super::*;
     use crate::{ProcObs, RegionObs};
-    use thpsim_mm::Errno;
     use thpsim_workload::parse_scenario;
 
     /// Counts operations; `munmap` fails with EINVAL; observations carry the
@@ -195,6 +246,75 @@ p1: B = mmap 4K
         let names: Vec<&str> = outcome.final_observation.procs.iter().map(|p| p.regions[0].name.as_str()).collect();
         assert_eq!(names, ["A", "B"]);
         assert_eq!(outcome.final_observation.vmstat["ops"], 4);
+    }
+
+    /// Forks fail with ENOMEM; observations list the processes asked about.
+    struct NoFork {
+        applied: Vec<Op>,
+        observed_procs: Vec<Vec<ProcId>>,
+    }
+
+    impl Backend for NoFork {
+        fn name(&self) -> &'static str {
+            "nofork"
+        }
+        fn apply(&mut self, op: &Op) -> Result<OpResult, BackendError> {
+            self.applied.push(op.clone());
+            Ok(match op {
+                Op::Fork { .. } => Err(Errno::NoMem),
+                _ => Ok(()),
+            })
+        }
+        fn observe(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError> {
+            self.observed_procs.push(regions.iter().map(|r| r.proc).collect());
+            Ok(Observation::default())
+        }
+    }
+
+    #[test]
+    fn a_process_whose_fork_failed_does_not_exist_and_the_run_goes_on() {
+        let scenario = parse_scenario(
+            "t.thp",
+            "machine ram=2M\np1: A = mmap 4M\np1: touch A write\nchild = fork p1\nchild: touch A write\n\
+             expect errno ESRCH\ngrandchild = fork child\ngrandchild: munmap A\nobserve\nchild: exit\np1: touch A\n",
+        )
+        .unwrap();
+        let mut backend = NoFork { applied: Vec::new(), observed_procs: Vec::new() };
+        let outcome = run_scenario(&scenario, &mut backend).unwrap();
+        let results: Vec<(u32, OpResult)> = outcome.results.clone();
+        assert_eq!(
+            results,
+            [
+                (2, Ok(())),
+                (2, Ok(())),
+                (3, Ok(())),
+                (4, Err(Errno::NoMem)),
+                (5, Err(Errno::Srch)),
+                (7, Err(Errno::Srch)),
+                (8, Err(Errno::Srch)),
+                (10, Err(Errno::Srch)),
+                (11, Ok(())),
+            ]
+        );
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        assert_eq!(
+            outcome.notes,
+            [
+                (5, "child does not exist: its fork at line 4 failed with ENOMEM; the operation answers ESRCH".into()),
+                (7, "child does not exist: its fork at line 4 failed with ENOMEM; the operation answers ESRCH".into()),
+                (
+                    8,
+                    "grandchild does not exist: its fork at line 7 failed with ESRCH; the operation answers ESRCH"
+                        .into()
+                ),
+                (10, "child does not exist: its fork at line 4 failed with ENOMEM; the operation answers ESRCH".into()),
+            ]
+        );
+        // Only the first fork reached the backend; no observation asked about
+        // a process that does not exist.
+        assert_eq!(backend.applied.iter().filter(|op| matches!(op, Op::Fork { .. })).count(), 1);
+        assert_eq!(backend.applied.len(), 5);
+        assert!(backend.observed_procs.iter().flatten().all(|&p| p == ProcId(0)), "{:?}", backend.observed_procs);
     }
 
     struct Broken;

@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 use thpsim_mm::Errno;
 use thpsim_oracle::linux::{read_knob, HostLock, LinuxBackend, LinuxOptions, ThpSettings, DEFAULT_LOCK_PATH};
 use thpsim_oracle::{Backend, Observation, PageObs, PageState, RegionRef};
-use thpsim_workload::{Access, Advice, Fill, Op, PinRef, ProcId, Prot, ThpDisable, TouchPattern};
+use thpsim_workload::{Access, Advice, Fill, Op, PinRef, ProcId, Prot, Setting, ThpDisable, TouchPattern};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -87,7 +87,7 @@ impl Run {
             ("hugepages-2048kB/enabled", "inherit"),
             ("khugepaged/max_ptes_none", "511"),
         ] {
-            run.ok(Op::Set { path: path.into(), value: value.into() });
+            run.ok(Op::Set { setting: Setting::from_sysfs(path, value).unwrap() });
         }
         run
     }
@@ -487,7 +487,7 @@ fn prctl_except_advised_keeps_thp_only_where_asked() {
         let a = region_base(10);
         let (advised, plain) = (a, a + PMD);
         let mut run = Run::start();
-        run.ok(Op::Set { path: "enabled".into(), value: "always".into() });
+        run.ok(Op::Set { setting: Setting::from_sysfs("enabled", "always").unwrap() });
         run.ok(Op::Spawn { proc: P1 });
         run.ok(Op::Prctl { proc: P1, disable: ThpDisable::ExceptAdvised });
         run.ok(Op::Mmap { proc: P1, addr: a, len: 2 * PMD, prot: Prot::READ_WRITE });
@@ -510,7 +510,7 @@ fn worker_memory_gets_no_thp_under_enabled_always() {
     let Some(_host) = host() else { return };
     let a = region_base(14);
     let mut run = Run::start();
-    run.ok(Op::Set { path: "enabled".into(), value: "always".into() });
+    run.ok(Op::Set { setting: Setting::from_sysfs("enabled", "always").unwrap() });
     run.ok(Op::Spawn { proc: P1 });
     run.ok(Op::Mmap { proc: P1, addr: a, len: PMD, prot: Prot::READ_WRITE });
     run.touch(P1, a, PMD, Access::Write).unwrap();
@@ -610,18 +610,23 @@ fn an_empty_fork_owns_no_page_tables() {
 }
 
 #[test]
-fn set_refuses_paths_outside_the_thp_directory() {
+fn set_refuses_values_the_kernel_refuses() {
+    // A typed `Knob` cannot name a path outside the THP directory, a counter
+    // or a stat: `Setting::from_sysfs` refuses them before any backend runs.
+    for path in [
+        "../../../../proc/sys/vm/drop_caches",
+        "khugepaged/../../enabled",
+        "no_such_knob",
+        "khugepaged/full_scans",
+        "hugepages-2048kB/stats/split",
+        "khugepaged",
+    ] {
+        assert!(Setting::from_sysfs(path, "1").is_err(), "{path}");
+    }
     let Some(_host) = host() else { return };
     let mut run = Run::start();
-    let bad = |path: &str| Op::Set { path: path.into(), value: "1".into() };
-    assert_eq!(run.apply(bad("../../../../proc/sys/vm/drop_caches")), Err(Errno::Inval));
-    assert_eq!(run.apply(bad("khugepaged/../../enabled")), Err(Errno::Inval));
-    assert_eq!(run.apply(bad("no_such_knob")), Err(Errno::Inval));
-    assert_eq!(run.apply(bad("khugepaged/full_scans")), Err(Errno::Inval), "a counter");
-    assert_eq!(run.apply(bad("hugepages-2048kB/stats/split")), Err(Errno::Inval), "a stat");
-    assert_eq!(run.apply(bad("khugepaged")), Err(Errno::Inval), "a directory");
-    assert_eq!(run.apply(Op::Set { path: "enabled".into(), value: "sometimes".into() }), Err(Errno::Inval));
-    assert_eq!(run.apply(Op::Set { path: "khugepaged/pages_to_scan".into(), value: "0".into() }), Err(Errno::Inval));
+    assert_eq!(run.apply(Op::Set { setting: Setting::KhugepagedMaxPtesNone(512) }), Err(Errno::Inval));
+    assert_eq!(run.apply(Op::Set { setting: Setting::KhugepagedPagesToScan(0) }), Err(Errno::Inval));
 }
 
 /// Every knob a scenario might change, set to something else.
@@ -638,7 +643,7 @@ fn change_everything(run: &mut Run) {
         ("khugepaged/pages_to_scan", "777"),
         ("khugepaged/scan_sleep_millisecs", "5"),
     ] {
-        run.ok(Op::Set { path: path.into(), value: value.into() });
+        run.ok(Op::Set { setting: Setting::from_sysfs(path, value).unwrap() });
     }
 }
 

@@ -56,11 +56,7 @@ pub const MTHP_STATS: &[&str] = &[
 ];
 
 /// The folio sizes with per-size stats on x86-64, in kB.
-pub const MTHP_SIZES_KB: &[u64] = &[16, 32, 64, 128, 256, 512, 1024, 2048];
-
-/// The errnos `expect errno` accepts, by the names they print (`ENOMEM`).
-pub const ERRNOS: &[Errno] =
-    &[Errno::Perm, Errno::Srch, Errno::Again, Errno::NoMem, Errno::Fault, Errno::Busy, Errno::Exist, Errno::Inval];
+pub use thpsim_uapi::knob::MTHP_SIZES_KB;
 
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -8,4 +8,7 @@ pub mod scenario;
 
 pub use expect::{Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField};
 pub use op::*;
-pub use scenario::{parse_scenario, Machine, ParseError, Scenario, Step, StepKind};
+pub use scenario::{
+    decode_scenario, escape_controls, parse_scenario, quote_word, Injection, Machine, ParseError, PolicyLine, Scenario,
+    Step, StepKind, MAX_SCENARIO_BYTES,
+};

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use thpsim_mm::mman::{Access, Advice, Fill, Prot, ThpDisable};
+pub use thpsim_uapi::Setting;
 
 /// A scenario process, numbered in order of first appearance (0 is the first).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -33,11 +34,10 @@ pub enum TouchPattern {
 /// One operation, with every name already resolved to an address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    /// Writes `value` to /sys/kernel/mm/transparent_hugepage/`path`
-    /// (e.g. `enabled`, `hugepages-64kB/enabled`, `khugepaged/max_ptes_none`).
+    /// Writes a THP sysfs file: `setting.value()` to
+    /// /sys/kernel/mm/transparent_hugepage/`setting.knob().path()`.
     Set {
-        path: String,
-        value: String,
+        setting: Setting,
     },
     /// Starts a new process with an empty address space.
     Spawn {

@@ -37,28 +37,28 @@ fn unknown_statements_and_operations() {
         "p1: A = mmap 2M\nfoo bar",
         2,
         1,
-        "expected a statement (machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
+        "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
          `<child> = fork <parent>`), found \"foo\"",
     );
     check(
         "obsrve",
         1,
         1,
-        "expected a statement (machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
+        "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
          `<child> = fork <parent>`), found \"obsrve\" (did you mean \"observe\"?)",
     );
     check(
         "touch A",
         1,
         1,
-        "expected a statement (machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
+        "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or \
          `<child> = fork <parent>`), found \"touch\" (touch is an operation of a process: `p1: touch ...`)",
     );
     check(
         "= 3",
         1,
         1,
-        "expected a statement: machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: \
+        "expected a statement: machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: \
          <operation>` or `<child> = fork <parent>`, found \"=\"",
     );
     check(
@@ -462,4 +462,114 @@ fn scenario_size_is_bounded() {
         1,
         "the scenario observes too much: its observe and expect steps would describe more than 1000000 regions in all",
     );
+}
+
+#[test]
+fn policies_name_a_known_policy_and_value_before_the_first_operation() {
+    check(
+        "policy lazy_deposit = eager",
+        1,
+        8,
+        "expected a policy (deposit, pmd_swap_entries, pud_thp, pmd_cow), found \"lazy_deposit\"",
+    );
+    check(
+        "policy deposti = eager",
+        1,
+        8,
+        "expected a policy (deposit, pmd_swap_entries, pud_thp, pmd_cow), found \"deposti\" (did you mean \"deposit\"?)",
+    );
+    check("policy deposit = lazy", 1, 18, "policy deposit takes eager, found \"lazy\"");
+    check("policy pmd_cow = yes", 1, 18, "policy pmd_cow takes off, found \"yes\"");
+    check("policy deposit eager", 1, 16, "expected = and a value, found \"eager\"");
+    check("policy deposit = eager\npolicy deposit = eager", 2, 8, "policy deposit is already set at line 1");
+    check(
+        &format!("machine ram=1G\n{A2M}policy deposit = eager"),
+        3,
+        1,
+        "policy must come before the first operation (line 2): it sets up the machine the operations run on",
+    );
+    check(
+        "set enabled = always\npolicy pud_thp = off",
+        2,
+        1,
+        "policy must come before the first operation (line 1): it sets up the machine the operations run on",
+    );
+    check("policy deposit = eager\nmachine ram=1G", 2, 1, "machine must be the first statement of a scenario");
+    check("policy: A = mmap 2M", 1, 1, "\"policy\" is a keyword and cannot be a process name");
+}
+
+#[test]
+fn injections_name_a_point_and_numeric_attributes() {
+    check("inject pte nth=1", 1, 8, "expected a failure point (pgtable, folio), found \"pte\"");
+    check("inject folio nth=0", 1, 18, "nth= must be at least 1");
+    check("inject folio probability=101", 1, 26, "probability= is a percentage from 0 to 100, found \"101\"");
+    check(
+        "inject folio nth=2 times=3",
+        1,
+        20,
+        "nth=N fails the N-th allocation only (interval=N times=1); give nth= or interval=/times=, not both",
+    );
+    check("inject folio seed=1 seed=2", 1, 21, "seed= is given twice");
+    check("inject folio every=2", 1, 14, "expected nth=, interval=, probability=, times= or seed=, found \"every\"");
+    check("inject folio nth=x", 1, 18, "expected a number, found \"x\"");
+    check("inject folio\ninject folio nth=2", 2, 8, "folio is already injected at line 1");
+    check(
+        &format!("{A2M}inject pgtable nth=1"),
+        2,
+        1,
+        "inject must come before the first operation (line 1): it sets up the machine the operations run on",
+    );
+}
+
+#[test]
+fn invalid_utf8_gets_its_line_and_column() {
+    use thpsim_workload::decode_scenario;
+    let err = decode_scenario("t.thp", b"p1: A = mmap 2M\np1: touch \xc3\xa9A\xff write\n").unwrap_err();
+    assert_eq!((err.line, err.column, err.message.as_str()), (2, 13, "invalid UTF-8"));
+    assert_eq!(err.source_line, "p1: touch \u{e9}A\u{fffd} write");
+    assert_eq!(
+        decode_scenario("t.thp", b"\xfe").unwrap_err().to_string(),
+        "t.thp:1:1: error: invalid UTF-8\n  | \u{fffd}\n  | ^"
+    );
+    assert_eq!(decode_scenario("t.thp", "p1: A = mmap 2M\n".as_bytes()).unwrap(), "p1: A = mmap 2M\n");
+}
+
+#[test]
+fn input_beyond_the_size_limit_is_refused() {
+    use thpsim_workload::{decode_scenario, MAX_SCENARIO_BYTES};
+    let big = vec![b'\n'; MAX_SCENARIO_BYTES as usize + 1];
+    let err = decode_scenario("big.thp", &big).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "big.thp:{}:1: error: the scenario is larger than the limit of 4 MiB (MAX_SCENARIO_BYTES); reading stopped there",
+            MAX_SCENARIO_BYTES + 2
+        )
+    );
+    assert!(decode_scenario("ok.thp", &big[1..]).is_ok());
+}
+
+#[test]
+fn words_in_messages_are_escaped_and_cut() {
+    // Control characters are escaped, never echoed raw.
+    check("p1: A = mmap 2M\x1b[31m", 1, 14, "expected a size such as 4K, 2M, 1G or 64kB, found \"2M\\u{1b}[31m\"");
+    check("\u{0}\u{0}", 1, 1, "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or `<child> = fork <parent>`), found \"\\0\\0\"");
+    // A long word is quoted up to 40 characters.
+    let long = "x".repeat(100_000);
+    let err = parse_scenario("t.thp", &format!("p1: A = mmap {long}")).unwrap_err();
+    assert_eq!(err.message, format!("expected a size such as 4K, 2M, 1G or 64kB, found \"{}…\"", "x".repeat(40)));
+    // The whole report stays short, whatever the line's length.
+    let shown = err.to_string();
+    assert!(shown.chars().count() < 500, "{} chars", shown.chars().count());
+    assert!(shown.contains(&format!("  | p1: A = mmap {}…\n", "x".repeat(147))), "{shown}");
+    assert!(shown.ends_with("  |              ^"), "{shown}");
+    // An error far into a long line shows a window around the column.
+    let err = parse_scenario("t.thp", &format!("p1: A = mmap 2M prot=r {long} ")).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.chars().count() < 500, "{shown}");
+    assert!(shown.contains("  | p1: A = mmap 2M prot=r x"), "{shown}");
+    // A NUL-filled input is one long word: one short message.
+    let err = parse_scenario("t.thp", &"\0".repeat(1 << 20)).unwrap_err();
+    assert!(err.to_string().chars().count() < 1000);
+    assert!(!err.to_string().contains('\0'));
 }

@@ -5,7 +5,7 @@ use thpsim_workload::expect::fmt_size;
 use thpsim_workload::plan::{GUARD_GAP, MMAP_BASE};
 use thpsim_workload::{
     parse_scenario, Access, Advice, Cmp, CmpOp, Expectation, ExpectedState, Fill, Machine, Op, PageProp, PinRef, Place,
-    ProcId, Prot, RegionRef, Scenario, SmapsField, StepKind, ThpDisable, TouchPattern,
+    ProcId, Prot, RegionRef, Scenario, Setting, SmapsField, StepKind, ThpDisable, TouchPattern,
 };
 
 const K: u64 = 1 << 10;
@@ -102,7 +102,7 @@ fn the_tour_compiles_to_these_operations() {
     let a = MMAP_BASE;
     let b = a + 4 * M + GUARD_GAP + 4 * K;
     let all = ops(&s);
-    let set = |path: &str, value: &str| Op::Set { path: path.into(), value: value.into() };
+    let set = |path: &str, value: &str| Op::Set { setting: Setting::from_sysfs(path, value).unwrap() };
     let touch = |addr, len, access, fill, pattern| Op::Touch { proc: P1, addr, len, access, fill, pattern };
     // The cursor after B: B ends at 6M + 4K + 2M, plus the 2M gap, aligned up to 2M.
     let c = (b + 2 * M + GUARD_GAP).next_multiple_of(2 * M);
@@ -375,9 +375,9 @@ fn set_accepts_the_sysfs_path_with_or_without_its_prefix() {
     assert_eq!(
         ops(&s),
         [
-            Op::Set { path: "enabled".into(), value: "madvise".into() },
-            Op::Set { path: "defrag".into(), value: "defer+madvise".into() },
-            Op::Set { path: "khugepaged/max_ptes_none".into(), value: "0".into() },
+            Op::Set { setting: Setting::from_sysfs("enabled", "madvise").unwrap() },
+            Op::Set { setting: Setting::from_sysfs("defrag", "defer+madvise").unwrap() },
+            Op::Set { setting: Setting::from_sysfs("khugepaged/max_ptes_none", "0").unwrap() },
         ]
     );
 }
@@ -612,4 +612,34 @@ fn mremap_may_keep_the_name_it_moves() {
     let s = parse("p1: A = mmap 2M\np1: A = mremap A 4M\nexpect p1 A Rss 0");
     let Some(StepKind::Expect { regions, .. }) = s.steps.last().map(|st| &st.kind) else { panic!() };
     assert_eq!(names(regions), [format!("p1:A@{:#x}+4M", MMAP_BASE + 4 * M)]);
+}
+
+#[test]
+fn policy_and_inject_statements_set_up_the_scenario() {
+    use thpsim_mm::config::{Deposit, PmdCow};
+    use thpsim_mm::fault_inject::{FailAttr, FailPoint};
+    use thpsim_mm::Policy;
+    let s = parse(
+        "machine ram=1G\npolicy deposit = eager\n# comment\npolicy pmd_cow = off\ninject pgtable nth=3\n\
+         inject folio probability=10 interval=2 times=5 seed=7\np1: A = mmap 2M\n",
+    );
+    let policies: Vec<(u32, Policy)> = s.policies.iter().map(|p| (p.line, p.policy)).collect();
+    assert_eq!(policies, [(2, Policy::Deposit(Deposit::Eager)), (4, Policy::PmdCow(PmdCow::Off))]);
+    assert_eq!(s.injections.len(), 2);
+    assert_eq!((s.injections[0].line, s.injections[0].point), (5, FailPoint::PageTable));
+    assert_eq!(s.injections[0].attr(), FailAttr::nth(3));
+    assert_eq!(s.injections[1].point, FailPoint::Folio);
+    assert_eq!(s.injections[1].attr(), FailAttr { probability: 10, interval: 2, times: Some(5), seed: 7 });
+    assert_eq!(
+        parse("inject folio\n").injections[0].attr(),
+        FailAttr { probability: 100, interval: 1, times: None, seed: 0 }
+    );
+    // The statements are not steps.
+    assert_eq!(s.steps.len(), 2);
+
+    let mut s = parse("policy deposit = eager\n");
+    s.override_policy(Policy::PmdCow(PmdCow::Off));
+    s.override_policy(Policy::Deposit(Deposit::Eager));
+    let lines: Vec<(u32, &str)> = s.policies.iter().map(|p| (p.line, p.policy.name())).collect();
+    assert_eq!(lines, [(0, "pmd_cow"), (0, "deposit")]);
 }

@@ -35,6 +35,7 @@
 mod executor;
 mod khugepaged;
 mod lock;
+mod model_only;
 mod observe;
 mod ops;
 mod pagemap_scan;
@@ -55,6 +56,7 @@ use thpsim_workload::{Op, PinRef, ProcId};
 
 use crate::{Backend, BackendError, Observation, OpResult, RegionRef, MTHP_SIZES_KB, MTHP_STATS};
 use executor::Worker;
+pub use model_only::{check_policy, refuse_model_only, ModelOnly};
 use procfs::Kpages;
 use protocol::Cmd;
 use sysfs::SettingsGuard;
@@ -321,7 +323,7 @@ impl LinuxBackend {
             let restored = match before {
                 0 => sys::set_thp_disable(false, 0),
                 1 => sys::set_thp_disable(true, 0),
-                _ => sys::set_thp_disable(true, sys::PR_THP_DISABLE_EXCEPT_ADVISED),
+                _ => sys::set_thp_disable(true, thpsim_uapi::mman::PR_THP_DISABLE_EXCEPT_ADVISED as libc::c_ulong),
             };
             if let Err(err) = restored {
                 self.warnings.push(format!("could not restore the controller's PR_SET_THP_DISABLE ({before}): {err}"));

@@ -4,11 +4,11 @@
 use std::io;
 
 use thpsim_mm::Errno;
-use thpsim_workload::{Access, Fill, Op, ProcId, Prot, ThpDisable};
+use thpsim_workload::{Access, Fill, Op, ProcId, Prot, Setting};
 
 use super::executor::Worker;
 use super::protocol::{self, Cmd, MAX_RUNS_PER_MSG};
-use super::{io_error, khugepaged, procfs, sys, sysfs, LinuxBackend, Proc, NONZERO_FILL, PAGE_SIZE};
+use super::{io_error, khugepaged, procfs, sysfs, LinuxBackend, Proc, NONZERO_FILL, PAGE_SIZE};
 use crate::{BackendError, OpResult};
 
 impl LinuxBackend {
@@ -24,7 +24,7 @@ impl LinuxBackend {
 
     pub(super) fn apply_op(&mut self, op: &Op) -> Result<OpResult, BackendError> {
         match *op {
-            Op::Set { ref path, ref value } => self.set(path, value),
+            Op::Set { setting } => self.set(setting),
             Op::Spawn { proc } => self.spawn(proc),
             Op::Fork { parent, child } => self.fork(op, parent, child),
             Op::Exit { proc } => {
@@ -67,11 +67,7 @@ impl LinuxBackend {
                 self.touch(op, proc, &addrs, access, fill)
             }
             Op::Prctl { proc, disable } => {
-                let (arg2, arg3) = match disable {
-                    ThpDisable::Off => (0, 0),
-                    ThpDisable::All => (1, 0),
-                    ThpDisable::ExceptAdvised => (1, sys::PR_THP_DISABLE_EXCEPT_ADVISED),
-                };
+                let (arg2, arg3) = disable.prctl_args();
                 Ok(self.call(op, proc, Cmd::Prctl, [arg2, arg3, 0, 0, 0, 0, 0])?.0)
             }
             // io_uring pins with FOLL_LONGTERM either way. For anonymous
@@ -102,32 +98,31 @@ impl LinuxBackend {
         }
     }
 
-    fn set(&mut self, path: &str, value: &str) -> Result<OpResult, BackendError> {
-        if !sysfs::is_safe_knob_path(path) {
+    fn set(&mut self, setting: Setting) -> Result<OpResult, BackendError> {
+        // A hand-built setting may hold a value the kernel refuses; answer
+        // as the kernel's store would, without writing.
+        if !setting.in_range() {
             return Ok(Err(Errno::Inval));
         }
-        let number = value.trim().parse::<u32>().ok();
-        match path {
+        match setting {
             // Held back: writing either would wake khugepaged. The scenario's
             // khugepaged steps use its pages_to_scan.
-            "khugepaged/scan_sleep_millisecs" => Ok(if number.is_some() { Ok(()) } else { Err(Errno::Inval) }),
-            "khugepaged/pages_to_scan" => match number {
-                Some(n) if n > 0 => {
-                    self.scenario_pages_to_scan = Some(n.to_string());
-                    Ok(Ok(()))
-                }
-                _ => Ok(Err(Errno::Inval)),
-            },
+            Setting::KhugepagedScanSleepMillisecs(_) => Ok(Ok(())),
+            Setting::KhugepagedPagesToScan(n) => {
+                self.scenario_pages_to_scan = Some(n.to_string());
+                Ok(Ok(()))
+            }
             _ => {
+                let path = setting.knob().path();
                 let Some(settings) = self.settings.as_mut() else {
                     return Err(BackendError::Executor("the THP settings are no longer saved".into()));
                 };
-                // Only knobs: a counter or stat file (read-only) would fail
-                // the write, and then fail again at restore.
-                if !sysfs::is_writable_knob(path) || settings.track(path).is_err() {
+                // A knob this host lacks (a per-size directory of another
+                // page size) is refused as the shell would refuse the write.
+                if !sysfs::is_writable_knob(&path) || settings.track(&path).is_err() {
                     return Ok(Err(Errno::Inval));
                 }
-                Ok(match sysfs::write_knob(path, value) {
+                Ok(match sysfs::write_knob(&path, &setting.value()) {
                     Ok(()) => Ok(()),
                     Err(_) => Err(Errno::Inval),
                 })
@@ -251,9 +246,9 @@ fn errno_result(op: &Op, status: i64) -> Result<OpResult, BackendError> {
     }
 }
 
-/// `Prot` as the request's bit word (read 1, write 2, exec 4).
+/// `Prot` as the request's word: the kernel's `PROT_*` bits.
 fn prot_word(prot: Prot) -> u64 {
-    u64::from(prot.read) | u64::from(prot.write) << 1 | u64::from(prot.exec) << 2
+    u64::from(prot.bits())
 }
 
 /// Faults in every file mapping of a new worker (read-only, so no anonymous

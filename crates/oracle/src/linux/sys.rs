@@ -9,12 +9,8 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-/// `PR_SET_THP_DISABLE` arg3 flag of Linux 6.18 (include/uapi/linux/prctl.h):
-/// keep THP where MADV_HUGEPAGE (or MADV_COLLAPSE) asks for it.
-pub(crate) const PR_THP_DISABLE_EXCEPT_ADVISED: libc::c_ulong = 1 << 1;
-
 /// `MADV_POPULATE_READ` (Linux 5.14).
-pub(crate) const MADV_POPULATE_READ: libc::c_int = 22;
+pub(crate) const MADV_POPULATE_READ: libc::c_int = thpsim_uapi::Advice::PopulateRead.code();
 
 /// Turns a `-1`-on-error return into an `io::Result`.
 pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {

@@ -5,14 +5,10 @@
 //! selftests' `thp_settings` helpers do. Also the per-size
 //! `hugepages-<size>kB/stats/` counters.
 //!
-//! Order of the write-back: `enabled`, `defrag`, `shmem_enabled`,
-//! `use_zero_page`, `shrink_underused`, `khugepaged/{defrag,
-//! alloc_sleep_millisecs, max_ptes_none, max_ptes_swap, max_ptes_shared,
-//! pages_to_scan, scan_sleep_millisecs}`, every `hugepages-<size>kB/enabled`
-//! and `shmem_enabled` by ascending size, then any other knob a scenario
-//! wrote, in the order it first wrote it. This is the selftests' order except
-//! that `scan_sleep_millisecs` comes last among khugepaged's knobs: writing
-//! it wakes khugepaged at once, which should then see the final values.
+//! Order of the write-back: `thpsim_uapi::knob::RESTORE_ORDER`, then
+//! `PER_SIZE_RESTORE_ORDER` in every `hugepages-<size>kB` directory by
+//! ascending size, then any other knob a scenario wrote, in the order it
+//! first wrote it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use super::signals::{self, SignalGuard};
 
-/// Where the THP knobs live.
-pub const THP_ROOT: &str = "/sys/kernel/mm/transparent_hugepage";
+pub use thpsim_uapi::knob::THP_ROOT;
+use thpsim_uapi::knob::{parse_sysfs_print, PER_SIZE_RESTORE_ORDER, RESTORE_ORDER};
 
 /// The absolute path of a knob given relative to `THP_ROOT`.
 pub(crate) fn knob_path(rel: &str) -> PathBuf {
@@ -47,13 +43,7 @@ pub(crate) fn is_writable_knob(rel: &str) -> bool {
 /// A knob's current value as written back: the bracketed choice of an
 /// enum knob (`always [madvise] never` gives `madvise`), else the trimmed text.
 pub(crate) fn parse_knob(text: &str) -> String {
-    let text = text.trim();
-    if let (Some(open), Some(close)) = (text.find('['), text.find(']')) {
-        if open < close {
-            return text[open + 1..close].to_string();
-        }
-    }
-    text.to_string()
+    parse_sysfs_print(text).to_string()
 }
 
 /// Reads a knob (relative to `THP_ROOT`).
@@ -85,26 +75,13 @@ fn per_size_dirs() -> io::Result<Vec<(u64, String)>> {
 /// Every THP knob present on this host, in write-back order.
 pub(crate) fn knob_list() -> io::Result<Vec<String>> {
     let mut list: Vec<String> = Vec::new();
-    for rel in [
-        "enabled",
-        "defrag",
-        "shmem_enabled",
-        "use_zero_page",
-        "shrink_underused",
-        "khugepaged/defrag",
-        "khugepaged/alloc_sleep_millisecs",
-        "khugepaged/max_ptes_none",
-        "khugepaged/max_ptes_swap",
-        "khugepaged/max_ptes_shared",
-        "khugepaged/pages_to_scan",
-        "khugepaged/scan_sleep_millisecs",
-    ] {
+    for &rel in RESTORE_ORDER {
         if knob_path(rel).exists() {
             list.push(rel.to_string());
         }
     }
     let dirs = per_size_dirs()?;
-    for file in ["enabled", "shmem_enabled"] {
+    for file in PER_SIZE_RESTORE_ORDER {
         for (_, dir) in &dirs {
             let rel = format!("{dir}/{file}");
             if knob_path(&rel).exists() {

@@ -197,18 +197,20 @@ fn fork_worker(child_channel: Option<OwnedFd>) -> Forked {
     }
 }
 
+/// The request's `PROT_*` word (thpsim_uapi's numbers) as the host's.
 fn prot_bits(bits: u64) -> libc::c_int {
-    let mut prot = libc::PROT_NONE;
-    if bits & 1 != 0 {
-        prot |= libc::PROT_READ;
+    let prot = thpsim_uapi::Prot::from_bits(bits as u32);
+    let mut host = libc::PROT_NONE;
+    if prot.read {
+        host |= libc::PROT_READ;
     }
-    if bits & 2 != 0 {
-        prot |= libc::PROT_WRITE;
+    if prot.write {
+        host |= libc::PROT_WRITE;
     }
-    if bits & 4 != 0 {
-        prot |= libc::PROT_EXEC;
+    if prot.exec {
+        host |= libc::PROT_EXEC;
     }
-    prot
+    host
 }
 
 /// Performs one request other than fork and exit.

@@ -3,12 +3,12 @@
 use std::collections::BTreeSet;
 
 use crate::expect::{
-    Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField, ERRNOS, MTHP_SIZES_KB, MTHP_STATS,
-    VMSTAT_COUNTERS,
+    Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
 use crate::plan::PAGE_SIZE;
 use crate::scenario::StepKind;
 use crate::ProcId;
+use thpsim_uapi::Errno;
 
 use super::lex::{found, Cursor, Fail, Kind, Tok};
 use super::process::RangeArg;
@@ -76,15 +76,15 @@ impl Parser {
             "errno" => {
                 let name = c.word("an errno such as ENOMEM or EINVAL")?;
                 c.end()?;
-                let errno = ERRNOS.iter().copied().find(|e| e.to_string() == name.text).ok_or_else(|| {
-                    let names: Vec<String> = ERRNOS.iter().map(|e| e.to_string()).collect();
+                let errno = Errno::from_name(name.text).ok_or_else(|| {
+                    let names: Vec<&str> = Errno::ALL.iter().map(|e| e.name()).collect();
                     Fail::at(
                         &name,
                         format!(
                             "expected an errno ({}), found {}{}",
                             names.join(", "),
                             found(Some(&name)),
-                            suggest(name.text, names.iter().map(String::as_str))
+                            suggest(name.text, names.iter().copied())
                         ),
                     )
                 })?;

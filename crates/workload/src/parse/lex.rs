@@ -54,7 +54,7 @@ impl Fail {
 /// How a token reads in "found ..." messages.
 pub(super) fn found(tok: Option<&Tok>) -> String {
     match tok {
-        Some(tok) => format!("\"{}\"", tok.text),
+        Some(tok) => crate::scenario::quote_word(tok.text),
         None => "end of line".to_string(),
     }
 }

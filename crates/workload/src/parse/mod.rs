@@ -9,13 +9,15 @@
 mod expect;
 mod lex;
 mod process;
+mod setup;
 mod words;
 
 use std::collections::BTreeSet;
 
 use crate::plan::{Planner, ProcStatus};
 use crate::scenario::{
-    Machine, ParseError, Scenario, Step, StepKind, MAX_KHUGEPAGED_SCANS, MAX_OBSERVED_REGIONS, MAX_STEPS,
+    Injection, Machine, ParseError, PolicyLine, Scenario, Step, StepKind, MAX_KHUGEPAGED_SCANS, MAX_OBSERVED_REGIONS,
+    MAX_STEPS,
 };
 use crate::{CmpOp, Op, ProcId};
 
@@ -31,6 +33,11 @@ struct Parser {
     started: bool,
     /// An operation step has been emitted (for `expect ok`).
     any_op: bool,
+    /// The line of the first operation, after which `policy` and `inject`
+    /// are refused.
+    first_op_line: Option<u32>,
+    policies: Vec<PolicyLine>,
+    injections: Vec<Injection>,
     /// Region entries carried by observe and expect steps so far.
     observed: usize,
     line: u32,
@@ -44,6 +51,9 @@ pub(crate) fn parse(file_label: &str, text: &str) -> Result<Scenario, ParseError
         machine: None,
         started: false,
         any_op: false,
+        first_op_line: None,
+        policies: Vec::new(),
+        injections: Vec::new(),
         observed: 0,
         line: 0,
         source: String::new(),
@@ -63,7 +73,7 @@ pub(crate) fn parse(file_label: &str, text: &str) -> Result<Scenario, ParseError
             file: file_label.to_string(),
             line: parser.line,
             column: fail.col,
-            message: fail.msg,
+            message: crate::scenario::bound_message(&fail.msg),
             source_line: raw.to_string(),
         })?;
     }
@@ -72,6 +82,8 @@ pub(crate) fn parse(file_label: &str, text: &str) -> Result<Scenario, ParseError
     Ok(Scenario {
         name,
         machine: parser.machine.unwrap_or_default(),
+        policies: parser.policies,
+        injections: parser.injections,
         procs: parser.planner.proc_names(),
         final_regions: parser.planner.regions(),
         steps: parser.steps,
@@ -94,7 +106,10 @@ impl Parser {
                 });
             }
         }
-        self.any_op |= matches!(kind, StepKind::Op(_));
+        if matches!(kind, StepKind::Op(_)) {
+            self.any_op = true;
+            self.first_op_line.get_or_insert(self.line);
+        }
         self.steps.push(Step { line: self.line, source: self.source.clone(), kind });
         Ok(())
     }
@@ -105,7 +120,7 @@ impl Parser {
 
     fn statement(&mut self, c: &mut Cursor) -> Result<(), Fail> {
         let first = c.word(
-            "a statement: machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: <operation>` or `<child> = fork <parent>`",
+            "a statement: machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: <operation>` or `<child> = fork <parent>`",
         )?;
         let is_keyword = STATEMENTS.contains(&first.text);
         let was_started = std::mem::replace(&mut self.started, true);
@@ -124,6 +139,8 @@ impl Parser {
             "machine" if was_started => Err(Fail::at(&first, "machine must be the first statement of a scenario")),
             "machine" => self.machine(c),
             "set" => self.set(c, &first),
+            "policy" => self.policy(c, &first),
+            "inject" => self.inject(c, &first),
             "khugepaged" => {
                 let full_scans = match c.next() {
                     None => 1,
@@ -164,7 +181,7 @@ impl Parser {
                 Err(Fail::at(
                     &first,
                     format!(
-                        "expected a statement (machine, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or `<child> = fork <parent>`), found {}{hint}{op_hint}",
+                        "expected a statement (machine, policy, inject, set, khugepaged, shrink, observe, expect, unpin, exit, `<process>: ...` or `<child> = fork <parent>`), found {}{hint}{op_hint}",
                         found(Some(&first))
                     ),
                 ))
@@ -203,8 +220,8 @@ impl Parser {
         c.eq("= and a value")?;
         let value = c.word("a value")?;
         c.end()?;
-        let rel = check_knob(&path, &value)?;
-        self.op(Op::Set { path: rel.to_string(), value: value.text.to_string() }, first.col)
+        let setting = check_knob(&path, &value)?;
+        self.op(Op::Set { setting }, first.col)
     }
 
     /// A process that exists and has not exited.

@@ -7,8 +7,8 @@ use crate::{Access, CmpOp, Fill, Op, ProcId, Prot, ThpDisable, TouchPattern};
 
 use super::lex::{found, Cursor, Fail, Kind, Tok};
 use super::words::{
-    aligned_size, check_name, is_identifier, number, parse_advice, parse_prot, size, suggest, EXPECT_WORDS, OPERATIONS,
-    STATEMENTS,
+    aligned_size, check_name, is_identifier, number, or_list, parse_advice, parse_prot, size, suggest, EXPECT_WORDS,
+    OPERATIONS, STATEMENTS,
 };
 use super::Parser;
 
@@ -84,21 +84,17 @@ impl Parser {
                     return Err(Fail::at(&what, format!("expected thp_disable, found {}", found(Some(&what)))));
                 }
                 let mode = c.word("all, except_advised or off")?;
-                let disable = match mode.text {
-                    "all" => ThpDisable::All,
-                    "except_advised" => ThpDisable::ExceptAdvised,
-                    "off" => ThpDisable::Off,
-                    _ => {
-                        return Err(Fail::at(
-                            &mode,
-                            format!(
-                                "expected all, except_advised or off, found {}{}",
-                                found(Some(&mode)),
-                                suggest(mode.text, ["all", "except_advised", "off"])
-                            ),
-                        ))
-                    }
-                };
+                let disable = ThpDisable::from_name(mode.text).ok_or_else(|| {
+                    Fail::at(
+                        &mode,
+                        format!(
+                            "expected {}, found {}{}",
+                            or_list(ThpDisable::NAMES),
+                            found(Some(&mode)),
+                            suggest(mode.text, ThpDisable::NAMES.iter().copied())
+                        ),
+                    )
+                })?;
                 c.end()?;
                 self.op(Op::Prctl { proc, disable }, verb.col)
             }

@@ -2,15 +2,15 @@
 //! advices and THP settings, each read with an error that says what was
 //! expected.
 
-use crate::expect::MTHP_SIZES_KB;
 use crate::plan::{MAX_SIZE, PAGE_SIZE};
 use crate::{Advice, Prot};
+use thpsim_uapi::knob::{Knob, KnobError, Setting};
 
 use super::lex::{found, Fail, Kind, Tok};
 
 /// Statement keywords; none of them may name a process.
 pub(super) const STATEMENTS: &[&str] =
-    &["machine", "set", "khugepaged", "shrink", "observe", "expect", "unpin", "exit"];
+    &["machine", "policy", "inject", "set", "khugepaged", "shrink", "observe", "expect", "unpin", "exit"];
 /// Operations after `p1:`.
 pub(super) const OPERATIONS: &[&str] =
     &["mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "prctl", "pin", "unpin", "exit"];
@@ -157,114 +157,48 @@ pub(super) fn parse_prot(tok: &Tok) -> Result<Prot, Fail> {
     Ok(prot)
 }
 
-pub(super) const ADVICES: &[(&str, Advice)] = &[
-    ("normal", Advice::Normal),
-    ("dontneed", Advice::DontNeed),
-    ("free", Advice::Free),
-    ("hugepage", Advice::HugePage),
-    ("nohugepage", Advice::NoHugePage),
-    ("collapse", Advice::Collapse),
-    ("cold", Advice::Cold),
-    ("pageout", Advice::PageOut),
-    ("populate_read", Advice::PopulateRead),
-    ("populate_write", Advice::PopulateWrite),
-    ("dontfork", Advice::DontFork),
-    ("dofork", Advice::DoFork),
-];
+/// `a, b or c`.
+pub(super) fn or_list(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
 
 pub(super) fn parse_advice(tok: &Tok) -> Result<Advice, Fail> {
     // Accept the kernel's own spelling too: MADV_HUGEPAGE.
-    let name = tok.text.strip_prefix("MADV_").map(str::to_ascii_lowercase);
-    let name = name.as_deref().unwrap_or(tok.text);
-    ADVICES.iter().find(|(n, _)| *n == name).map(|&(_, a)| a).ok_or_else(|| {
-        let list: Vec<&str> = ADVICES.iter().map(|(n, _)| *n).collect();
+    Advice::from_word(tok.text).ok_or_else(|| {
+        let name = tok.text.strip_prefix("MADV_").map(str::to_ascii_lowercase);
+        let name = name.as_deref().unwrap_or(tok.text);
         Fail::at(
             tok,
             format!(
                 "expected an advice ({}), found {}{}",
-                list.join(", "),
+                Advice::NAMES.join(", "),
                 found(Some(tok)),
-                suggest(name, list.iter().copied())
+                suggest(name, Advice::NAMES.iter().copied())
             ),
         )
     })
 }
 
-/// The sysfs files under /sys/kernel/mm/transparent_hugepage a `set` may
-/// write, with the values each accepts.
-pub(super) enum KnobValues {
-    OneOf(&'static [&'static str]),
-    Range(u64, u64),
-}
-
-pub(super) const KNOBS: &[(&str, KnobValues)] = &[
-    ("enabled", KnobValues::OneOf(&["always", "madvise", "never"])),
-    ("defrag", KnobValues::OneOf(&["always", "defer", "defer+madvise", "madvise", "never"])),
-    ("use_zero_page", KnobValues::OneOf(&["0", "1"])),
-    ("shrink_underused", KnobValues::OneOf(&["0", "1"])),
-    ("khugepaged/defrag", KnobValues::OneOf(&["0", "1"])),
-    ("khugepaged/max_ptes_none", KnobValues::Range(0, 511)),
-    ("khugepaged/max_ptes_swap", KnobValues::Range(0, 511)),
-    ("khugepaged/max_ptes_shared", KnobValues::Range(0, 511)),
-    ("khugepaged/pages_to_scan", KnobValues::Range(1, u32::MAX as u64)),
-    ("khugepaged/scan_sleep_millisecs", KnobValues::Range(0, u32::MAX as u64)),
-    ("khugepaged/alloc_sleep_millisecs", KnobValues::Range(0, u32::MAX as u64)),
-];
-pub(super) const MTHP_ENABLED: KnobValues = KnobValues::OneOf(&["always", "inherit", "madvise", "never"]);
-
-/// Checks a `set`; returns the path relative to transparent_hugepage/.
-pub(super) fn check_knob<'t>(path: &Tok<'t>, value: &Tok) -> Result<&'t str, Fail> {
-    let rel = path
-        .text
-        .strip_prefix("/sys/kernel/mm/transparent_hugepage/")
-        .or_else(|| path.text.strip_prefix("transparent_hugepage/"))
-        .unwrap_or(path.text);
-    let mthp_size = rel
-        .strip_prefix("hugepages-")
-        .and_then(|r| r.split_once("kB/"))
-        .map(|(size, file)| (size.parse::<u64>().ok(), file));
-    let values = match (KNOBS.iter().find(|(name, _)| *name == rel), mthp_size) {
-        (Some((_, values)), _) => values,
-        (None, Some((Some(kb), "enabled"))) if MTHP_SIZES_KB.contains(&kb) => &MTHP_ENABLED,
-        (None, Some((_, "enabled"))) => {
-            let sizes: Vec<String> = MTHP_SIZES_KB.iter().map(|kb| format!("{kb}kB")).collect();
-            return Err(Fail::at(
-                path,
-                format!("there is no {rel}: per-size directories are hugepages-<size> for {}", sizes.join(", ")),
-            ));
-        }
-        _ if rel.ends_with("shmem_enabled") || rel.starts_with("shmem") => {
-            return Err(Fail::at(path, format!("{rel} is not modelled: thpsim models anonymous memory only")));
-        }
-        _ if rel == "hpage_pmd_size"
-            || rel.contains("/stats/")
-            || rel == "khugepaged/pages_collapsed"
-            || rel == "khugepaged/full_scans" =>
-        {
-            return Err(Fail::at(path, format!("{rel} is read-only")));
-        }
-        _ => {
-            let names = KNOBS.iter().map(|(n, _)| *n).chain(["hugepages-64kB/enabled"]);
-            return Err(Fail::at(
+/// Checks a `set`: the knob and the value the kernel would accept for it.
+pub(super) fn check_knob(path: &Tok, value: &Tok) -> Result<Setting, Fail> {
+    let knob = Knob::from_path(path.text).map_err(|err| match err {
+        KnobError::Unknown { path: rel } => {
+            let names = Knob::all().into_iter().map(|k| k.path()).collect::<Vec<_>>();
+            Fail::at(
                 path,
                 format!(
                     "expected a THP setting such as enabled, defrag, khugepaged/max_ptes_none or hugepages-64kB/enabled, found {}{}",
                     found(Some(path)),
-                    suggest(rel, names)
+                    suggest(&rel, names.iter().map(String::as_str))
                 ),
-            ));
+            )
         }
-    };
-    let ok = match values {
-        KnobValues::OneOf(list) => list.contains(&value.text),
-        KnobValues::Range(lo, hi) => value.text.parse::<u64>().is_ok_and(|v| (*lo..=*hi).contains(&v)),
-    };
-    if !ok {
-        let want = match values {
-            KnobValues::OneOf(list) => list.join(", "),
-            KnobValues::Range(lo, hi) => format!("a number from {lo} to {hi}"),
-        };
-        return Err(Fail::at(value, format!("{rel} takes {want}, found {}", found(Some(value)))));
-    }
-    Ok(rel)
+        other => Fail::at(path, other.to_string()),
+    })?;
+    knob.parse(value.text)
+        .map_err(|_| Fail::at(value, format!("{knob} takes {}, found {}", knob.values(), found(Some(value)))))
 }
