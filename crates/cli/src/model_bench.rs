@@ -75,14 +75,7 @@ pub fn model_benchmarks() -> Vec<BenchResult> {
     let c = w.fork(p).expect("fork");
     out.push(result("model.fork_10gib_thp", t.elapsed().as_secs_f64() * 1e3, "ms"));
     let t = Instant::now();
-    w.touch_pages(
-        c,
-        BASE,
-        &(0..10 * GIB / PMD_SIZE).map(|i| i * 512).collect::<Vec<_>>(),
-        Access::Write,
-        Fill::NonZero,
-    )
-    .expect("cow");
+    w.touch_pages(c, BASE, (0..10 * GIB / PMD_SIZE).map(|i| i * 512), Access::Write, Fill::NonZero).expect("cow");
     out.push(result(
         "model.cow_fault_on_shared_pmd_per_sec",
         (10 * GIB / PMD_SIZE) as f64 / t.elapsed().as_secs_f64(),
