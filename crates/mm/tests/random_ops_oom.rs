@@ -39,27 +39,6 @@ const WINDOWS: [u64; 3] = [0x2000_0000_0000, 0x2000_0000_0000 + G, 0x2000_0000_0
 const SLOTS: u64 = 8;
 const SLOT: u64 = 8 * M;
 
-/// FIXME: the model panics when mremap() cannot allocate a page table
-/// (oom_repros.rs, `mremap_repro_failed_table_allocation_panics_instead_of_enomem`).
-/// Until it answers ENOMEM, mremap() runs only while no point is armed and
-/// free memory is well above the min watermark; set this to true with the fix.
-const MREMAP_SURVIVES_FAILED_TABLE_ALLOC: bool = false;
-
-/// FIXME: when a PMD fault cannot allocate the PTE table to deposit, the
-/// model frees the new THP and drives the order-9 `nr_anon` gauge to -1
-/// (oom_repros.rs, `thp_fault_repro_failed_deposit_drives_nr_anon_negative`).
-/// Until that is fixed, a case that arms `FailPoint::PageTable` runs with
-/// `enabled` at `never` (mTHP sizes still fault); set this to true with the fix.
-const THP_FAULT_SURVIVES_FAILED_DEPOSIT: bool = false;
-
-/// FIXME: a THP mapped by three processes of one fork tree, one of which
-/// exits, breaks the model's `CONFIG_MM_ID` slot invariant when another
-/// splits its mapping (oom_repros.rs,
-/// `mm_id_repro_slot_taken_over_after_parent_exit_breaks_invariant`). Until
-/// that is decided, a fork tree keeps at most two live processes; set this to
-/// true with the fix.
-const MM_ID_SLOT_TAKEOVER_FIXED: bool = false;
-
 /// RAM sizes a case picks from: the tiny ones of this test and the larger
 /// ones of `random_ops.rs`.
 const RAM_SIZES: [u64; 7] = [2 * M, 4 * M, 8 * M, 16 * M, 64 * M, 128 * M, 256 * M];
@@ -345,10 +324,6 @@ struct CaseReport {
     /// Of those, the ones where nothing was injected during the call: the
     /// machine really ran short.
     enomem_short: u64,
-    /// mremap() calls left out (`MREMAP_SURVIVES_FAILED_TABLE_ALLOC`).
-    skipped_mremaps: u64,
-    /// fork() calls left out (`MM_ID_SLOT_TAKEOVER_FIXED`).
-    skipped_forks: u64,
 }
 
 /// A machine, its live processes and pins, driven by `Op`s.
@@ -356,10 +331,6 @@ struct Harness {
     w: World,
     procs: Vec<Pid>,
     pins: Vec<PinId>,
-    /// The first process of each one's fork tree.
-    tree: BTreeMap<Pid, Pid>,
-    /// `enabled` stays `never` (`THP_FAULT_SURVIVES_FAILED_DEPOSIT`).
-    no_pmd_thp: bool,
     report: CaseReport,
 }
 
@@ -372,23 +343,7 @@ impl Harness {
         for &(point, arm) in &case.armed {
             w.inject(point, arm.attr());
         }
-        let arms_page_table = case.armed.iter().map(|a| a.0).chain(case.ops.iter().filter_map(|op| match op {
-            Op::Inject(point, _) => Some(*point),
-            _ => None,
-        }));
-        let no_pmd_thp =
-            !THP_FAULT_SURVIVES_FAILED_DEPOSIT && arms_page_table.into_iter().any(|p| p == FailPoint::PageTable);
-        if no_pmd_thp {
-            w.set_knob("enabled", "never").expect("a valid knob");
-        }
-        let mut h = Harness {
-            w,
-            procs: Vec::new(),
-            pins: Vec::new(),
-            tree: BTreeMap::new(),
-            no_pmd_thp,
-            report: CaseReport::default(),
-        };
+        let mut h = Harness { w, procs: Vec::new(), pins: Vec::new(), report: CaseReport::default() };
         h.report.armed = !case.armed.is_empty();
         // The first process may itself fail to start on a tiny machine.
         h.apply(&Op::Spawn);
@@ -406,16 +361,10 @@ impl Harness {
         let result: Result<(), Errno> = match *op {
             Op::Spawn => self.w.spawn().map(|p| {
                 self.procs.push(p);
-                self.tree.insert(p, p);
             }),
             Op::Fork(i) => match self.pick(i) {
-                Some(p) if !MM_ID_SLOT_TAKEOVER_FIXED && self.tree_size(p) >= 2 => {
-                    self.report.skipped_forks += 1;
-                    Ok(())
-                }
                 Some(p) => self.w.fork(p).map(|c| {
                     self.procs.push(c);
-                    self.tree.insert(c, self.tree[&p]);
                 }),
                 None => Ok(()),
             },
@@ -432,10 +381,6 @@ impl Harness {
             Op::Mmap(i, at, len) => self.with_proc(i, |w, p| w.mmap(p, Some(at.vaddr()), len, Prot::READ_WRITE)),
             Op::Munmap(i, at, len) => self.with_proc(i, |w, p| w.munmap(p, at.vaddr(w, p), len)),
             Op::Mprotect(i, at, len, prot) => self.with_proc(i, |w, p| w.mprotect(p, at.vaddr(w, p), len, prot)),
-            Op::Mremap(..) if !MREMAP_SURVIVES_FAILED_TABLE_ALLOC && self.mremap_may_fail_a_table_alloc() => {
-                self.report.skipped_mremaps += 1;
-                Ok(())
-            }
             Op::Mremap(i, at, len, new_len, dest) => self.with_proc(i, |w, p| {
                 let (may_move, to) = match dest {
                     Dest::InPlace => (false, None),
@@ -473,7 +418,6 @@ impl Harness {
                 self.w.drop_caches();
                 Ok(())
             }
-            Op::Knob(k) if self.no_pmd_thp && KNOBS[k].0 == "enabled" => Ok(()),
             Op::Knob(k) => self.w.set_knob(KNOBS[k].0, KNOBS[k].1),
             Op::Inject(point, arm) => {
                 self.w.inject(point, arm.attr());
@@ -493,19 +437,6 @@ impl Harness {
                 }
             }
         }
-    }
-
-    /// Live processes in `p`'s fork tree.
-    fn tree_size(&self, p: Pid) -> usize {
-        self.procs.iter().filter(|q| self.tree[q] == self.tree[&p]).count()
-    }
-
-    /// Whether a page-table allocation in mremap() could fail: a point is
-    /// armed, or free memory is within 64 pages of the min watermark (a move
-    /// of up to 6 MiB allocates at most a PUD, a PMD and 4 PTE tables).
-    fn mremap_may_fail_a_table_alloc(&self) -> bool {
-        let buddy = self.w.buddy();
-        self.w.fault_injection().is_armed() || buddy.nr_free_pages() < buddy.watermarks().min + 64
     }
 
     fn nr_injected(&self) -> u64 {

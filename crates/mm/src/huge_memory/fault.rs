@@ -59,10 +59,15 @@ impl World {
     }
 
     /// Frees a folio that was allocated but never mapped (`folio_put()` of a
-    /// fresh folio).
+    /// fresh folio). It is not anonymous yet (`folio_test_anon()` turns true
+    /// in `folio_add_new_anon_rmap()`), so no anon counter moves.
     pub(crate) fn free_unmapped_folio(&mut self, folio: FolioId) {
-        self.folios[folio].refcount = 1;
-        self.folio_put_refs(folio, 1);
+        let f = self.folios.remove(folio);
+        assert!(
+            f.large_mapcount == 0 && f.refcount == 0 && !f.deferred.queued,
+            "free_unmapped_folio of a folio in use: {f:?}"
+        );
+        self.buddy.free(f.pfn, f.order);
     }
 
     /// `map_anon_folio_pmd()`: maps a fresh, zeroed PMD-order folio and

@@ -1,7 +1,5 @@
-//! Reproducers of model bugs that `random_ops_oom.rs` found on the
-//! out-of-memory paths. Each test asserts what Linux 6.18 does and fails
-//! until the model is fixed; none is ignored. When one passes, remove the
-//! matching workaround in `random_ops_oom.rs` (named in the test's doc).
+//! Regression tests for model bugs that `random_ops_oom.rs` found on the
+//! out-of-memory paths (all fixed). Each asserts what Linux 6.18 does.
 
 use thpsim_mm::*;
 
@@ -16,11 +14,9 @@ fn world() -> World {
 /// mremap() to a 1 GiB-aligned destination needs a new PMD table there; when
 /// that allocation fails, Linux's `move_page_tables()` returns the length it
 /// moved (0), `move_vma()` moves nothing back and mremap() fails with ENOMEM,
-/// leaving the old mapping as it was. The model panics instead
-/// (`mremap.rs`: "page-table allocation in mremap").
-/// Workaround in random_ops_oom.rs: `MREMAP_SURVIVES_FAILED_TABLE_ALLOC`.
+/// leaving the old mapping as it was. (The model once panicked here.)
 #[test]
-fn mremap_repro_failed_table_allocation_panics_instead_of_enomem() {
+fn mremap_answers_enomem_when_a_table_cannot_be_allocated() {
     let mut w = world();
     let p = w.spawn().unwrap();
     w.mmap(p, Some(A), 4096, Prot::READ_WRITE).unwrap();
@@ -34,12 +30,11 @@ fn mremap_repro_failed_table_allocation_panics_instead_of_enomem() {
 /// A PMD fault whose deposited PTE table cannot be allocated frees the new
 /// THP again (`__do_huge_pmd_anonymous_page()`: `folio_put()`, then
 /// VM_FAULT_OOM). The folio was never mapped, so it never became anon and
-/// `free_pages_prepare()` leaves `nr_anon` alone; the model's `free_folio()`
-/// decrements the order-9 `nr_anon` gauge anyway, to -1, and the invariant
-/// checker stops the touch. Allocations at the page-table point: the PGD
+/// `free_pages_prepare()` leaves `nr_anon` alone. (The model once drove the
+/// order-9 `nr_anon` gauge to -1 here.) Allocations at the page-table point: the PGD
 /// (spawn), then the PUD and PMD tables of the fault, then the deposit.
 #[test]
-fn thp_fault_repro_failed_deposit_drives_nr_anon_negative() {
+fn thp_fault_without_a_deposit_frees_the_unmapped_folio_without_moving_nr_anon() {
     let mut w = world();
     w.inject(FailPoint::PageTable, FailAttr::nth(4));
     let p = w.spawn().unwrap();
@@ -58,13 +53,11 @@ fn thp_fault_repro_failed_deposit_drives_nr_anon_negative() {
 /// freed slot, then removes its PMD mapping from that slot, which never
 /// counted it. Linux 6.18 allows exactly this (`folio_sub_return_large_mapcount()`:
 /// "valid corner cases where we might underflow a per-MM mapcount") and has
-/// set the folio's shared bit when the slot was taken over. The model's
-/// invariant checker demands exact per-slot counts and stops the munmap
-/// ("mm_id slot 0 counts 510 mappings, page tables show 511"): either the
-/// checker must accept an undercount in a slot taken while other mappings
-/// existed, or the model diverges from `folio_add_return_large_mapcount()`.
+/// set the folio's shared bit when the slot was taken over. The invariant
+/// checker accepts a slot that undercounts its mm (never one that
+/// overcounts), and demands exact counts only of a folio not marked shared.
 #[test]
-fn mm_id_repro_slot_taken_over_after_parent_exit_breaks_invariant() {
+fn mm_id_slot_taken_over_after_parent_exit_may_undercount() {
     let mut w = world();
     w.set_knob("enabled", "always").unwrap();
     let parent = w.spawn().unwrap();
