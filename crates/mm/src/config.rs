@@ -179,28 +179,9 @@ impl Config {
     }
 }
 
-/// Declares a proposal switch: an enum whose variants are spelled as the
-/// `policy` statement's values, the first being Linux 6.18's behaviour.
-macro_rules! policy_switch {
-    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $var:ident = $word:literal,)+ }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        pub enum $name { $($(#[$vmeta])* $var,)+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$var,)+];
-            pub const NAMES: &'static [&'static str] = &[$($word,)+];
-            pub const fn name(self) -> &'static str {
-                match self { $($name::$var => $word,)+ }
-            }
-            pub fn from_name(word: &str) -> Option<$name> {
-                match word { $($word => Some($name::$var),)+ _ => None }
-            }
-        }
-    };
-}
-
-policy_switch! {
+// A proposal switch is an enum whose variants are spelled as the `policy`
+// statement's values, the first being Linux 6.18's behaviour.
+thpsim_uapi::words! {
     /// Where the PTE table that a PMD split needs comes from. Linux 6.18
     /// deposits one at fault time (`pgtable_trans_huge_deposit()` in
     /// `__do_huge_pmd_anonymous_page()`); the lazy-allocation proposal (a
@@ -210,7 +191,7 @@ policy_switch! {
     }
 }
 
-policy_switch! {
+thpsim_uapi::words! {
     /// Whether a PMD-mapped THP can be swapped out as one PMD-sized swap
     /// entry. Linux 6.18 splits the PMD first (`Off`); the proposal adds a
     /// PMD swap entry.
@@ -219,7 +200,7 @@ policy_switch! {
     }
 }
 
-policy_switch! {
+thpsim_uapi::words! {
     /// PUD-sized (1 GiB) anonymous THP. Linux 6.18 has none for anonymous
     /// memory (`Off`).
     pub enum PudThp {
@@ -227,7 +208,7 @@ policy_switch! {
     }
 }
 
-policy_switch! {
+thpsim_uapi::words! {
     /// Copy-on-write of a whole PMD-mapped THP. Linux 6.18's
     /// `do_huge_pmd_wp_page()` splits the PMD and copies one page (`Off`).
     pub enum PmdCow {

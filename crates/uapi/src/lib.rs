@@ -23,7 +23,9 @@ pub use mman::{Advice, Prot, ThpDisable};
 
 /// Declares an enum whose variants are spelled as words in scenarios or in
 /// sysfs, with `ALL`, `NAMES`, `name()` and `from_name()`, so the words are
-/// written once, beside the variants.
+/// written once, beside the variants. Exported: the model declares its
+/// policy switches with it too.
+#[macro_export]
 macro_rules! words {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $var:ident = $word:literal,)+ }) => {
         $(#[$meta])*
@@ -52,4 +54,3 @@ macro_rules! words {
         }
     };
 }
-pub(crate) use words;
