@@ -495,10 +495,16 @@ impl WalkOps<World> for FreePgtablesOps {
     type Error = std::convert::Infallible;
     const PTES: bool = false;
 
-    /// No leaf is left in a range being freed; a PMD leaf outside the unmapped
-    /// VMA but inside its tables' span belongs to a neighbour and stays.
-    fn pmd_leaf(&mut self, _: &mut World, _: Slot, _: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
-        Ok(Walk::Skip)
+    /// The caller zapped the range first: no leaf is left in it.
+    fn pmd_leaf(
+        &mut self,
+        _: &mut World,
+        slot: Slot,
+        entry: Entry,
+        start: Vaddr,
+        _: Vaddr,
+    ) -> Result<Walk, Self::Error> {
+        panic!("{:?} {start}: {entry:?} at {slot:?} in a range whose tables are being freed", self.pid)
     }
 
     fn table_done(
