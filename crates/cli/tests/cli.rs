@@ -205,11 +205,12 @@ fn dash_reads_standard_input_with_the_same_bound() {
 
 #[test]
 fn a_failed_fork_leaves_no_child_and_the_run_goes_on() {
-    // On a 2M machine the parent's 4M cannot all be faulted, and fork
-    // cannot copy its page tables: fork fails with ENOMEM, as on Linux.
+    // On a 2M machine the parent's 2M cannot all be faulted (the overcommit
+    // heuristic allows mapping it all, no more), and fork cannot get its page
+    // tables: fork fails with ENOMEM, as on Linux.
     let path = temp_file(
         "fork_enomem.thp",
-        "machine ram=2M\np1: A = mmap 4M\np1: touch A write\np2 = fork p1\nexpect errno ENOMEM\n\
+        "machine ram=2M\np1: A = mmap 2M\np1: touch A write\np2 = fork p1\nexpect errno ENOMEM\n\
          p2: touch A write\nexpect errno ESRCH\nobserve\np2: exit\np1: munmap A\nexpect ok\n",
     );
     let out = thpsim(&["run", "--no-pages", path.to_str().unwrap()]);

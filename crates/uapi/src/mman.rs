@@ -57,6 +57,8 @@ words! {
         PopulateWrite = "populate_write",
         DontFork = "dontfork",
         DoFork = "dofork",
+        WipeOnFork = "wipeonfork",
+        KeepOnFork = "keeponfork",
     }
 }
 
@@ -69,6 +71,8 @@ impl Advice {
             Advice::Free => 8,
             Advice::DontFork => 10,
             Advice::DoFork => 11,
+            Advice::WipeOnFork => 18,
+            Advice::KeepOnFork => 19,
             Advice::HugePage => 14,
             Advice::NoHugePage => 15,
             Advice::Cold => 20,
