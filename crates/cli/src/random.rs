@@ -796,6 +796,55 @@ mod tests {
     }
 
     #[test]
+    fn tiny_scenarios_parse_inject_failures_and_stay_in_bounds() {
+        let n = 200;
+        let (mut injected, mut both, mut gig_moves, mut khugepaged) = (0, 0, 0, 0);
+        let mut sizes = std::collections::BTreeSet::new();
+        for &seed in FIXED_SEEDS {
+            for index in 0..n {
+                let generated = generate_flavored(Flavor::Tiny, seed, index);
+                let scenario = parse_scenario("tiny.thp", &generated.text)
+                    .unwrap_or_else(|err| panic!("seed {seed:#x} scenario {index}:\n{err}\n{}", generated.text));
+                assert!(TINY_RAM_SIZES.contains(&scenario.machine.ram), "{}", generated.text);
+                assert_eq!(scenario.machine.ram, generated.ram);
+                sizes.insert(generated.ram);
+                assert_eq!(scenario.injections.len(), generated.injections.len(), "{}", generated.text);
+                injected += usize::from(!scenario.injections.is_empty());
+                both += usize::from(scenario.injections.len() == 2);
+                let mut mapped = 0;
+                for step in &scenario.steps {
+                    match &step.kind {
+                        StepKind::Op(Op::Mmap { len, .. }) => mapped += len,
+                        StepKind::Op(Op::Mremap { old_len, new_len, new_addr, .. }) => {
+                            mapped += new_len.saturating_sub(*old_len);
+                            gig_moves += usize::from(new_addr.is_some_and(|a| a % (1 << 30) == 0));
+                        }
+                        StepKind::Op(Op::Khugepaged { .. }) => khugepaged += 1,
+                        _ => {}
+                    }
+                }
+                assert!(mapped <= tiny_max_bytes(generated.ram), "seed {seed:#x} scenario {index}: {mapped} bytes");
+                assert!(scenario.steps.len() > 3, "seed {seed:#x} scenario {index} is trivial:\n{}", generated.text);
+            }
+        }
+        let total = FIXED_SEEDS.len() * n as usize;
+        // One scenario in eight goes without injection.
+        assert!(injected * 100 >= total * 80, "{injected} of {total} scenarios inject failures");
+        assert!(both * 100 >= total * 30, "{both} of {total} scenarios inject at both points");
+        assert_eq!(sizes.len(), TINY_RAM_SIZES.len(), "RAM sizes seen: {sizes:?}");
+        assert!(gig_moves > 0 && khugepaged > 0, "{gig_moves} mremaps to 1G, {khugepaged} khugepaged steps");
+        // The oracle's scenarios stay as they were: 2 GiB, no injection.
+        let oracle = generate(1, 0);
+        assert!(oracle.text.contains("\nmachine ram=2G\n") && !oracle.text.contains("inject"));
+    }
+
+    #[test]
+    fn a_later_align_replaces_an_earlier_one() {
+        assert_eq!(dedupe_align("p1: A = mmap 4M align=2M offset=4K align=1G"), "p1: A = mmap 4M align=1G");
+        assert_eq!(dedupe_align("p1: A = mmap 4M align=1G"), "p1: A = mmap 4M align=1G");
+    }
+
+    #[test]
     fn every_knob_value_the_generator_tries_is_one_the_kernel_accepts() {
         for knob in knobs() {
             assert!(!knob_values(knob).is_empty(), "{knob}");
