@@ -31,6 +31,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use thpsim_mm::FailPoint;
 use thpsim_uapi::knob::{Knob, KnobValues, MthpSize};
 use thpsim_uapi::Advice;
 use thpsim_workload::{parse_scenario, RegionRef, Scenario, SplitMix64};
@@ -277,19 +278,13 @@ impl Gen {
     /// No injection in one scenario of eight (the machine's size alone
     /// makes it run short), one point in about half, both in the rest.
     fn injections(&mut self) {
-        let points: &[&str] = match self.below(8) {
-            0 => &[],
-            1..=4 => {
-                if self.chance(50) {
-                    &["pgtable"]
-                } else {
-                    &["folio"]
-                }
-            }
-            _ => &["pgtable", "folio"],
+        let points: Vec<FailPoint> = match self.below(8) {
+            0 => Vec::new(),
+            1..=4 => vec![if self.chance(50) { FailPoint::PageTable } else { FailPoint::Folio }],
+            _ => FailPoint::ALL.to_vec(),
         };
         for point in points {
-            let line = self.inject_line(point);
+            let line = self.inject_line(point.name());
             if self.try_push(line.clone()) {
                 self.injections.push(line);
             }
