@@ -218,8 +218,14 @@ impl World {
 
     /// `move_ptes()`: moves entries one by one into a destination PTE table.
     /// False if the destination table cannot be allocated (nothing moved).
+    /// An extent with no entry to move allocates nothing, so that moving back
+    /// what a failed move moved never needs a table.
     fn move_ptes(&mut self, pid: Pid, old: Vaddr, new: Vaddr, len: u64) -> bool {
         let Some(src) = self.pte_off(pid, old) else { return true };
+        let first = Level::Pte.index(old);
+        if self.pt[src.table].entries[first..first + (len / PAGE_SIZE) as usize].iter().all(Entry::is_none) {
+            return true;
+        }
         let Ok(dst_pmd) = self.pmd_alloc(pid, new) else { return false };
         let Ok(dst) = self.pte_alloc(pid, dst_pmd) else { return false };
         for k in 0..len / PAGE_SIZE {
