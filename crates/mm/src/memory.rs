@@ -21,6 +21,19 @@ use crate::types::*;
 use crate::vma::Vma;
 use crate::world::World;
 
+/// `reusable_anon_vma()`: `old`'s anon_vma, if the adjacent `a` and `b` are
+/// compatible (`anon_vma_compatible()`: flags equal but for access bits,
+/// page offsets contiguous) and `old`'s anon_vma chain holds only its own
+/// anon_vma (it did not come through fork).
+fn reusable_anon_vma(old: &Vma, a: &Vma, b: &Vma) -> Option<u32> {
+    use crate::vma::VmFlags;
+    let access = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
+    let compatible = a.end == b.start
+        && a.flags.without(access) == b.flags.without(access)
+        && b.pgoff == a.pgoff + ((b.start.0 - a.start.0) >> PAGE_SHIFT);
+    old.anon_vma.filter(|_| compatible && !old.anon_vma_forked)
+}
+
 /// Why `thp_vma_allowable_orders()` is asked (`enum tva_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Tva {
@@ -111,15 +124,25 @@ impl World {
     }
 
     /// `anon_vma_prepare()`: gives the VMA an anon_vma at its first fault.
+    /// Reuses a neighbour's anon_vma where `find_mergeable_anon_vma()` would,
+    /// so that the two VMAs can merge later.
     pub(crate) fn anon_vma_prepare(&mut self, pid: Pid, vma: &Vma) {
         if vma.anon_vma.is_some() {
             return;
         }
         let vma_start = vma.start;
-        if self.mm_ref(pid).vmas.get(vma_start).is_some_and(|v| v.anon_vma.is_none()) {
-            let av = self.new_anon_vma();
-            self.mm_mut(pid).vmas.get_mut(vma_start).expect("vma").anon_vma = Some(av);
-        }
+        let vmas = &self.mm_ref(pid).vmas;
+        let Some(cur) = vmas.get(vma_start).filter(|v| v.anon_vma.is_none()) else { return };
+        let reusable = vmas
+            .next(cur.end)
+            .filter(|next| next.start == cur.end)
+            .and_then(|next| reusable_anon_vma(next, cur, next))
+            .or_else(|| vmas.prev(cur.start).and_then(|prev| reusable_anon_vma(prev, prev, cur)));
+        let av = match reusable {
+            Some(av) => av,
+            None => self.new_anon_vma(),
+        };
+        self.mm_mut(pid).vmas.get_mut(vma_start).expect("vma").anon_vma = Some(av);
     }
 
     /// One user access of the byte at `addr`: a store of `fill` or a load.
