@@ -438,8 +438,8 @@ impl WalkOps<World> for CollapseOps {
                 let nr = w.pte_batch(slot.table, slot.index, last);
                 for k in 0..nr {
                     let page = leaf.page as u64 + k as u64;
-                    let data = w.folios[leaf.folio].written.get(page);
-                    w.folios[self.folio].written.set((slot.index + k) as u64, data);
+                    let word = w.folios[leaf.folio].word(page);
+                    w.folios[self.folio].set_word((slot.index + k) as u64, word);
                     w.pt[slot.table].set(slot.index + k, Entry::None);
                 }
                 w.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, nr as u64, self.pid);
