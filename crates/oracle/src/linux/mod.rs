@@ -246,10 +246,28 @@ impl LinuxBackend {
                         .to_string(),
                 );
             }
+            // Registered now, for as long as it lives; from here on nothing
+            // of it is THP-eligible (see khugepaged.rs).
+            let block = reply.value;
+            sentinel.call(Cmd::Munmap, [block, 2 << 20, 0, 0, 0, 0, 0], &[])?;
+            let nohugepage = libc::MADV_NOHUGEPAGE as u64;
+            sentinel.call(
+                Cmd::Madvise,
+                [PAGE_SIZE, observe::USER_SPACE_END - PAGE_SIZE, nohugepage, 0, 0, 0, 0],
+                &[],
+            )?;
         }
         self.sentinel = Some(sentinel);
         if !khugepaged::wait_idle(Duration::from_secs(5)) {
             self.warnings.push("khugepaged did not go idle within 5 s of being quieted".to_string());
+        }
+        match khugepaged::seek_pass_boundary(Duration::from_secs(10)) {
+            Ok(true) => {}
+            Ok(false) => self.warnings.push(
+                "khugepaged did not reach the end of a pass within 10 s: a khugepaged step may scan from inside another mm"
+                    .to_string(),
+            ),
+            Err(err) => return Err(io_error("moving khugepaged to the start of a pass")(err)),
         }
         self.kpages = Some(Kpages::open().map_err(io_error("opening /proc/kpageflags"))?);
         // Drain the system-wide deferred-split queue before the baseline, so

@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// The end of user space with 4-level page tables (x86-64 `TASK_SIZE`).
-const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
+pub(super) const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
 /// Bytes a PMD maps.
 const PMD_SIZE: u64 = 2 << 20;
 
