@@ -62,7 +62,7 @@ use protocol::Cmd;
 use sysfs::SettingsGuard;
 
 pub use lock::{HostLock, DEFAULT_LOCK_PATH};
-pub use sysfs::{read_knob, ThpSettings, THP_ROOT};
+pub use sysfs::{read_knob, restore_saved_file, RestoredKnob, ThpSettings, THP_ROOT};
 
 /// The byte a `Fill::NonZero` store writes at the first byte of each page.
 pub const NONZERO_FILL: u8 = 0x5a;
