@@ -44,6 +44,7 @@ mod protocol;
 mod signals;
 mod sys;
 mod sysfs;
+mod teardown;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,9 @@ pub struct LinuxOptions {
     pub lock_wait: Duration,
     /// A khugepaged step fails when `full_scans` stops moving this long.
     pub khugepaged_stall_timeout: Duration,
+    /// How long the end of a run waits for the THP gauges to come back to
+    /// their values at its start, once its processes are gone (teardown.rs).
+    pub teardown_timeout: Duration,
 }
 
 impl Default for LinuxOptions {
@@ -92,6 +96,7 @@ impl Default for LinuxOptions {
             saved_settings_path: PathBuf::from("/run/thpsim-oracle.settings"),
             lock_wait: Duration::from_secs(300),
             khugepaged_stall_timeout: Duration::from_secs(60),
+            teardown_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct LinuxBackend {
     controller_thp_disable: Option<libc::c_int>,
     base_vmstat: BTreeMap<String, i64>,
     base_mthp: BTreeMap<String, i64>,
+    /// The THP gauges at the baseline (teardown.rs).
+    base_gauges: BTreeMap<String, i64>,
     kpages: Option<Kpages>,
     /// `nr_anon_transparent_hugepages` moved by other processes, as last
     /// reported (see `observe.rs`).
@@ -208,6 +215,7 @@ impl LinuxBackend {
             controller_thp_disable: None,
             base_vmstat: BTreeMap::new(),
             base_mthp: BTreeMap::new(),
+            base_gauges: BTreeMap::new(),
             kpages: None,
             foreign_thps: 0,
             warnings,
@@ -274,6 +282,13 @@ impl LinuxBackend {
         // a scenario's `shrink` does not split other processes' folios
         // queued before it started (their counters would move as its own).
         procfs::drop_caches().map_err(io_error("draining the deferred-split queue"))?;
+        // A previous run's asynchronous teardown (another thpsim build, or a
+        // run killed with SIGKILL) must not land after the baseline.
+        let (gauges, settled) = teardown::wait_stable(Duration::from_secs(2));
+        if !settled {
+            self.warnings.push("the THP gauges kept moving for 2 s before the baseline (host noise)".to_string());
+        }
+        self.base_gauges = gauges.map_err(io_error("reading the THP gauges"))?;
         self.refresh_stats();
         self.base_vmstat = procfs::read_vmstat().map_err(io_error("reading /proc/vmstat"))?;
         self.base_mthp =
@@ -321,9 +336,17 @@ impl LinuxBackend {
     /// THP state, removes the signal handlers, releases the lock. Idempotent.
     fn shutdown(&mut self) {
         let procs = std::mem::take(&mut self.procs);
+        let had_procs = !procs.is_empty();
         for (_, proc) in procs.into_iter().rev() {
-            if let Err(err) = proc.worker.kill() {
-                self.warnings.push(format!("killing a worker: {err}"));
+            // A worker told to exit first releases its pins with
+            // IORING_UNREGISTER_BUFFERS, which unpins at once; a killed one
+            // leaves them to the ring's exit work, which runs after the
+            // process is gone and would free the pinned folios in the next
+            // scenario's counters. After an error, kill: the worker may
+            // not answer.
+            let ended = if self.failed.is_none() { proc.worker.exit() } else { proc.worker.kill() };
+            if let Err(err) = ended {
+                self.warnings.push(format!("ending a worker: {err}"));
             }
         }
         self.pins.clear();
@@ -336,6 +359,14 @@ impl LinuxBackend {
             let errors = settings.restore();
             self.warnings.extend(errors);
             // Dropping the guard removes the signal handlers.
+        }
+        // Before the lock goes to the next scenario: wait until this one's
+        // memory is really gone (item 6 of issue 8).
+        if had_procs && !self.base_gauges.is_empty() {
+            match teardown::wait_settled(&self.base_gauges, self.options.teardown_timeout) {
+                Ok(()) => {}
+                Err(left) => self.warnings.push(left),
+            }
         }
         if let Some(before) = self.controller_thp_disable.take() {
             let restored = match before {
