@@ -60,13 +60,15 @@ fn model_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> 
 }
 
 /// The live kernel. Needs root; takes the host-wide oracle lock for the
-/// backend's lifetime and restores every THP knob when dropped.
+/// backend's lifetime and restores every THP knob when dropped. The
+/// scenario's processes run in a memory cgroup limited to its `ram=`.
 /// Refuses a scenario with a model-only policy or an injection (callers
 /// check this first and report it as bad input; this is the backstop).
 fn linux_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
     thpsim_oracle::linux::refuse_model_only(scenario)
         .map_err(|err| BackendError::Unsupported { backend: "linux", what: err.to_string() })?;
-    Ok(Box::new(thpsim_oracle::linux::LinuxBackend::new()?))
+    let options = thpsim_oracle::linux::LinuxOptions { ram_limit: Some(scenario.machine.ram), ..Default::default() };
+    Ok(Box::new(thpsim_oracle::linux::LinuxBackend::with_options(options)?))
 }
 
 /// How one run on one backend ended.
@@ -195,6 +197,17 @@ pub fn restore_main(args: &RestoreArgs, out: &mut dyn std::io::Write) -> Result<
             return Err(crate::CliError::backend(
                 anyhow::Error::new(err).context(format!("reading {}", saved.display())),
             ))
+        }
+    }
+    match thpsim_oracle::linux::remove_stale_cgroups(std::path::Path::new(thpsim_oracle::linux::MEMCG_ROOT)) {
+        Ok(groups) => {
+            for group in groups {
+                text.push_str(&format!("removed the memory cgroup {group} (left by a run that did not finish)\n"));
+            }
+        }
+        Err(err) => {
+            status = crate::Status::Backend;
+            text.push_str(&format!("could not remove the memory cgroups a killed run left: {err}\n"));
         }
     }
     crate::run::write_out(out, &text)?;

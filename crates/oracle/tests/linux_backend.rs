@@ -895,3 +895,41 @@ fn one_khugepaged_step_is_one_pass() {
         }
     });
 }
+
+// A |AAAAAAAAAAAAAAAA|  128 MiB of 4K pages written under ram=64M: the
+//                      scenario's memory cgroup OOM-kills the worker (no
+//                      swap, nothing to reclaim); the backend says so and
+//                      removes the group.
+#[test]
+fn ram_is_a_memory_cgroup_limit() {
+    let Some(_host) = host() else { return };
+    let memcg = Path::new(thpsim_oracle::linux::MEMCG_ROOT);
+    if !memcg.join("memory.limit_in_bytes").exists() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true but {} is missing", memcg.display());
+        eprintln!("skipping: no cgroup v1 memory controller at {}", memcg.display());
+        return;
+    }
+    let group = memcg.join(format!("thpsim-oracle-{}", std::process::id()));
+    let a = region_base(19);
+    let options = LinuxOptions { lock_path: None, ram_limit: Some(64 << 20), ..LinuxOptions::default() };
+    let mut backend = LinuxBackend::with_options(options).expect("starting the Linux backend");
+    assert!(group.is_dir(), "the scenario's memory cgroup exists while it runs");
+    assert_eq!(std::fs::read_to_string(group.join("memory.limit_in_bytes")).unwrap().trim(), "67108864");
+    backend.apply(&Op::Spawn { proc: P1 }).unwrap().unwrap();
+    let pid = backend.pid(P1).unwrap();
+    let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|l| l.trim() == pid.to_string()), "the worker runs in the group: {procs:?}");
+    backend.apply(&Op::Mmap { proc: P1, addr: a, len: 128 << 20, prot: Prot::READ_WRITE }).unwrap().unwrap();
+    let touched = backend.apply(&Op::Touch {
+        proc: P1,
+        addr: a,
+        len: 128 << 20,
+        access: Access::Write,
+        fill: Fill::NonZero,
+        pattern: TouchPattern::All,
+    });
+    let err = touched.expect_err("over the limit the worker is OOM-killed").to_string();
+    assert!(err.contains("OOM killer"), "{err}");
+    drop(backend);
+    assert!(!group.exists(), "the group is removed");
+}

@@ -32,6 +32,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod cgroup;
 mod executor;
 mod khugepaged;
 mod lock;
@@ -62,6 +63,7 @@ use procfs::Kpages;
 use protocol::Cmd;
 use sysfs::SettingsGuard;
 
+pub use cgroup::{remove_stale as remove_stale_cgroups, MEMCG_ROOT};
 pub use lock::{HostLock, DEFAULT_LOCK_PATH};
 pub use sysfs::{read_knob, restore_saved_file, RestoredKnob, ThpSettings, THP_ROOT};
 
@@ -87,6 +89,11 @@ pub struct LinuxOptions {
     /// How long the end of a run waits for the THP gauges to come back to
     /// their values at its start, once its processes are gone (teardown.rs).
     pub teardown_timeout: Duration,
+    /// The scenario's `machine ram=`: its processes run in a memory cgroup
+    /// with this limit (cgroup.rs). `None`: no limit.
+    pub ram_limit: Option<u64>,
+    /// Where the cgroup v1 memory controller is mounted.
+    pub memcg_root: PathBuf,
 }
 
 impl Default for LinuxOptions {
@@ -97,6 +104,8 @@ impl Default for LinuxOptions {
             lock_wait: Duration::from_secs(300),
             khugepaged_stall_timeout: Duration::from_secs(60),
             teardown_timeout: Duration::from_secs(5),
+            ram_limit: None,
+            memcg_root: PathBuf::from(MEMCG_ROOT),
         }
     }
 }
@@ -135,6 +144,8 @@ pub struct LinuxBackend {
     /// Set after the first `BackendError`: the host was cleaned up and the
     /// backend refuses further work.
     failed: Option<String>,
+    /// The memory cgroup of `ram=`, if asked for.
+    memcg: Option<cgroup::MemCgroup>,
     lock: Option<HostLock>,
 }
 
@@ -199,8 +210,28 @@ impl LinuxBackend {
             Some(path) => Some(HostLock::acquire(path, options.lock_wait)?),
             None => None,
         };
-        let warnings = sysfs::recover_stale(&options.saved_settings_path)
+        let mut warnings = sysfs::recover_stale(&options.saved_settings_path)
             .map_err(io_error(format!("restoring settings from {}", options.saved_settings_path.display())))?;
+        let stale = cgroup::remove_stale(&options.memcg_root)
+            .map_err(io_error(format!("removing memory cgroups left under {}", options.memcg_root.display())))?;
+        if !stale.is_empty() {
+            warnings.push(format!("removed memory cgroups left by a run that did not finish: {}", stale.join(", ")));
+        }
+        let memcg = match options.ram_limit {
+            None => None,
+            Some(ram) => {
+                if !options.memcg_root.join("memory.limit_in_bytes").exists() {
+                    return Err(precondition(format!(
+                        "machine ram= needs the cgroup v1 memory controller at {}, which this host lacks",
+                        options.memcg_root.display()
+                    )));
+                }
+                Some(cgroup::MemCgroup::create(&options.memcg_root, ram).map_err(io_error(format!(
+                    "making a memory cgroup under {} with a limit of {ram} bytes",
+                    options.memcg_root.display()
+                )))?)
+            }
+        };
         let settings = SettingsGuard::save(Some(options.saved_settings_path.clone()))
             .map_err(io_error("saving the THP settings"))?;
         // From here on, dropping `backend` (also on an error below) undoes
@@ -220,6 +251,7 @@ impl LinuxBackend {
             foreign_thps: 0,
             warnings,
             failed: None,
+            memcg,
             lock,
         };
         backend.start()?;
@@ -332,6 +364,20 @@ impl LinuxBackend {
         err
     }
 
+    /// A worker that died while its memory cgroup's OOM killer killed
+    /// something: say so, since that is the kernel's answer to `ram=`.
+    fn explain_oom(&self, err: BackendError) -> BackendError {
+        let Some(memcg) = &self.memcg else { return err };
+        match memcg.oom_kills() {
+            Ok(kills) if kills > 0 => BackendError::Executor(format!(
+                "the memory cgroup's OOM killer killed {kills} scenario process(es): they needed more than machine ram={} \
+                 (the live kernel answers a fault over the limit with an OOM kill, not ENOMEM; see docs/fidelity.md): {err}",
+                memcg.limit().unwrap_or(0)
+            )),
+            _ => err,
+        }
+    }
+
     /// Kills every worker, restores the THP settings and the controller's
     /// THP state, removes the signal handlers, releases the lock. Idempotent.
     fn shutdown(&mut self) {
@@ -359,6 +405,11 @@ impl LinuxBackend {
             let errors = settings.restore();
             self.warnings.extend(errors);
             // Dropping the guard removes the signal handlers.
+        }
+        if let Some(mut memcg) = self.memcg.take() {
+            if let Err(err) = memcg.remove() {
+                self.warnings.push(format!("removing the scenario's memory cgroup: {err}"));
+            }
         }
         // Before the lock goes to the next scenario: wait until this one's
         // memory is really gone (item 6 of issue 8).
@@ -391,7 +442,7 @@ impl Backend for LinuxBackend {
         self.usable()?;
         let watch = !matches!(op, Op::Khugepaged { .. });
         let before = khugepaged::counter("pages_collapsed").ok();
-        let result = self.apply_op(op);
+        let result = self.apply_op(op).map_err(|err| self.explain_oom(err));
         if watch {
             let after = khugepaged::counter("pages_collapsed").ok();
             if let (Some(before), Some(after)) = (before, after) {

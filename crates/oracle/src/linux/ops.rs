@@ -135,6 +135,11 @@ impl LinuxBackend {
             return Err(BackendError::Executor(format!("p{} is already running", proc.0 + 1)));
         }
         let mut worker = Worker::spawn(&format!("p{}", proc.0 + 1))?;
+        if let Some(memcg) = &self.memcg {
+            memcg
+                .add(worker.pid)
+                .map_err(io_error(format!("moving {} into the scenario's memory cgroup", worker.label)))?;
+        }
         populate_file_mappings(&mut worker)?;
         let vm_pte_base_kb = worker.vm_pte_kb()?;
         self.procs.insert(proc, Proc { worker, vm_pte_base_kb });
