@@ -32,7 +32,7 @@ fn at(line: u32) -> String {
 /// A size as a scenario writes it: `64M`.
 fn size(bytes: u64) -> String {
     for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
-        if bytes % (1 << shift) == 0 {
+        if bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
