@@ -60,13 +60,15 @@ fn model_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> 
 }
 
 /// The live kernel. Needs root; takes the host-wide oracle lock for the
-/// backend's lifetime and restores every THP knob when dropped.
+/// backend's lifetime and restores every THP knob when dropped. The
+/// scenario's processes run in a memory cgroup limited to its `ram=`.
 /// Refuses a scenario with a model-only policy or an injection (callers
 /// check this first and report it as bad input; this is the backstop).
 fn linux_backend(scenario: &Scenario) -> Result<Box<dyn Backend>, BackendError> {
     thpsim_oracle::linux::refuse_model_only(scenario)
         .map_err(|err| BackendError::Unsupported { backend: "linux", what: err.to_string() })?;
-    Ok(Box::new(thpsim_oracle::linux::LinuxBackend::new()?))
+    let options = thpsim_oracle::linux::LinuxOptions { ram_limit: Some(scenario.machine.ram), ..Default::default() };
+    Ok(Box::new(thpsim_oracle::linux::LinuxBackend::with_options(options)?))
 }
 
 /// How one run on one backend ended.
@@ -145,4 +147,69 @@ pub fn run_guarded_timed(factory: &dyn BackendFactory, kind: BackendKind, scenar
         }
     };
     (end, elapsed)
+}
+
+/// `thpsim restore`: after a live run was killed with SIGKILL (or the host
+/// rebooted into a changed state file), writes back the THP settings it
+/// saved and says what it restored. Waits for the host lock first, so that
+/// it never undoes a running backend's scenario.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// How long to wait for a running Linux backend to finish, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub wait: u64,
+}
+
+pub fn restore_main(args: &RestoreArgs, out: &mut dyn std::io::Write) -> Result<crate::Status, crate::CliError> {
+    use thpsim_oracle::linux::{restore_saved_file, HostLock, LinuxOptions, THP_ROOT};
+    let options = LinuxOptions::default();
+    let lock_path = options.lock_path.clone().unwrap_or_else(|| thpsim_oracle::linux::DEFAULT_LOCK_PATH.into());
+    let _lock = HostLock::acquire(&lock_path, Duration::from_secs(args.wait)).map_err(crate::CliError::backend)?;
+    let saved = &options.saved_settings_path;
+    let mut text = String::new();
+    let mut status = crate::Status::Ok;
+    match restore_saved_file(saved) {
+        Ok(None) => text.push_str(&format!(
+            "nothing to restore: {} does not exist (every live run so far restored its settings)\n",
+            saved.display()
+        )),
+        Ok(Some(knobs)) => {
+            let changed = knobs.iter().filter(|k| k.was.as_deref() != Some(k.value.as_str())).count();
+            text.push_str(&format!(
+                "restored {} THP settings under {THP_ROOT} from {} ({changed} had changed):\n",
+                knobs.len(),
+                saved.display()
+            ));
+            for k in &knobs {
+                let was = k.was.as_deref().unwrap_or("?");
+                let line = match &k.error {
+                    Some(err) => {
+                        status = crate::Status::Backend;
+                        format!("  {}: {was}, could not write {}: {err}\n", k.knob, k.value)
+                    }
+                    None if was == k.value => format!("  {}: {} (unchanged)\n", k.knob, k.value),
+                    None => format!("  {}: {was} -> {}\n", k.knob, k.value),
+                };
+                text.push_str(&line);
+            }
+        }
+        Err(err) => {
+            return Err(crate::CliError::backend(
+                anyhow::Error::new(err).context(format!("reading {}", saved.display())),
+            ))
+        }
+    }
+    match thpsim_oracle::linux::remove_stale_cgroups(std::path::Path::new(thpsim_oracle::linux::MEMCG_ROOT)) {
+        Ok(groups) => {
+            for group in groups {
+                text.push_str(&format!("removed the memory cgroup {group} (left by a run that did not finish)\n"));
+            }
+        }
+        Err(err) => {
+            status = crate::Status::Backend;
+            text.push_str(&format!("could not remove the memory cgroups a killed run left: {err}\n"));
+        }
+    }
+    crate::run::write_out(out, &text)?;
+    Ok(status)
 }

@@ -83,6 +83,15 @@ enum Command {
     /// Exit code 0 if all passed; otherwise the most serious class seen:
     /// 4 invariant broken, 3 backend failed, 2 bad input, 1 a wrong errno.
     Fuzz(fuzz::FuzzArgs),
+    /// Write back the THP settings a killed live run left changed.
+    ///
+    /// A Linux backend saves every THP knob to /run/thpsim-oracle.settings
+    /// before changing any and removes the file when it has restored them;
+    /// after a SIGKILL the file stays, and the next live run restores it
+    /// first. This does the same at once, under the host lock, and prints
+    /// each knob as `name: was -> restored`. Exit code 0, or 3 if a knob
+    /// could not be written.
+    Restore(backends::RestoreArgs),
 }
 
 /// Failure classes, by exit code.
@@ -129,6 +138,7 @@ fn main() -> ExitCode {
         Command::Oracle(args) => oracle::main(&args),
         Command::Bench(args) => bench::main(&args),
         Command::Fuzz(args) => fuzz::main(&args),
+        Command::Restore(args) => backends::restore_main(&args, &mut std::io::stdout().lock()),
     };
     match result {
         Ok(status) => ExitCode::from(status as u8),

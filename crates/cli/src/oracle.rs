@@ -44,19 +44,28 @@ pub struct OracleArgs {
     /// from the clock; either way it is printed first.
     #[arg(long, value_name = "S", requires = "random", value_parser = parse_seed)]
     pub seed: Option<u64>,
-    /// Where --random writes each shrunk failing scenario.
-    #[arg(long, value_name = "DIR", default_value = "oracle-failures", requires = "random")]
+    /// Where --random writes each shrunk failing scenario (created if
+    /// missing; relative to the current directory, under `target/` so that
+    /// a checkout gets no untracked folder).
+    #[arg(long, value_name = "DIR", default_value = "target/oracle-failures", requires = "random")]
     pub out: PathBuf,
     /// Compare every counter exactly, including those the live kernel moves
     /// for reasons outside the scenario (see `thpsim_oracle::diff::DiffPolicy`).
-    #[arg(long, conflicts_with = "noisy_host")]
+    #[arg(long, conflicts_with_all = ["noisy_host", "quiet_host"])]
     pub exact: bool,
     /// Other processes on this host may fault or split THPs meanwhile (a
     /// shared machine): Linux's system-wide event counters need only reach
-    /// the model's, and gauges are not compared. Per-process pages and
-    /// smaps fields stay exact.
-    #[arg(long)]
+    /// the model's, and gauges are not compared; no counter fails because
+    /// Linux counted more. Per-process pages, folios, smaps fields, VmPTE
+    /// and errnos stay exact. The default of --random, whose knobs let
+    /// every process on the host fault THPs.
+    #[arg(long, conflicts_with = "quiet_host")]
     pub noisy_host: bool,
+    /// Nothing else on this host faults or splits THPs: compare the
+    /// system-wide counters as for scenario files (the default there), also
+    /// with --random.
+    #[arg(long)]
+    pub quiet_host: bool,
     /// Re-run a scenario that diverged (or failed an expectation on Linux
     /// only) up to this many times; it passes if a re-run agrees exactly.
     /// The model is deterministic, so only the live kernel's system-wide
@@ -302,16 +311,24 @@ pub fn main(args: &OracleArgs) -> Result<Status, CliError> {
 
 /// `thpsim oracle` with the backends and output given.
 pub fn oracle_with(args: &OracleArgs, factory: &dyn BackendFactory, out: &mut dyn Write) -> Result<Status, CliError> {
-    let policy = if args.exact {
-        DiffPolicy::exact()
-    } else if args.noisy_host {
-        DiffPolicy::noisy_host()
-    } else {
-        DiffPolicy::linux_oracle()
-    };
+    let policy = diff_policy(args);
     match args.random {
         Some(n) => random_mode(args, n, factory, &policy, out),
         None => files_mode(args, factory, &policy, out),
+    }
+}
+
+/// The counters' comparison: `--exact`, `--noisy-host` or `--quiet-host`
+/// as given; otherwise a noisy host for `--random` (its knobs set THP sizes
+/// to `always`, so every other process on the host faults THPs and moves
+/// the system-wide counters) and the live-kernel policy for files.
+pub fn diff_policy(args: &OracleArgs) -> DiffPolicy {
+    if args.exact {
+        DiffPolicy::exact()
+    } else if args.noisy_host || (args.random.is_some() && !args.quiet_host) {
+        DiffPolicy::noisy_host()
+    } else {
+        DiffPolicy::linux_oracle()
     }
 }
 
@@ -468,7 +485,15 @@ fn shrink_and_write(
     };
     // A one-line header, so that the lines of the re-run's report are the
     // file's lines; the report itself goes at the end.
-    let scenario = format!("# replay: thpsim oracle {label}\n{text}");
+    // The replay compares counters as this run did.
+    let flag = if *policy == DiffPolicy::noisy_host() {
+        "--noisy-host "
+    } else if *policy == DiffPolicy::exact() {
+        "--exact "
+    } else {
+        ""
+    };
+    let scenario = format!("# replay: thpsim oracle {flag}{label}\n{text}");
     // Shrinking and the re-run leave out `--policy`: the oracle runs only
     // baseline values, which change nothing.
     let rerun = check_text(
@@ -604,6 +629,7 @@ observe p2
             out: PathBuf::new(),
             exact: false,
             noisy_host: false,
+            quiet_host: false,
             retries: 0,
             policy: Vec::new(),
         }
@@ -613,6 +639,29 @@ observe p2
         let mut out = Vec::new();
         let status = oracle_with(args, &toys, &mut out).unwrap();
         (status, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn random_compares_counters_as_a_shared_host_allows_unless_told() {
+        let files = args(vec![PathBuf::from("x.thp")]);
+        assert_eq!(diff_policy(&files), DiffPolicy::linux_oracle());
+        let random = OracleArgs { random: Some(3), ..args(vec![]) };
+        assert_eq!(diff_policy(&random), DiffPolicy::noisy_host());
+        assert_eq!(diff_policy(&OracleArgs { exact: true, ..args(vec![]) }), DiffPolicy::exact());
+        assert_eq!(diff_policy(&OracleArgs { quiet_host: true, ..random }), DiffPolicy::linux_oracle());
+        assert_eq!(diff_policy(&OracleArgs { noisy_host: true, ..files }), DiffPolicy::noisy_host());
+    }
+
+    #[test]
+    fn random_failures_go_under_target_by_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            oracle: OracleArgs,
+        }
+        let cli = Cli::parse_from(["thpsim", "--random", "3"]);
+        assert_eq!(cli.oracle.out, PathBuf::from("target/oracle-failures"));
     }
 
     #[test]
@@ -682,7 +731,15 @@ observe p2
     fn random_json_lines_carry_the_seed_knobs_and_shrunk_file() {
         let dir = temp_dir("oracle-random-json");
         let toys = ToyBackends { model: None, linux: Some(Bug::SplitPmdOnShrinkAfterFork) };
-        let a = OracleArgs { random: Some(12), seed: Some(0x7e57), out: dir.clone(), json: true, ..args(vec![]) };
+        // The toy's bug is an extra event, which a noisy host would allow.
+        let a = OracleArgs {
+            random: Some(12),
+            seed: Some(0x7e57),
+            out: dir.clone(),
+            json: true,
+            quiet_host: true,
+            ..args(vec![])
+        };
         let (_, out) = run(&a, toys);
         let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0], json!({ "seed": "0x7e57", "scenarios": 12 }));
@@ -703,7 +760,7 @@ observe p2
     fn random_failures_are_shrunk_written_and_replay() {
         let dir = temp_dir("oracle-random");
         let toys = ToyBackends { model: None, linux: Some(Bug::SplitPmdOnShrinkAfterFork) };
-        let a = OracleArgs { random: Some(12), seed: Some(0x7e57), out: dir.clone(), ..args(vec![]) };
+        let a = OracleArgs { random: Some(12), seed: Some(0x7e57), out: dir.clone(), quiet_host: true, ..args(vec![]) };
         let (status, out) = run(&a, toys);
         assert!(
             out.starts_with("seed 0x7e57 (replay: thpsim oracle --random 12 --seed 0x7e57)\nseed-0x7e57-000 knobs: ")

@@ -831,3 +831,105 @@ fn settings_left_by_a_sigkill_are_restored_at_the_next_start() {
     assert!(restored_at_start, "the next backend says it restored a killed run's settings");
     assert_eq!(ThpSettings::read().unwrap(), before);
 }
+
+fn nr_anon_2048kb() -> i64 {
+    let text = read_knob("hugepages-2048kB/stats/nr_anon").expect("reading hugepages-2048kB/stats/nr_anon");
+    text.parse().unwrap()
+}
+
+// A |AAAAAAAA|...  16 PMD THPs, each pinned by an io_uring fixed buffer of
+//                  its own ring, still pinned when the run ends: once the
+//                  backend is dropped (and has released the host), the
+//                  folios are freed already, not later by the rings' exit
+//                  work in the next scenario's counters. Repeated, since
+//                  that work usually wins the race.
+#[test]
+fn pinned_thps_are_freed_before_the_backend_lets_go() {
+    let Some(_host) = host() else { return };
+    with_retries(|| {
+        let a = region_base(17);
+        const N: u64 = 16;
+        for _ in 0..5 {
+            let before = nr_anon_2048kb();
+            let mut run = Run::start();
+            run.thp_region(P1, a, N * PMD);
+            run.touch(P1, a, N * PMD, Access::Write).unwrap();
+            for i in 0..N {
+                run.ok(Op::Pin { proc: P1, pin: PinRef(i as u32), addr: a + i * PMD, len: PMD, longterm: true });
+            }
+            let obs = run.observe(&[(P1, a, N * PMD)]);
+            assert_eq!(mthp(&obs, "2048kB/nr_anon"), N as i64);
+            drop(run);
+            // No sleep: the drop itself waits.
+            assert_eq!(nr_anon_2048kb(), before, "pinned THPs outlived their backend");
+        }
+    });
+}
+
+// A |.   .   .   .   |  four 2 MiB blocks with one 4K page each, max_ptes_none=0:
+//                       each `khugepaged 1` scans each block exactly once
+//                       (thp_scan_exceed_none_pte +4 per step), also when
+//                       the previous run left khugepaged's cursor elsewhere.
+#[test]
+fn one_khugepaged_step_is_one_pass() {
+    let Some(_host) = host() else { return };
+    with_retries(|| {
+        let a = region_base(18);
+        for _ in 0..2 {
+            let mut run = Run::start();
+            run.ok(Op::Set { setting: Setting::from_sysfs("khugepaged/max_ptes_none", "0").unwrap() });
+            run.ok(Op::Spawn { proc: P1 });
+            run.ok(Op::Mmap { proc: P1, addr: a, len: 4 * PMD, prot: Prot::READ_WRITE });
+            for block in 0..4 {
+                run.touch(P1, a + block * PMD, PAGE, Access::Write).unwrap();
+            }
+            run.ok(Op::Madvise { proc: P1, addr: a, len: 4 * PMD, advice: Advice::HugePage });
+            run.ok(Op::Khugepaged { full_scans: 1 });
+            let obs = run.observe(&[(P1, a, 4 * PMD)]);
+            assert_eq!(counter(&obs, "thp_scan_exceed_none_pte"), 4, "one pass scans each block once");
+            run.ok(Op::Khugepaged { full_scans: 1 });
+            let obs = run.observe(&[(P1, a, 4 * PMD)]);
+            assert_eq!(counter(&obs, "thp_scan_exceed_none_pte"), 8, "two passes twice");
+            assert_eq!(counter(&obs, "thp_collapse_alloc"), 0);
+            assert_eq!(read_knob("khugepaged/pages_to_scan").unwrap(), "1", "quiet again after the step");
+        }
+    });
+}
+
+// A |AAAAAAAAAAAAAAAA|  128 MiB of 4K pages written under ram=64M: the
+//                      scenario's memory cgroup OOM-kills the worker (no
+//                      swap, nothing to reclaim); the backend says so and
+//                      removes the group.
+#[test]
+fn ram_is_a_memory_cgroup_limit() {
+    let Some(_host) = host() else { return };
+    let memcg = Path::new(thpsim_oracle::linux::MEMCG_ROOT);
+    if !memcg.join("memory.limit_in_bytes").exists() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true but {} is missing", memcg.display());
+        eprintln!("skipping: no cgroup v1 memory controller at {}", memcg.display());
+        return;
+    }
+    let group = memcg.join(format!("thpsim-oracle-{}", std::process::id()));
+    let a = region_base(19);
+    let options = LinuxOptions { lock_path: None, ram_limit: Some(64 << 20), ..LinuxOptions::default() };
+    let mut backend = LinuxBackend::with_options(options).expect("starting the Linux backend");
+    assert!(group.is_dir(), "the scenario's memory cgroup exists while it runs");
+    assert_eq!(std::fs::read_to_string(group.join("memory.limit_in_bytes")).unwrap().trim(), "67108864");
+    backend.apply(&Op::Spawn { proc: P1 }).unwrap().unwrap();
+    let pid = backend.pid(P1).unwrap();
+    let procs = std::fs::read_to_string(group.join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|l| l.trim() == pid.to_string()), "the worker runs in the group: {procs:?}");
+    backend.apply(&Op::Mmap { proc: P1, addr: a, len: 128 << 20, prot: Prot::READ_WRITE }).unwrap().unwrap();
+    let touched = backend.apply(&Op::Touch {
+        proc: P1,
+        addr: a,
+        len: 128 << 20,
+        access: Access::Write,
+        fill: Fill::NonZero,
+        pattern: TouchPattern::All,
+    });
+    let err = touched.expect_err("over the limit the worker is OOM-killed").to_string();
+    assert!(err.contains("OOM killer"), "{err}");
+    drop(backend);
+    assert!(!group.exists(), "the group is removed");
+}

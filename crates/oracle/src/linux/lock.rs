@@ -42,10 +42,18 @@ fn acquire_lock(path: &Path, wait: Duration) -> Result<File, BackendError> {
         .open(path)
         .map_err(|e| precondition(format!("cannot open the lock file {}: {e}", path.display())))?;
     let deadline = Instant::now() + wait;
+    let mut said = false;
     loop {
         match sys::try_lock_exclusive(file.as_fd()) {
             Ok(true) => break,
-            Ok(false) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(false) if Instant::now() < deadline => {
+                if !said {
+                    // Once per wait, so that a user knows why nothing happens.
+                    eprintln!("{}", waiting_message(path, &std::fs::read_to_string(path).unwrap_or_default(), wait));
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Ok(false) => {
                 let holder = std::fs::read_to_string(path).unwrap_or_default();
                 return Err(precondition(format!(
@@ -60,4 +68,31 @@ fn acquire_lock(path: &Path, wait: Duration) -> Result<File, BackendError> {
     // Who holds it, for the message above; the lock is what counts.
     let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
     Ok(file)
+}
+
+/// What the oracle says on standard error while it waits for the lock.
+fn waiting_message(path: &Path, holder: &str, wait: Duration) -> String {
+    let holder = match holder.trim() {
+        "" => String::new(),
+        pid => format!(" (pid {pid})"),
+    };
+    format!(
+        "thpsim: waiting for {}: another thpsim Linux backend{holder} is using the live kernel (giving up after {}s)",
+        path.display(),
+        wait.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_is_announced_with_the_holder() {
+        assert_eq!(
+            waiting_message(Path::new("/run/thpsim-oracle.lock"), "1234\n", Duration::from_secs(300)),
+            "thpsim: waiting for /run/thpsim-oracle.lock: another thpsim Linux backend (pid 1234) is using the live kernel (giving up after 300s)"
+        );
+        assert!(!waiting_message(Path::new("/l"), "", Duration::from_secs(1)).contains("pid"));
+    }
 }

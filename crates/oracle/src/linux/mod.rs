@@ -32,6 +32,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod cgroup;
 mod executor;
 mod khugepaged;
 mod lock;
@@ -44,6 +45,7 @@ mod protocol;
 mod signals;
 mod sys;
 mod sysfs;
+mod teardown;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -61,8 +63,9 @@ use procfs::Kpages;
 use protocol::Cmd;
 use sysfs::SettingsGuard;
 
+pub use cgroup::{remove_stale as remove_stale_cgroups, MEMCG_ROOT};
 pub use lock::{HostLock, DEFAULT_LOCK_PATH};
-pub use sysfs::{read_knob, ThpSettings, THP_ROOT};
+pub use sysfs::{read_knob, restore_saved_file, RestoredKnob, ThpSettings, THP_ROOT};
 
 /// The base page size; the backend refuses hosts with another.
 const PAGE_SIZE: u64 = 4096;
@@ -80,6 +83,14 @@ pub struct LinuxOptions {
     pub lock_wait: Duration,
     /// A khugepaged step fails when `full_scans` stops moving this long.
     pub khugepaged_stall_timeout: Duration,
+    /// How long the end of a run waits for the THP gauges to come back to
+    /// their values at its start, once its processes are gone (teardown.rs).
+    pub teardown_timeout: Duration,
+    /// The scenario's `machine ram=`: its processes run in a memory cgroup
+    /// with this limit (cgroup.rs). `None`: no limit.
+    pub ram_limit: Option<u64>,
+    /// Where the cgroup v1 memory controller is mounted.
+    pub memcg_root: PathBuf,
 }
 
 impl Default for LinuxOptions {
@@ -89,6 +100,9 @@ impl Default for LinuxOptions {
             saved_settings_path: PathBuf::from("/run/thpsim-oracle.settings"),
             lock_wait: Duration::from_secs(300),
             khugepaged_stall_timeout: Duration::from_secs(60),
+            teardown_timeout: Duration::from_secs(5),
+            ram_limit: None,
+            memcg_root: PathBuf::from(MEMCG_ROOT),
         }
     }
 }
@@ -117,6 +131,8 @@ pub struct LinuxBackend {
     controller_thp_disable: Option<libc::c_int>,
     base_vmstat: BTreeMap<String, i64>,
     base_mthp: BTreeMap<String, i64>,
+    /// The THP gauges at the baseline (teardown.rs).
+    base_gauges: BTreeMap<String, i64>,
     kpages: Option<Kpages>,
     /// `nr_anon_transparent_hugepages` moved by other processes, as last
     /// reported (see `observe.rs`).
@@ -125,6 +141,8 @@ pub struct LinuxBackend {
     /// Set after the first `BackendError`: the host was cleaned up and the
     /// backend refuses further work.
     failed: Option<String>,
+    /// The memory cgroup of `ram=`, if asked for.
+    memcg: Option<cgroup::MemCgroup>,
     lock: Option<HostLock>,
 }
 
@@ -189,8 +207,28 @@ impl LinuxBackend {
             Some(path) => Some(HostLock::acquire(path, options.lock_wait)?),
             None => None,
         };
-        let warnings = sysfs::recover_stale(&options.saved_settings_path)
+        let mut warnings = sysfs::recover_stale(&options.saved_settings_path)
             .map_err(io_error(format!("restoring settings from {}", options.saved_settings_path.display())))?;
+        let stale = cgroup::remove_stale(&options.memcg_root)
+            .map_err(io_error(format!("removing memory cgroups left under {}", options.memcg_root.display())))?;
+        if !stale.is_empty() {
+            warnings.push(format!("removed memory cgroups left by a run that did not finish: {}", stale.join(", ")));
+        }
+        let memcg = match options.ram_limit {
+            None => None,
+            Some(ram) => {
+                if !options.memcg_root.join("memory.limit_in_bytes").exists() {
+                    return Err(precondition(format!(
+                        "machine ram= needs the cgroup v1 memory controller at {}, which this host lacks",
+                        options.memcg_root.display()
+                    )));
+                }
+                Some(cgroup::MemCgroup::create(&options.memcg_root, ram).map_err(io_error(format!(
+                    "making a memory cgroup under {} with a limit of {ram} bytes",
+                    options.memcg_root.display()
+                )))?)
+            }
+        };
         let settings = SettingsGuard::save(Some(options.saved_settings_path.clone()))
             .map_err(io_error("saving the THP settings"))?;
         // From here on, dropping `backend` (also on an error below) undoes
@@ -205,10 +243,12 @@ impl LinuxBackend {
             controller_thp_disable: None,
             base_vmstat: BTreeMap::new(),
             base_mthp: BTreeMap::new(),
+            base_gauges: BTreeMap::new(),
             kpages: None,
             foreign_thps: 0,
             warnings,
             failed: None,
+            memcg,
             lock,
         };
         backend.start()?;
@@ -243,16 +283,41 @@ impl LinuxBackend {
                         .to_string(),
                 );
             }
+            // Registered now, for as long as it lives; from here on nothing
+            // of it is THP-eligible (see khugepaged.rs).
+            let block = reply.value;
+            sentinel.call(Cmd::Munmap, [block, 2 << 20, 0, 0, 0, 0, 0], &[])?;
+            let nohugepage = libc::MADV_NOHUGEPAGE as u64;
+            sentinel.call(
+                Cmd::Madvise,
+                [PAGE_SIZE, observe::USER_SPACE_END - PAGE_SIZE, nohugepage, 0, 0, 0, 0],
+                &[],
+            )?;
         }
         self.sentinel = Some(sentinel);
         if !khugepaged::wait_idle(Duration::from_secs(5)) {
             self.warnings.push("khugepaged did not go idle within 5 s of being quieted".to_string());
+        }
+        match khugepaged::seek_pass_boundary(Duration::from_secs(10)) {
+            Ok(true) => {}
+            Ok(false) => self.warnings.push(
+                "khugepaged did not reach the end of a pass within 10 s: a khugepaged step may scan from inside another mm"
+                    .to_string(),
+            ),
+            Err(err) => return Err(io_error("moving khugepaged to the start of a pass")(err)),
         }
         self.kpages = Some(Kpages::open().map_err(io_error("opening /proc/kpageflags"))?);
         // Drain the system-wide deferred-split queue before the baseline, so
         // a scenario's `shrink` does not split other processes' folios
         // queued before it started (their counters would move as its own).
         procfs::drop_caches().map_err(io_error("draining the deferred-split queue"))?;
+        // A previous run's asynchronous teardown (another thpsim build, or a
+        // run killed with SIGKILL) must not land after the baseline.
+        let (gauges, settled) = teardown::wait_stable(Duration::from_secs(2));
+        if !settled {
+            self.warnings.push("the THP gauges kept moving for 2 s before the baseline (host noise)".to_string());
+        }
+        self.base_gauges = gauges.map_err(io_error("reading the THP gauges"))?;
         self.refresh_stats();
         self.base_vmstat = procfs::read_vmstat().map_err(io_error("reading /proc/vmstat"))?;
         self.base_mthp =
@@ -296,13 +361,35 @@ impl LinuxBackend {
         err
     }
 
+    /// A worker that died while its memory cgroup's OOM killer killed
+    /// something: say so, since that is the kernel's answer to `ram=`.
+    fn explain_oom(&self, err: BackendError) -> BackendError {
+        let Some(memcg) = &self.memcg else { return err };
+        match memcg.oom_kills() {
+            Ok(kills) if kills > 0 => BackendError::Executor(format!(
+                "the memory cgroup's OOM killer killed {kills} scenario process(es): they needed more than machine ram={} \
+                 (the live kernel answers a fault over the limit with an OOM kill, not ENOMEM; see docs/fidelity.md): {err}",
+                memcg.limit().unwrap_or(0)
+            )),
+            _ => err,
+        }
+    }
+
     /// Kills every worker, restores the THP settings and the controller's
     /// THP state, removes the signal handlers, releases the lock. Idempotent.
     fn shutdown(&mut self) {
         let procs = std::mem::take(&mut self.procs);
+        let had_procs = !procs.is_empty();
         for (_, proc) in procs.into_iter().rev() {
-            if let Err(err) = proc.worker.kill() {
-                self.warnings.push(format!("killing a worker: {err}"));
+            // A worker told to exit first releases its pins with
+            // IORING_UNREGISTER_BUFFERS, which unpins at once; a killed one
+            // leaves them to the ring's exit work, which runs after the
+            // process is gone and would free the pinned folios in the next
+            // scenario's counters. After an error, kill: the worker may
+            // not answer.
+            let ended = if self.failed.is_none() { proc.worker.exit() } else { proc.worker.kill() };
+            if let Err(err) = ended {
+                self.warnings.push(format!("ending a worker: {err}"));
             }
         }
         self.pins.clear();
@@ -315,6 +402,19 @@ impl LinuxBackend {
             let errors = settings.restore();
             self.warnings.extend(errors);
             // Dropping the guard removes the signal handlers.
+        }
+        if let Some(mut memcg) = self.memcg.take() {
+            if let Err(err) = memcg.remove() {
+                self.warnings.push(format!("removing the scenario's memory cgroup: {err}"));
+            }
+        }
+        // Before the lock goes to the next scenario: wait until this one's
+        // memory is really gone (item 6 of issue 8).
+        if had_procs && !self.base_gauges.is_empty() {
+            match teardown::wait_settled(&self.base_gauges, self.options.teardown_timeout) {
+                Ok(()) => {}
+                Err(left) => self.warnings.push(left),
+            }
         }
         if let Some(before) = self.controller_thp_disable.take() {
             let restored = match before {
@@ -339,7 +439,7 @@ impl Backend for LinuxBackend {
         self.usable()?;
         let watch = !matches!(op, Op::Khugepaged { .. });
         let before = khugepaged::counter("pages_collapsed").ok();
-        let result = self.apply_op(op);
+        let result = self.apply_op(op).map_err(|err| self.explain_oom(err));
         if watch {
             let after = khugepaged::counter("pages_collapsed").ok();
             if let (Some(before), Some(after)) = (before, after) {

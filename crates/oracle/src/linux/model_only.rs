@@ -16,6 +16,8 @@ pub enum ModelOnly {
     Policy { at: String, name: &'static str, value: &'static str, baseline: &'static str },
     #[error("{at}: inject {point} is model-only: the live backend does not inject allocation failures")]
     Inject { at: String, point: &'static str },
+    #[error("machine swap={swap}: the live backend runs without swap (and the model ignores swap), write swap=0 or leave it out")]
+    Swap { swap: String },
 }
 
 /// Where a setup statement came from: `line 3`, or `--policy` for line 0.
@@ -25,6 +27,16 @@ fn at(line: u32) -> String {
     } else {
         format!("line {line}")
     }
+}
+
+/// A size as a scenario writes it: `64M`.
+fn size(bytes: u64) -> String {
+    for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+        if bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }
 
 /// Refuses a policy whose value is not the kernel's: generic over the
@@ -46,6 +58,9 @@ pub fn check_policy(
 pub fn refuse_model_only(scenario: &Scenario) -> Result<(), ModelOnly> {
     for p in &scenario.policies {
         check_policy(p.line, p.policy.name(), p.policy.value(), p.policy.baseline().value())?;
+    }
+    if scenario.machine.swap != 0 {
+        return Err(ModelOnly::Swap { swap: size(scenario.machine.swap) });
     }
     match scenario.injections.first() {
         Some(i) => Err(ModelOnly::Inject { at: at(i.line), point: i.point.name() }),
@@ -77,6 +92,17 @@ mod tests {
             "--policy: policy pmd_cow = on is a model-only proposal; the live kernel (6.18) has pmd_cow = off"
         );
         assert_eq!(check_policy(2, "deposit", "eager", "eager"), Ok(()));
+    }
+
+    #[test]
+    fn swap_is_refused_and_swap_0_runs() {
+        let s = parse_scenario("t.thp", "machine ram=1G swap=64M\np1: A = mmap 2M\n").unwrap();
+        assert_eq!(
+            refuse_model_only(&s).unwrap_err().to_string(),
+            "machine swap=64M: the live backend runs without swap (and the model ignores swap), write swap=0 or leave it out"
+        );
+        let s = parse_scenario("t.thp", "machine ram=1G swap=0\np1: A = mmap 2M\n").unwrap();
+        assert_eq!(refuse_model_only(&s), Ok(()));
     }
 
     #[test]

@@ -13,12 +13,16 @@ use crate::{
 };
 
 /// The end of user space with 4-level page tables (x86-64 `TASK_SIZE`).
-const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
+pub(super) const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
 /// Bytes a PMD maps.
 const PMD_SIZE: u64 = 2 << 20;
 
-/// The smaps `VmFlags` mnemonics an observation carries.
-const MODELLED_VM_FLAGS: [&str; 7] = ["rd", "wr", "ex", "hg", "nh", "dc", "ac"];
+/// The smaps `VmFlags` mnemonics an observation carries: those the model
+/// has (every flag it knows set at once), so a flag the model learns
+/// (`lo`, `wf`) is compared on both sides from then on.
+fn modelled_vm_flag_names() -> Vec<&'static str> {
+    thpsim_mm::vma::VmFlags(u32::MAX).mnemonics()
+}
 
 /// Raw folio keys (head PFNs) per process, region and page run, beside the
 /// runs they belong to, for `normalise_folios`.
@@ -154,7 +158,8 @@ impl LinuxBackend {
 
 /// The `VmFlags` mnemonics thpsim models, sorted.
 fn modelled_vm_flags(all: &[String]) -> Vec<String> {
-    let mut flags: Vec<String> = all.iter().filter(|f| MODELLED_VM_FLAGS.contains(&f.as_str())).cloned().collect();
+    let modelled = modelled_vm_flag_names();
+    let mut flags: Vec<String> = all.iter().filter(|f| modelled.contains(&f.as_str())).cloned().collect();
     flags.sort();
     flags
 }
@@ -235,5 +240,7 @@ mod tests {
     fn vm_flags_are_filtered_and_sorted() {
         let all: Vec<String> = "rd wr mr mw me ac sd hg".split(' ').map(String::from).collect();
         assert_eq!(modelled_vm_flags(&all), vec!["ac", "hg", "rd", "wr"]);
+        let all: Vec<String> = "rd wr lo dc wf nh mg".split(' ').map(String::from).collect();
+        assert_eq!(modelled_vm_flags(&all), vec!["dc", "lo", "nh", "rd", "wf", "wr"], "what the model knows");
     }
 }

@@ -136,6 +136,11 @@ impl LinuxBackend {
             return Err(BackendError::Executor(format!("p{} is already running", proc.0 + 1)));
         }
         let mut worker = Worker::spawn(&format!("p{}", proc.0 + 1))?;
+        if let Some(memcg) = &self.memcg {
+            memcg
+                .add(worker.pid)
+                .map_err(io_error(format!("moving {} into the scenario's memory cgroup", worker.label)))?;
+        }
         populate_file_mappings(&mut worker)?;
         let vm_pte_base_kb = worker.vm_pte_kb()?;
         self.procs.insert(proc, Proc { worker, vm_pte_base_kb });
@@ -217,17 +222,9 @@ impl LinuxBackend {
             self.warnings.push("khugepaged is not running (THP is disabled at every size): nothing to scan".into());
             return Ok(Ok(()));
         }
-        let pages = self.scenario_pages_to_scan.clone().unwrap_or_else(|| khugepaged::RUN_PAGES_TO_SCAN.to_string());
+        let pages = self.scenario_pages_to_scan.clone().unwrap_or_else(khugepaged::default_pages_to_scan);
         match khugepaged::run_full_scans(full_scans, &pages, self.options.khugepaged_stall_timeout) {
-            Ok(idle) => {
-                if !idle {
-                    self.warnings.push(
-                        "khugepaged was still busy 5 s after its step; it may collapse during the next one"
-                            .into(),
-                    );
-                }
-                Ok(Ok(()))
-            }
+            Ok(()) => Ok(Ok(())),
             Err(khugepaged::RunError::Io(err)) => Err(io_error("running khugepaged")(err)),
             Err(khugepaged::RunError::Stalled { from, reached, wanted, stalled }) => Err(BackendError::Executor(format!(
                 "khugepaged: full_scans went from {from} to {reached}, wanted {wanted}, then did not move for {stalled:?}"

@@ -133,22 +133,63 @@ fn write_back(values: &[(String, String)]) -> Vec<String> {
     errors
 }
 
+/// One knob written back from a saved-settings file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredKnob {
+    /// Relative to `THP_ROOT`.
+    pub knob: String,
+    /// Its value before the write-back (`None` if it could not be read).
+    pub was: Option<String>,
+    /// The saved value written back.
+    pub value: String,
+    /// Why the write failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Writes back the settings saved in `saved_file` by a run that did not
+/// finish (killed with SIGKILL), in the saved order, and removes the file
+/// if every knob was restored. `Ok(None)` when there is no such file. Call
+/// with the host lock held, so that the file is not a running backend's.
+pub fn restore_saved_file(saved_file: &Path) -> io::Result<Option<Vec<RestoredKnob>>> {
+    let text = match fs::read_to_string(saved_file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let mut restored = Vec::new();
+    for (rel, value) in parse_saved(&text) {
+        let was = read_knob(&rel).ok();
+        let error = write_knob(&rel, &value).err().map(|e| e.to_string());
+        restored.push(RestoredKnob { knob: rel, was, value, error });
+    }
+    if restored.iter().all(|r| r.error.is_none()) {
+        fs::remove_file(saved_file)?;
+    }
+    Ok(Some(restored))
+}
+
 /// Restores the settings a killed run left in `saved_file`, if any, and
 /// removes the file. Call with the host lock held. Returns what was done.
 pub(crate) fn recover_stale(saved_file: &Path) -> io::Result<Vec<String>> {
-    let text = match fs::read_to_string(saved_file) {
-        Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err),
+    let Some(restored) = restore_saved_file(saved_file)? else {
+        return Ok(Vec::new());
     };
-    let values = parse_saved(&text);
+    let changed: Vec<String> = restored
+        .iter()
+        .filter(|r| r.was.as_deref() != Some(r.value.as_str()))
+        .map(|r| format!("{} {} -> {}", r.knob, r.was.as_deref().unwrap_or("?"), r.value))
+        .collect();
     let mut notes = vec![format!(
-        "{} was left by a run that did not finish; restored its {} THP settings first",
+        "{} was left by a run that did not finish; restored its {} THP settings first ({})",
         saved_file.display(),
-        values.len()
+        restored.len(),
+        if changed.is_empty() { "none had changed".to_string() } else { changed.join(", ") }
     )];
-    notes.extend(write_back(&values));
-    fs::remove_file(saved_file)?;
+    for r in &restored {
+        if let Some(err) = &r.error {
+            notes.push(format!("could not restore {THP_ROOT}/{} to {:?}: {err}", r.knob, r.value));
+        }
+    }
     Ok(notes)
 }
 
