@@ -77,6 +77,31 @@ fn partial_unmap_queues_once_and_the_shrinker_empties_the_queue() {
     assert_eq!(w.page_info(p, A).order, 0);
 }
 
+/// A folio taken off the queue and queued again is on it once: the shrinker
+/// splits it once.
+#[test]
+fn a_folio_queued_again_after_the_shrinker_dropped_it_is_split_once() {
+    let mut w = world();
+    let p = thp(&mut w, 512);
+    let q = w.spawn().unwrap();
+    w.mmap(q, Some(A), 2 * M, Prot::READ_WRITE).unwrap();
+    w.madvise(q, A, 2 * M, Advice::HugePage).unwrap();
+    w.touch(q, A, Access::Write, Fill::NonZero).unwrap();
+    assert_eq!(w.deferred_split_queue_len(), 2);
+    // p's THP is fully written: used, dropped from the queue. q's is not.
+    w.set_knob("khugepaged/max_ptes_none", "0").unwrap();
+    w.drop_caches();
+    assert_eq!(ev(&w, VmEvent::ThpUnderusedSplitPage), 1);
+    assert_eq!(w.deferred_split_queue_len(), 0);
+    // Queued again, as partially mapped this time.
+    w.munmap(p, A.add(M), 4096).unwrap();
+    assert_eq!(w.deferred_split_queue_len(), 1);
+    w.drop_caches();
+    assert_eq!(ev(&w, VmEvent::ThpSplitPage), 2);
+    assert_eq!(w.deferred_split_queue_len(), 0);
+    assert_eq!(w.page_info(p, A).order, 0);
+}
+
 #[test]
 fn a_pinned_partially_mapped_thp_stays_queued_until_unpinned() {
     let mut w = world();
