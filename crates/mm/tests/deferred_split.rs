@@ -150,3 +150,29 @@ fn underused_threshold_is_max_ptes_none_zero_pages() {
     assert!(w.page_info(p, A).pmd_mapped);
     assert_eq!(ev(&w, VmEvent::ThpUnderusedSplitPage), 0);
 }
+
+/// The huge zero folio is freed by the shrinker once no mm holds it, and
+/// allocated again by the next read fault that needs it.
+#[test]
+fn huge_zero_folio_is_freed_by_the_shrinker_when_unused() {
+    let mut w = world();
+    let free_at_boot = w.buddy().nr_free_pages();
+    let p = w.spawn().unwrap();
+    w.mmap(p, Some(A), 2 * M, Prot::READ_WRITE).unwrap();
+    w.madvise(p, A, 2 * M, Advice::HugePage).unwrap();
+    w.touch(p, A, Access::Read, Fill::NonZero).unwrap();
+    assert!(w.page_info(p, A).zero_page);
+    assert_eq!(ev(&w, VmEvent::ThpZeroPageAlloc), 1);
+    // Mapped: the shrinker keeps it.
+    w.drop_caches();
+    assert!(w.page_info(p, A).pfn.is_some());
+    w.exit(p).unwrap();
+    assert!(w.buddy().nr_free_pages() < free_at_boot, "the global reference keeps the huge zero folio");
+    w.drop_caches();
+    assert_eq!(w.buddy().nr_free_pages(), free_at_boot, "the shrinker freed the huge zero folio");
+    let q = w.spawn().unwrap();
+    w.mmap(q, Some(A), 2 * M, Prot::READ_WRITE).unwrap();
+    w.madvise(q, A, 2 * M, Advice::HugePage).unwrap();
+    w.touch(q, A, Access::Read, Fill::NonZero).unwrap();
+    assert_eq!(ev(&w, VmEvent::ThpZeroPageAlloc), 2);
+}
