@@ -192,6 +192,9 @@ impl Backend for Toy {
                     mapcount: count,
                     exclusive: count == 1,
                     zero_page: false,
+                    lru: folio.is_some(),
+                    swapbacked: folio.is_some(),
+                    swapcache: false,
                 };
                 runs.push(1, page, folio);
             }

@@ -4,7 +4,7 @@
 use std::io;
 
 use thpsim_mm::Errno;
-use thpsim_workload::{Access, Fill, Op, ProcId, Prot, Setting};
+use thpsim_workload::{Access, Advice, Fill, Op, ProcId, Prot, Setting};
 
 use super::executor::Worker;
 use super::protocol::{self, Cmd, MAX_RUNS_PER_MSG};
@@ -54,6 +54,11 @@ impl LinuxBackend {
                 Ok(result)
             }
             Op::Madvise { proc, addr, len, advice } => {
+                // These act only on folios on the LRU; the model has no
+                // per-CPU batches, so drain them (see `drain_lru_batches`).
+                if matches!(advice, Advice::Free | Advice::Cold | Advice::PageOut) {
+                    procfs::drain_lru_batches().map_err(io_error("draining the LRU batches"))?;
+                }
                 Ok(self.call(op, proc, Cmd::Madvise, [addr, len, advice.code() as u64, 0, 0, 0, 0])?.0)
             }
             Op::Touch { proc, addr, len, access, fill, pattern } => {

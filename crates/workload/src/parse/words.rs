@@ -15,7 +15,7 @@ pub(super) const STATEMENTS: &[&str] =
 pub(super) const OPERATIONS: &[&str] =
     &["mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "prctl", "pin", "unpin", "exit"];
 /// Words that follow `expect` and so cannot name a process either.
-pub(super) const EXPECT_WORDS: &[&str] = &["vmstat", "mthp", "ok", "errno", "fork"];
+pub(super) const EXPECT_WORDS: &[&str] = &["vmstat", "mthp", "meminfo", "ok", "errno", "fork"];
 /// The longest name of a process, region or pin.
 pub(super) const MAX_NAME_LEN: usize = 64;
 
