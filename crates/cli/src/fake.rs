@@ -24,6 +24,8 @@ pub enum Bug {
     SplitPmdOnShrinkAfterFork,
     /// Panics on `mprotect`, as a model invariant check would.
     PanicOnMprotect,
+    /// Every fork fails with EBUSY, an errno Linux's fork() never returns.
+    ForkAnswersEbusy,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -92,6 +94,7 @@ impl Toy {
             Op::Spawn { proc } => {
                 self.procs.insert(proc, ToyProc::default());
             }
+            Op::Fork { .. } if self.bug == Some(Bug::ForkAnswersEbusy) => return Err(Errno::Busy),
             Op::Fork { parent, child } => {
                 let copy = self.proc(parent)?.clone();
                 self.procs.insert(child, copy);

@@ -124,7 +124,7 @@ impl Problem {
 /// names the broken invariant better than its message, whose ids and
 /// addresses change as a scenario shrinks; without a location, the message
 /// with its digits removed.
-fn panic_site(message: &str) -> String {
+pub(crate) fn panic_site(message: &str) -> String {
     match message.rsplit_once(" (at ") {
         Some((_, at)) => at.trim_end_matches(')').to_string(),
         None => message.lines().next().unwrap_or("").chars().filter(|c| !c.is_ascii_digit()).collect(),
@@ -503,7 +503,7 @@ fn statements(text: &str) -> usize {
 /// Whether a scenario parses and does something beyond setting knobs and
 /// creating processes: a shrunk scenario without an operation reproduces
 /// nothing worth reading (a backend that cannot start fails it too).
-fn has_operations(file: &ScenarioText) -> bool {
+pub(crate) fn has_operations(file: &ScenarioText) -> bool {
     file.parse().is_ok_and(|scenario| {
         scenario
             .steps
@@ -561,7 +561,7 @@ impl Tally {
 }
 
 /// A seed for `--random` without `--seed`: the clock, mixed.
-fn clock_seed() -> u64 {
+pub(crate) fn clock_seed() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     thpsim_workload::SplitMix64::new(nanos ^ u64::from(std::process::id())).next_u64()
 }

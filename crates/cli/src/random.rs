@@ -1,4 +1,5 @@
-//! Random scenarios for the differential fuzzer (`thpsim oracle --random`).
+//! Random scenarios for the differential fuzzer (`thpsim oracle --random`)
+//! and for the model-only fuzzer of the out-of-memory paths (`thpsim fuzz`).
 //!
 //! A generator writes scenario *text*, one statement at a time, so that
 //! every failure it finds is a file `thpsim run` and `thpsim oracle`
@@ -16,6 +17,13 @@
 //! kernel it also runs in the background, so its effects are not
 //! reproducible step for step.
 //!
+//! `Flavor::Tiny` scenarios (for `thpsim fuzz`, the model only) run on a
+//! machine of 2 to 64 MiB, most with one or two `inject` lines at the
+//! `pgtable` and `folio` points, map regions of up to a few times the RAM,
+//! move regions to 1 GiB-aligned destinations (which need new page
+//! tables), fork more, and run khugepaged: every allocation path meets its
+//! failure.
+//!
 //! Everything is drawn from a `SplitMix64` seeded with the run's seed and
 //! the scenario's index: the same seed gives the same scenarios on every
 //! host.
@@ -23,6 +31,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use thpsim_mm::FailPoint;
 use thpsim_uapi::knob::{Knob, KnobValues, MthpSize};
 use thpsim_uapi::Advice;
 use thpsim_workload::{parse_scenario, RegionRef, Scenario, SplitMix64};
@@ -40,9 +49,25 @@ const K: u64 = 1 << 10;
 const M: u64 = 1 << 20;
 const PAGE: u64 = 4 * K;
 
-/// The RAM every random scenario asks for: ample for 64 MiB per scenario,
-/// so allocation failures do not depend on the host's memory.
+/// The RAM every `Flavor::Oracle` scenario asks for: ample for 64 MiB per
+/// scenario, so allocation failures do not depend on the host's memory.
 const MACHINE: &str = "machine ram=2G";
+
+/// The RAM sizes of `Flavor::Tiny` machines.
+pub const TINY_RAM_SIZES: [u64; 11] =
+    [2 * M, 3 * M, 4 * M, 6 * M, 8 * M, 12 * M, 16 * M, 24 * M, 32 * M, 48 * M, 64 * M];
+
+/// Which scenarios a generator writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// For `thpsim oracle --random`: a 2 GiB machine, no injected failures,
+    /// only operations the live kernel runs reproducibly.
+    Oracle,
+    /// For `thpsim fuzz` (the model only): a machine from `TINY_RAM_SIZES`,
+    /// usually with injected failures, regions of up to a few times the RAM,
+    /// 1 GiB-aligned mmaps and mremaps, more forks, and khugepaged.
+    Tiny,
+}
 
 /// The knobs the generator may set, in the order its opening `set`s
 /// consider them. All are safe to change on a shared machine and are
@@ -73,6 +98,10 @@ pub struct Generated {
     pub text: String,
     /// The knobs its opening `set` statements choose, by sysfs path.
     pub knobs: BTreeMap<String, String>,
+    /// The machine's RAM in bytes.
+    pub ram: u64,
+    /// Its `inject` statements, as written.
+    pub injections: Vec<String>,
 }
 
 impl Generated {
@@ -83,18 +112,40 @@ impl Generated {
         }
         self.knobs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     }
+
+    /// `ram=8M inject pgtable nth=3; enabled=always`: the machine, the
+    /// injections and the knobs the seed chose.
+    pub fn setup_line(&self) -> String {
+        let mut out = format!("ram={}", fmt_size(self.ram));
+        for injection in &self.injections {
+            let _ = write!(out, " {injection}");
+        }
+        let _ = write!(out, "; {}", self.knobs_line());
+        out
+    }
+}
+
+/// Generates scenario number `index` of the `thpsim oracle --random` run
+/// seeded `seed`.
+pub fn generate(seed: u64, index: u32) -> Generated {
+    generate_flavored(Flavor::Oracle, seed, index)
 }
 
 /// Generates scenario number `index` of the run seeded `seed`.
-pub fn generate(seed: u64, index: u32) -> Generated {
+pub fn generate_flavored(flavor: Flavor, seed: u64, index: u32) -> Generated {
     let mut rng = SplitMix64::new(seed ^ u64::from(index).wrapping_mul(0xa076_1d64_78bd_642f));
     // Discard one draw so that seeds differing in one bit start apart.
     rng.next_u64();
-    Gen::new(rng, seed, index).run()
+    Gen::new(rng, flavor, seed, index).run()
 }
 
 struct Gen {
     rng: SplitMix64,
+    flavor: Flavor,
+    ram: u64,
+    /// The most bytes the scenario maps in all (mmaps plus mremap growth).
+    max_bytes: u64,
+    injections: Vec<String>,
     /// Statements so far, without the trailing newline.
     lines: Vec<String>,
     knobs: BTreeMap<String, String>,
@@ -111,10 +162,31 @@ struct Gen {
 }
 
 impl Gen {
-    fn new(rng: SplitMix64, seed: u64, index: u32) -> Self {
-        let lines = vec![format!("# thpsim oracle --random: seed {seed:#x}, scenario {index}"), MACHINE.to_string()];
+    fn new(mut rng: SplitMix64, flavor: Flavor, seed: u64, index: u32) -> Self {
+        let (lines, ram, max_bytes) = match flavor {
+            Flavor::Oracle => (
+                vec![format!("# thpsim oracle --random: seed {seed:#x}, scenario {index}"), MACHINE.to_string()],
+                2 << 30,
+                MAX_RANDOM_BYTES,
+            ),
+            Flavor::Tiny => {
+                let ram = TINY_RAM_SIZES[rng.below(TINY_RAM_SIZES.len() as u64) as usize];
+                (
+                    vec![
+                        format!("# thpsim fuzz: seed {seed:#x}, scenario {index}"),
+                        format!("machine ram={}", fmt_size(ram)),
+                    ],
+                    ram,
+                    tiny_max_bytes(ram),
+                )
+            }
+        };
         Gen {
             rng,
+            flavor,
+            ram,
+            max_bytes,
+            injections: Vec::new(),
             lines,
             knobs: BTreeMap::new(),
             parsed: None,
@@ -165,6 +237,9 @@ impl Gen {
     }
 
     fn run(mut self) -> Generated {
+        if self.flavor == Flavor::Tiny {
+            self.injections();
+        }
         // Knobs first, in the table's order; `enabled` most often, since it
         // decides the most.
         for knob in knobs() {
@@ -197,12 +272,60 @@ impl Gen {
                 break;
             }
         }
-        Generated { text: self.text_with(None), knobs: self.knobs }
+        Generated { text: self.text_with(None), knobs: self.knobs, ram: self.ram, injections: self.injections }
+    }
+
+    /// No injection in one scenario of eight (the machine's size alone
+    /// makes it run short), one point in about half, both in the rest.
+    fn injections(&mut self) {
+        let points: Vec<FailPoint> = match self.below(8) {
+            0 => Vec::new(),
+            1..=4 => vec![if self.chance(50) { FailPoint::PageTable } else { FailPoint::Folio }],
+            _ => FailPoint::ALL.to_vec(),
+        };
+        for point in points {
+            let line = self.inject_line(point.name());
+            if self.try_push(line.clone()) {
+                self.injections.push(line);
+            }
+        }
+    }
+
+    /// `inject <point>` with fail_page_alloc's attributes: the n-th
+    /// allocation (usually an early one), a probability with an optional
+    /// interval and limit, every interval-th a few times, or every one.
+    fn inject_line(&mut self, point: &str) -> String {
+        let mut line = format!("inject {point}");
+        match self.below(20) {
+            0..=7 => {
+                let nth = if self.chance(60) { 1 + self.below(12) } else { 1 + self.below(400) };
+                let _ = write!(line, " nth={nth}");
+            }
+            8..=14 => {
+                let _ = write!(line, " probability={}", 1 + self.below(40));
+                if self.chance(30) {
+                    let _ = write!(line, " interval={}", 1 + self.below(4));
+                }
+                if self.chance(50) {
+                    let _ = write!(line, " times={}", 1 + self.below(8));
+                }
+                let _ = write!(line, " seed={}", self.below(1 << 16));
+            }
+            15..=18 => {
+                let _ = write!(line, " interval={} times={}", 1 + self.below(32), 1 + self.below(4));
+            }
+            _ => {}
+        }
+        line
     }
 
     /// Draws one statement and appends it if it parses.
     fn step(&mut self) -> bool {
-        let roll = self.below(100);
+        // Tiny scenarios also run khugepaged and fork more often.
+        let roll = match self.flavor {
+            Flavor::Oracle => self.below(100),
+            Flavor::Tiny => self.below(112),
+        };
         match roll {
             0..=29 => self.touch(),
             30..=43 => self.madvise(),
@@ -217,7 +340,12 @@ impl Gen {
             82..=84 => self.unpin(),
             85..=89 => self.try_push("shrink".to_string()),
             90..=94 => self.observe(),
-            _ => self.set(),
+            95..=99 => self.set(),
+            100..=105 => {
+                let scans = *self.pick(&["", " 1", " 2", " 4"]);
+                self.try_push(format!("khugepaged{scans}"))
+            }
+            _ => self.fork(),
         }
     }
 
@@ -263,6 +391,22 @@ impl Gen {
     }
 
     fn region_len(&mut self) -> u64 {
+        if self.flavor == Flavor::Tiny {
+            // Up to three times the RAM, so that touching it runs short.
+            let ram = self.ram;
+            return match self.below(12) {
+                0 => PAGE * (1 + self.below(16)),
+                1 => 64 * K,
+                2 => 2 * M,
+                3 => 2 * M + PAGE,
+                4 => 4 * M,
+                5 => ram / 2,
+                6 => ram,
+                7 => 2 * ram,
+                8 => 3 * ram,
+                _ => PAGE * (1 + self.below(3 * ram / PAGE)),
+            };
+        }
         match self.below(8) {
             0 => PAGE * (1 + self.below(16)),
             1 => 64 * K,
@@ -282,7 +426,7 @@ impl Gen {
             None => self.pick(&self.live.clone()).clone(),
         };
         let len = self.region_len();
-        if self.mapped_bytes + len > MAX_RANDOM_BYTES {
+        if self.mapped_bytes + len > self.max_bytes {
             return None;
         }
         let name = region_name(self.next_region);
@@ -308,6 +452,13 @@ impl Gen {
                 let _ = write!(line, " align=2M offset={}", fmt_size(offset));
             }
             _ => line.push_str(" align=1M"),
+        }
+        // A region alone in its PUD entry (and now and then its PGD entry)
+        // needs new page tables before its first fault.
+        if self.flavor == Flavor::Tiny && self.chance(20) {
+            line.push_str(if self.chance(80) { " align=1G" } else { " align=512G" });
+            // `align=` may be given once: keep the last.
+            line = dedupe_align(&line);
         }
         Some((line, len))
     }
@@ -390,7 +541,7 @@ impl Gen {
             _ => old_len,
         };
         let growth = new_len.saturating_sub(old_len);
-        if self.mapped_bytes + growth > MAX_RANDOM_BYTES {
+        if self.mapped_bytes + growth > self.max_bytes {
             return false;
         }
         let name = region_name(self.next_region);
@@ -405,6 +556,12 @@ impl Gen {
                 let _ = write!(line, " align=2M offset={}", fmt_size(offset));
             }
             _ => {}
+        }
+        // A destination at a fresh 1 GiB boundary needs a new PMD table (a
+        // new PUD table too at 512 GiB), whose allocation may fail.
+        if self.flavor == Flavor::Tiny && self.chance(40) {
+            line.push_str(if self.chance(85) { " align=1G" } else { " align=512G" });
+            line = dedupe_align(&line);
         }
         if self.try_push(line) {
             self.next_region += 1;
@@ -499,6 +656,25 @@ impl Gen {
         let value = *self.pick(knob_values(knob));
         self.try_push(format!("set {knob} = {value}"))
     }
+}
+
+/// The byte budget of a `Flavor::Tiny` scenario on `ram` bytes of RAM.
+pub fn tiny_max_bytes(ram: u64) -> u64 {
+    8 * ram + 16 * M
+}
+
+/// `line` with only its last `align=` option (and no `offset=` if an
+/// earlier `align=` had one).
+fn dedupe_align(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
+    let last = words.iter().rposition(|w| w.starts_with("align="));
+    words
+        .iter()
+        .enumerate()
+        .filter(|&(i, w)| !(w.starts_with("align=") || w.starts_with("offset=")) || Some(i) == last)
+        .map(|(_, w)| *w)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Pins are named `P<n>_<holder>` so that an exit can drop its own.
@@ -615,6 +791,55 @@ mod tests {
     }
 
     #[test]
+    fn tiny_scenarios_parse_inject_failures_and_stay_in_bounds() {
+        let n = 200;
+        let (mut injected, mut both, mut gig_moves, mut khugepaged) = (0, 0, 0, 0);
+        let mut sizes = std::collections::BTreeSet::new();
+        for &seed in FIXED_SEEDS {
+            for index in 0..n {
+                let generated = generate_flavored(Flavor::Tiny, seed, index);
+                let scenario = parse_scenario("tiny.thp", &generated.text)
+                    .unwrap_or_else(|err| panic!("seed {seed:#x} scenario {index}:\n{err}\n{}", generated.text));
+                assert!(TINY_RAM_SIZES.contains(&scenario.machine.ram), "{}", generated.text);
+                assert_eq!(scenario.machine.ram, generated.ram);
+                sizes.insert(generated.ram);
+                assert_eq!(scenario.injections.len(), generated.injections.len(), "{}", generated.text);
+                injected += usize::from(!scenario.injections.is_empty());
+                both += usize::from(scenario.injections.len() == 2);
+                let mut mapped = 0;
+                for step in &scenario.steps {
+                    match &step.kind {
+                        StepKind::Op(Op::Mmap { len, .. }) => mapped += len,
+                        StepKind::Op(Op::Mremap { old_len, new_len, new_addr, .. }) => {
+                            mapped += new_len.saturating_sub(*old_len);
+                            gig_moves += usize::from(new_addr.is_some_and(|a| a % (1 << 30) == 0));
+                        }
+                        StepKind::Op(Op::Khugepaged { .. }) => khugepaged += 1,
+                        _ => {}
+                    }
+                }
+                assert!(mapped <= tiny_max_bytes(generated.ram), "seed {seed:#x} scenario {index}: {mapped} bytes");
+                assert!(scenario.steps.len() > 3, "seed {seed:#x} scenario {index} is trivial:\n{}", generated.text);
+            }
+        }
+        let total = FIXED_SEEDS.len() * n as usize;
+        // One scenario in eight goes without injection.
+        assert!(injected * 100 >= total * 80, "{injected} of {total} scenarios inject failures");
+        assert!(both * 100 >= total * 30, "{both} of {total} scenarios inject at both points");
+        assert_eq!(sizes.len(), TINY_RAM_SIZES.len(), "RAM sizes seen: {sizes:?}");
+        assert!(gig_moves > 0 && khugepaged > 0, "{gig_moves} mremaps to 1G, {khugepaged} khugepaged steps");
+        // The oracle's scenarios stay as they were: 2 GiB, no injection.
+        let oracle = generate(1, 0);
+        assert!(oracle.text.contains("\nmachine ram=2G\n") && !oracle.text.contains("inject"));
+    }
+
+    #[test]
+    fn a_later_align_replaces_an_earlier_one() {
+        assert_eq!(dedupe_align("p1: A = mmap 4M align=2M offset=4K align=1G"), "p1: A = mmap 4M align=1G");
+        assert_eq!(dedupe_align("p1: A = mmap 4M align=1G"), "p1: A = mmap 4M align=1G");
+    }
+
+    #[test]
     fn every_knob_value_the_generator_tries_is_one_the_kernel_accepts() {
         for knob in knobs() {
             assert!(!knob_values(knob).is_empty(), "{knob}");
@@ -630,7 +855,7 @@ mod tests {
         for (knob, value) in &generated.knobs {
             assert!(generated.text.contains(&format!("set {knob} = {value}\n")));
         }
-        let none = Generated { text: String::new(), knobs: BTreeMap::new() };
+        let none = Generated { text: String::new(), knobs: BTreeMap::new(), ram: 2 << 30, injections: Vec::new() };
         assert_eq!(none.knobs_line(), "defaults");
     }
 

@@ -46,9 +46,13 @@ impl World {
             if vma.flags.contains(VmFlags::DONTFORK) {
                 continue;
             }
-            let anon_vma = vma.anon_vma.map(|_| self.new_anon_vma());
-            self.mm_mut(child).vmas.insert(Vma { anon_vma, anon_vma_forked: anon_vma.is_some(), ..vma.clone() });
-            if vma.anon_vma.is_some() {
+            // dup_mmap(): the child's VMA is not mlock()ed; a VM_WIPEONFORK
+            // VMA starts empty, without an anon_vma, and nothing is copied.
+            let wipe = vma.flags.contains(VmFlags::WIPEONFORK);
+            let anon_vma = vma.anon_vma.filter(|_| !wipe).map(|_| self.new_anon_vma());
+            let flags = vma.flags.without(VmFlags::LOCKED);
+            self.mm_mut(child).vmas.insert(Vma { flags, anon_vma, anon_vma_forked: anon_vma.is_some(), ..vma.clone() });
+            if anon_vma.is_some() {
                 if let Err(e) = self.copy_page_range(parent, child, &vma) {
                     result = Err(e);
                     break;

@@ -20,11 +20,24 @@ impl World {
     /// Faults a page in as GUP does (`faultin_page()`): a write fault breaks
     /// COW, but no data is stored. Returns the folio and page mapped there.
     pub(crate) fn gup_fault(&mut self, pid: Pid, addr: Vaddr, write: bool) -> Result<Option<(FolioId, u64)>, Errno> {
+        self.gup_fault_flags(pid, addr, write, false)
+    }
+
+    /// `gup_fault()` with FOLL_FORCE as `force`: a read then needs no
+    /// VM_READ (mlock's population of write-only or exec-only VMAs).
+    pub(crate) fn gup_fault_flags(
+        &mut self,
+        pid: Pid,
+        addr: Vaddr,
+        write: bool,
+        force: bool,
+    ) -> Result<Option<(FolioId, u64)>, Errno> {
         const MAX_FAULT_RETRIES: u32 = 3;
         for _ in 0..MAX_FAULT_RETRIES {
             let vma = self.mm_ref(pid).vmas.find(addr).ok_or(Errno::Fault)?.clone();
-            // check_vma_flags(): a write needs VM_WRITE, a read VM_READ.
-            if (write && !vma.writable()) || (!write && !vma.readable()) {
+            // check_vma_flags(): a write needs VM_WRITE, a read VM_READ
+            // unless forced.
+            if (write && !vma.writable()) || (!write && !force && !vma.readable()) {
                 return Err(Errno::Fault);
             }
             if let Some(found) = self.follow_page(pid, addr, write) {

@@ -22,6 +22,7 @@ mod invariants;
 pub mod khugepaged;
 pub mod madvise;
 pub mod memory;
+pub mod mlock;
 pub mod mman;
 pub mod mmap;
 pub mod mprotect;

@@ -45,14 +45,25 @@ impl World {
     }
 
     fn do_madvise(&mut self, pid: Pid, start: Vaddr, end: Vaddr, advice: Advice) -> Result<(), Errno> {
-        let flag_change = |set: VmFlags, clear: VmFlags| move |f: VmFlags| f.without(clear).union(set);
+        let flag_change = |set: VmFlags, clear: VmFlags| Some((set, clear));
+        // madvise_vma_behavior(): the advices that only change VMA flags.
         let update = match advice {
-            Advice::HugePage => Some(flag_change(VmFlags::HUGEPAGE, VmFlags::NOHUGEPAGE)),
-            Advice::NoHugePage => Some(flag_change(VmFlags::NOHUGEPAGE, VmFlags::HUGEPAGE)),
-            Advice::DontFork => Some(flag_change(VmFlags::DONTFORK, VmFlags::default())),
-            Advice::DoFork => Some(flag_change(VmFlags::default(), VmFlags::DONTFORK)),
-            _ => None,
+            Advice::HugePage => flag_change(VmFlags::HUGEPAGE, VmFlags::NOHUGEPAGE),
+            Advice::NoHugePage => flag_change(VmFlags::NOHUGEPAGE, VmFlags::HUGEPAGE),
+            Advice::DontFork => flag_change(VmFlags::DONTFORK, VmFlags::default()),
+            Advice::DoFork => flag_change(VmFlags::default(), VmFlags::DONTFORK),
+            Advice::WipeOnFork => flag_change(VmFlags::WIPEONFORK, VmFlags::default()),
+            Advice::KeepOnFork => flag_change(VmFlags::default(), VmFlags::WIPEONFORK),
+            Advice::Normal
+            | Advice::DontNeed
+            | Advice::Free
+            | Advice::Collapse
+            | Advice::Cold
+            | Advice::PageOut
+            | Advice::PopulateRead
+            | Advice::PopulateWrite => None,
         };
+        let update = update.map(|(set, clear)| move |f: VmFlags| f.without(clear).union(set));
         if let Some(f) = update {
             let result = self.modify_vma_flags(pid, start, end, false, f);
             if advice == Advice::HugePage {
@@ -68,11 +79,21 @@ impl World {
         }
         // The rest act on each mapped piece; a hole makes the call fail with
         // ENOMEM after the mapped parts were handled.
-        let pieces: Vec<(Vaddr, Vaddr)> =
-            self.mm_ref(pid).vmas.overlapping(start, end).map(|v| (v.start.max(start), v.end.min(end))).collect();
-        let mapped: u64 = pieces.iter().map(|(s, e)| e.0 - s.0).sum();
+        let pieces: Vec<(Vaddr, Vaddr, VmFlags)> = self
+            .mm_ref(pid)
+            .vmas
+            .overlapping(start, end)
+            .map(|v| (v.start.max(start), v.end.min(end), v.flags))
+            .collect();
+        let mapped: u64 = pieces.iter().map(|(s, e, _)| e.0 - s.0).sum();
         let hole = mapped != end.0 - start.0;
-        for (s, e) in pieces {
+        for (s, e, flags) in pieces {
+            // can_madv_lru_vma(), madvise_dontneed_free_valid_vma(): an
+            // mlock()ed VMA refuses these, ending the walk with EINVAL.
+            let lru_advice = matches!(advice, Advice::DontNeed | Advice::Free | Advice::Cold | Advice::PageOut);
+            if lru_advice && flags.contains(VmFlags::LOCKED) {
+                return Err(Errno::Inval);
+            }
             match advice {
                 Advice::Normal => {}
                 Advice::DontNeed => self.madvise_dontneed(pid, s, e),
@@ -81,7 +102,12 @@ impl World {
                 Advice::PageOut => self.madvise_cold_or_pageout(pid, s, e, true),
                 Advice::PopulateRead | Advice::PopulateWrite => unreachable!("handled above"),
                 Advice::Collapse => self.madvise_collapse(pid, s, e)?,
-                Advice::HugePage | Advice::NoHugePage | Advice::DontFork | Advice::DoFork => unreachable!(),
+                Advice::HugePage
+                | Advice::NoHugePage
+                | Advice::DontFork
+                | Advice::DoFork
+                | Advice::WipeOnFork
+                | Advice::KeepOnFork => unreachable!("flag advices are handled above"),
             }
         }
         if hole {

@@ -57,34 +57,72 @@ impl World {
         }
         let len = len.checked_add(PAGE_SIZE - 1).ok_or(Errno::NoMem)? & !(PAGE_SIZE - 1);
         self.begin_op("mmap");
+        let result = self.do_mmap(pid, addr, len, prot, false);
+        self.end_op();
+        result
+    }
+
+    /// mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED): maps
+    /// exactly at `addr`, replacing whatever was mapped there (the old
+    /// mappings are unmapped as munmap() would).
+    pub fn mmap_fixed(&mut self, pid: Pid, addr: Vaddr, len: u64, prot: Prot) -> Result<Vaddr, Errno> {
+        self.check_pid(pid)?;
+        if len == 0 {
+            return Err(Errno::Inval);
+        }
+        let len = len.checked_add(PAGE_SIZE - 1).ok_or(Errno::NoMem)? & !(PAGE_SIZE - 1);
+        self.begin_op("mmap");
+        let result = self.do_mmap(pid, Some(addr), len, prot, true);
+        self.end_op();
+        result
+    }
+
+    /// `do_mmap()` → `mmap_region()` for a private anonymous mapping.
+    fn do_mmap(&mut self, pid: Pid, addr: Option<Vaddr>, len: u64, prot: Prot, replace: bool) -> Result<Vaddr, Errno> {
         let start = match addr {
             Some(a) => {
                 let end = check_range(a, len)?;
-                if self.mm_ref(pid).vmas.overlapping(a, end).next().is_some() {
-                    self.end_op();
+                if !replace && self.mm_ref(pid).vmas.overlapping(a, end).next().is_some() {
                     return Err(Errno::Exist);
                 }
                 a
             }
-            None => match self.get_unmapped_area(pid, len) {
-                Some(a) => a,
-                None => {
-                    self.end_op();
-                    return Err(Errno::NoMem);
-                }
-            },
+            None => self.get_unmapped_area(pid, len).ok_or(Errno::NoMem)?,
         };
-        // accountable_mapping(): a private writable mapping is charged.
+        // accountable_mapping(): a private writable mapping is charged, less
+        // what it replaces that was charged already.
         let mut flags = prot_to_vm_flags(prot);
         if prot.write {
+            let replaced: u64 = self
+                .mm_ref(pid)
+                .vmas
+                .overlapping(start, start.add(len))
+                .filter(|v| v.flags.contains(VmFlags::ACCOUNT))
+                .map(|v| v.end.min(start.add(len)).0 - v.start.max(start).0)
+                .sum();
+            self.vm_enough_memory((len - replaced) / PAGE_SIZE)?;
             flags = flags.union(VmFlags::ACCOUNT);
+        }
+        if replace {
+            self.do_munmap(pid, start, start.add(len))?;
         }
         let vma = Vma { start, end: start.add(len), flags, pgoff: start.vpn(), anon_vma: None, anon_vma_forked: false };
         let mm = self.mm_mut(pid);
         mm.vmas.insert(vma);
         mm.vmas.merge_around(start);
-        self.end_op();
         Ok(start)
+    }
+
+    /// `__vm_enough_memory()` with `vm.overcommit_memory = 0` (the heuristic
+    /// `OVERCOMMIT_GUESS`, Linux's default): a charge of `pages` fails with
+    /// ENOMEM only if it alone exceeds all RAM and swap. RAM is the machine's
+    /// managed pages (`totalram_pages()`); the model has no swap yet.
+    pub(crate) fn vm_enough_memory(&self, pages: u64) -> Result<(), Errno> {
+        let total_swap_pages = 0;
+        if pages > self.buddy.nr_total_pages() + total_swap_pages {
+            return Err(Errno::NoMem);
+        }
+        Ok(())
     }
 
     /// A top-down search for a free range below `MMAP_BASE`.

@@ -115,8 +115,15 @@ impl World {
             }
             n
         };
-        let (pieces, result) =
-            self.modify_vma_flags_with(pid, addr, end, true, |v| new_flags(v.flags, v.anon_vma.is_some()));
+        // mprotect_fixup(): a piece that becomes writable without having been
+        // charged is charged now; a charge that fails ends the call with
+        // ENOMEM there, the pieces before it changed.
+        let limit = if prot.write { self.first_uncharged_piece_over_limit(pid, addr, end) } else { None };
+        let (pieces, mut result) = self
+            .modify_vma_flags_with(pid, addr, limit.unwrap_or(end), true, |v| new_flags(v.flags, v.anon_vma.is_some()));
+        if limit.is_some() && result.is_ok() {
+            result = Err(Errno::NoMem);
+        }
         for (s, e, changed) in pieces {
             // mprotect_fixup() returns early when the flags do not change.
             if changed {
@@ -126,6 +133,19 @@ impl World {
         self.merge_range(pid, Vaddr(addr.0.saturating_sub(PAGE_SIZE)), end.add(PAGE_SIZE));
         self.end_op();
         result
+    }
+
+    /// The start of the first VMA piece of `[start, end)` that mprotect would
+    /// charge (it is neither accounted nor writable) and whose charge
+    /// `vm_enough_memory()` refuses.
+    fn first_uncharged_piece_over_limit(&self, pid: Pid, start: Vaddr, end: Vaddr) -> Option<Vaddr> {
+        self.mm_ref(pid)
+            .vmas
+            .overlapping(start, end)
+            .filter(|v| !v.flags.contains(VmFlags::ACCOUNT) && !v.flags.contains(VmFlags::WRITE))
+            .map(|v| (v.start.max(start), v.end.min(end)))
+            .find(|(s, e)| self.vm_enough_memory((e.0 - s.0) / PAGE_SIZE).is_err())
+            .map(|(s, _)| s)
     }
 
     /// `change_protection()`: write-protects entries, or makes writable the

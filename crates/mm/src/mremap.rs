@@ -36,7 +36,16 @@ impl World {
         let old_len = old_end.0 - old_addr.0;
         let new_len = new_len.checked_add(PAGE_SIZE - 1).ok_or(Errno::Inval)? & !(PAGE_SIZE - 1);
         self.begin_op("mremap");
+        let locked =
+            self.mm_ref(pid).vmas.find(old_addr).is_some_and(|v| v.flags.contains(crate::vma::VmFlags::LOCKED));
         let result = self.do_mremap(pid, old_addr, old_len, new_len, may_move, new_addr);
+        // An mlock()ed mapping that grew has its new part populated
+        // (`mm_populate()`, errors ignored).
+        if let Ok(new) = result {
+            if locked && new_len > old_len {
+                let _ = self.mm_populate(pid, new.add(old_len), new.add(new_len), true);
+            }
+        }
         self.end_op();
         result
     }
@@ -67,6 +76,10 @@ impl World {
         let multi_vma_move = new_addr.is_some() && new_len == old_len;
         if (new_addr.is_some() || expand) && !multi_vma_move && old_len.min(new_len) > vma.end.0 - old.0 {
             return Err(Errno::Fault);
+        }
+        // vrm_charge(): growth of an accounted mapping is charged first.
+        if expand && vma.flags.contains(crate::vma::VmFlags::ACCOUNT) {
+            self.vm_enough_memory((new_len - old_len) / PAGE_SIZE)?;
         }
         if let Some(dst) = new_addr {
             self.do_munmap(pid, dst, dst.add(new_len))?;
@@ -205,8 +218,14 @@ impl World {
 
     /// `move_ptes()`: moves entries one by one into a destination PTE table.
     /// False if the destination table cannot be allocated (nothing moved).
+    /// An extent with no entry to move allocates nothing, so that moving back
+    /// what a failed move moved never needs a table.
     fn move_ptes(&mut self, pid: Pid, old: Vaddr, new: Vaddr, len: u64) -> bool {
         let Some(src) = self.pte_off(pid, old) else { return true };
+        let first = Level::Pte.index(old);
+        if self.pt[src.table].entries[first..first + (len / PAGE_SIZE) as usize].iter().all(Entry::is_none) {
+            return true;
+        }
         let Ok(dst_pmd) = self.pmd_alloc(pid, new) else { return false };
         let Ok(dst) = self.pte_alloc(pid, dst_pmd) else { return false };
         for k in 0..len / PAGE_SIZE {

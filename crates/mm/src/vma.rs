@@ -23,6 +23,10 @@ impl VmFlags {
     /// `VM_ACCOUNT`: the mapping is charged to the overcommit accounting.
     /// Not shown in the model's smaps flags, but it decides VMA merges.
     pub const ACCOUNT: VmFlags = VmFlags(1 << 6);
+    /// `VM_LOCKED`: mlock()ed; not copied to a child at fork.
+    pub const LOCKED: VmFlags = VmFlags(1 << 7);
+    /// `VM_WIPEONFORK` (MADV_WIPEONFORK): the child gets the range empty.
+    pub const WIPEONFORK: VmFlags = VmFlags(1 << 8);
 
     pub const fn contains(self, other: VmFlags) -> bool {
         self.0 & other.0 == other.0
@@ -40,8 +44,10 @@ impl VmFlags {
             (VmFlags::READ, "rd"),
             (VmFlags::WRITE, "wr"),
             (VmFlags::EXEC, "ex"),
+            (VmFlags::LOCKED, "lo"),
             (VmFlags::DONTFORK, "dc"),
             (VmFlags::ACCOUNT, "ac"),
+            (VmFlags::WIPEONFORK, "wf"),
             (VmFlags::HUGEPAGE, "hg"),
             (VmFlags::NOHUGEPAGE, "nh"),
         ];

@@ -57,6 +57,8 @@ words! {
         PopulateWrite = "populate_write",
         DontFork = "dontfork",
         DoFork = "dofork",
+        WipeOnFork = "wipeonfork",
+        KeepOnFork = "keeponfork",
     }
 }
 
@@ -69,6 +71,8 @@ impl Advice {
             Advice::Free => 8,
             Advice::DontFork => 10,
             Advice::DoFork => 11,
+            Advice::WipeOnFork => 18,
+            Advice::KeepOnFork => 19,
             Advice::HugePage => 14,
             Advice::NoHugePage => 15,
             Advice::Cold => 20,
@@ -142,13 +146,15 @@ mod tests {
 
     #[test]
     fn advices_by_name_number_and_kernel_name() {
-        assert_eq!(Advice::ALL.len(), 12);
+        assert_eq!(Advice::ALL.len(), 14);
         for &advice in Advice::ALL {
             assert_eq!(Advice::from_word(advice.name()), Some(advice));
             assert_eq!(Advice::from_word(&advice.kernel_name()), Some(advice));
         }
         assert_eq!(Advice::HugePage.kernel_name(), "MADV_HUGEPAGE");
         assert_eq!(Advice::Collapse.code(), 25);
+        assert_eq!((Advice::WipeOnFork.code(), Advice::KeepOnFork.code()), (18, 19));
+        assert_eq!(Advice::from_word("MADV_WIPEONFORK"), Some(Advice::WipeOnFork));
         assert_eq!(Advice::from_word("huge"), None);
     }
 

@@ -263,7 +263,7 @@ fn operation_arguments() {
         2,
         15,
         "expected an advice (normal, dontneed, free, hugepage, nohugepage, collapse, cold, pageout, populate_read, \
-         populate_write, dontfork, dofork), found \"hugpage\" (did you mean \"hugepage\"?)",
+         populate_write, dontfork, dofork, wipeonfork, keeponfork), found \"hugpage\" (did you mean \"hugepage\"?)",
     );
     check(
         &format!("{A2M}p1: madvise A"),
