@@ -181,6 +181,22 @@ impl Backend for ModelBackend {
                 let pid = self.pid(proc)?;
                 self.world.mmap(pid, Some(Vaddr(addr)), len, prot).map(|_| ())
             }
+            Op::MmapFixed { proc, addr, len, prot } => {
+                let pid = self.pid(proc)?;
+                self.world.mmap_fixed(pid, Vaddr(addr), len, prot).map(|_| ())
+            }
+            Op::Mlock { proc, addr, len } => {
+                let pid = self.pid(proc)?;
+                self.world.mlock(pid, Vaddr(addr), len)
+            }
+            Op::Munlock { proc, addr, len } => {
+                let pid = self.pid(proc)?;
+                self.world.munlock(pid, Vaddr(addr), len)
+            }
+            Op::MremapInPlace { proc, old_addr, old_len, new_len } => {
+                let pid = self.pid(proc)?;
+                self.world.mremap(pid, Vaddr(old_addr), old_len, new_len, false, None).map(|_| ())
+            }
             Op::Munmap { proc, addr, len } => {
                 let pid = self.pid(proc)?;
                 self.world.munmap(pid, Vaddr(addr), len)

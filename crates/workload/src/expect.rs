@@ -58,7 +58,7 @@ pub const MEMINFO_FIELDS: &[&str] = &["PageTables"];
 
 /// The smaps `VmFlags` mnemonics the model keeps and an observation carries
 /// (the Linux backend drops the others); `expect ... vma` may name them.
-pub const VM_FLAGS: &[&str] = &["rd", "wr", "ex", "hg", "nh", "dc", "ac"];
+pub const VM_FLAGS: &[&str] = &["rd", "wr", "ex", "lo", "dc", "ac", "wf", "hg", "nh"];
 
 /// The per-size stats (`hugepages-<size>kB/stats/<stat>`) an observation
 /// carries and an `expect mthp` may name.

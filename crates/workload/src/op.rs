@@ -59,7 +59,27 @@ pub enum Op {
         len: u64,
         prot: Prot,
     },
+    /// mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED):
+    /// replaces whatever the process mapped in the range.
+    MmapFixed {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+    },
     Munmap {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+    },
+    /// mlock(addr, len): VM_LOCKED, and every page faulted in.
+    Mlock {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+    },
+    /// munlock(addr, len).
+    Munlock {
         proc: ProcId,
         addr: u64,
         len: u64,
@@ -77,6 +97,14 @@ pub enum Op {
         old_len: u64,
         new_len: u64,
         new_addr: Option<u64>,
+    },
+    /// mremap(old_addr, old_len, new_len, 0): without MREMAP_MAYMOVE, the
+    /// mapping grows or shrinks where it is (ENOMEM if it cannot grow there).
+    MremapInPlace {
+        proc: ProcId,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
     },
     Madvise {
         proc: ProcId,
@@ -125,7 +153,11 @@ impl Op {
             Op::Spawn { proc }
             | Op::Exit { proc }
             | Op::Mmap { proc, .. }
+            | Op::MmapFixed { proc, .. }
             | Op::Munmap { proc, .. }
+            | Op::Mlock { proc, .. }
+            | Op::Munlock { proc, .. }
+            | Op::MremapInPlace { proc, .. }
             | Op::Mprotect { proc, .. }
             | Op::Mremap { proc, .. }
             | Op::Madvise { proc, .. }

@@ -613,9 +613,9 @@ fn observable_expectations() {
         2,
         17,
         "expected a VMA property (start=A+off, end=A+off, [!]THPeligible, or a VmFlags mnemonic such as hg or !nh); \
-         the VmFlags thpsim observes are rd wr ex hg nh dc ac; found \"hgg\" (did you mean \"hg\"?)",
+         the VmFlags thpsim observes are rd wr ex lo dc ac wf hg nh; found \"hgg\" (did you mean \"hg\"?)",
     );
-    check(&format!("{A2M}expect p1 A vma lo"), 2, 17, "expected a VMA property (start=A+off, end=A+off, [!]THPeligible, or a VmFlags mnemonic such as hg or !nh); the VmFlags thpsim observes are rd wr ex hg nh dc ac; found \"lo\"");
+    check(&format!("{A2M}expect p1 A vma sd"), 2, 17, "expected a VMA property (start=A+off, end=A+off, [!]THPeligible, or a VmFlags mnemonic such as hg or !nh); the VmFlags thpsim observes are rd wr ex lo dc ac wf hg nh; found \"sd\" (did you mean \"rd\"?)");
     check(&format!("{A2M}expect p1 A vma end=A+4M"), 2, 23, "the offset 4M is outside A, which is 2M long");
     check(&format!("{A2M}expect p1 A vma hg hg"), 2, 20, "hg is given twice");
     check(
@@ -633,4 +633,29 @@ fn observable_expectations() {
          (did you mean \"pmd_mapped\"?)",
     );
     check(&format!("{A2M}expect p1 A page swapbacked !swapbacked"), 2, 29, "swapbacked is given twice");
+}
+
+#[test]
+fn mlock_mmap_fixed_and_mremap_in_place() {
+    check(&format!("{A2M}p1: mlok A"), 2, 5, "expected an operation (mmap, munmap, mprotect, madvise, mremap, mlock, munlock, touch, prctl, pin, unpin, exit), found \"mlok\" (did you mean \"mlock\"?)");
+    check(&format!("{A2M}p1: mlock A 4M"), 2, 13, "A 4M runs past the end of A, which is 2M long");
+    check(
+        &format!("{A2M}p1: B = mmap 1M fixed"),
+        2,
+        17,
+        "fixed maps over what is there and needs the address: at=B+off",
+    );
+    check(&format!("{A2M}p1: B = mmap 1M at=A fixed fixed"), 2, 28, "fixed is given twice");
+    check(
+        &format!("{A2M}p1: C = mremap A 4M inplace at=A+1M"),
+        2,
+        23,
+        "inplace keeps the mapping where it is; it cannot be combined with align=, offset= or at=",
+    );
+    check(
+        &format!("{A2M}p1: C = mremap A 4M inplac"),
+        2,
+        23,
+        "expected align=, offset=, at= or inplace, found \"inplac\"",
+    );
 }

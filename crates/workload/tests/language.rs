@@ -733,3 +733,25 @@ fn observable_expectations() {
         assert_eq!(again, exp, "{line} printed as {exp}");
     }
 }
+
+#[test]
+fn mlock_mmap_fixed_and_mremap_in_place() {
+    let s = parse(
+        "p1: A = mmap 4M\np1: mlock A+2M 1M\np1: munlock A\np1: B = mmap 1M at=A+1M fixed prot=r\n\
+         p1: A = mremap A 512K inplace\np1: madvise A wipeonfork\n",
+    );
+    let a = MMAP_BASE;
+    assert_eq!(
+        ops(&s)[2..],
+        [
+            Op::Mlock { proc: P1, addr: a + 2 * M, len: M },
+            Op::Munlock { proc: P1, addr: a, len: 4 * M },
+            Op::MmapFixed { proc: P1, addr: a + M, len: M, prot: Prot::READ },
+            Op::MremapInPlace { proc: P1, old_addr: a, old_len: M, new_len: 512 * K },
+            Op::Madvise { proc: P1, addr: a, len: 512 * K, advice: Advice::WipeOnFork },
+        ]
+    );
+    // B took A+1M..A+2M from A; the in-place shrink kept A's name on its
+    // first 512K, and A's tail beyond B is its own name no more.
+    assert_eq!(names(&s.final_regions), vec![format!("p1:B@{:#x}+1M", a + M), format!("p1:A@{a:#x}+512K")]);
+}

@@ -39,6 +39,15 @@ impl LinuxBackend {
             Op::Mmap { proc, addr, len, prot } => {
                 Ok(self.call(op, proc, Cmd::Mmap, [addr, len, prot_word(prot), 0, 0, 0, 0])?.0)
             }
+            Op::MmapFixed { proc, addr, len, prot } => {
+                Ok(self.call(op, proc, Cmd::Mmap, [addr, len, prot_word(prot), 1, 0, 0, 0])?.0)
+            }
+            Op::Mlock { proc, addr, len } => Ok(self.call(op, proc, Cmd::Mlock, [addr, len, 0, 0, 0, 0, 0])?.0),
+            Op::Munlock { proc, addr, len } => Ok(self.call(op, proc, Cmd::Munlock, [addr, len, 0, 0, 0, 0, 0])?.0),
+            Op::MremapInPlace { proc, old_addr, old_len, new_len } => {
+                let args = [old_addr, old_len, new_len, 0, 0, 1, 0];
+                Ok(self.call(op, proc, Cmd::Mremap, args)?.0)
+            }
             Op::Munmap { proc, addr, len } => Ok(self.call(op, proc, Cmd::Munmap, [addr, len, 0, 0, 0, 0, 0])?.0),
             Op::Mprotect { proc, addr, len, prot } => {
                 Ok(self.call(op, proc, Cmd::Mprotect, [addr, len, prot_word(prot), 0, 0, 0, 0])?.0)
