@@ -221,9 +221,9 @@ fn placement_options() {
         "p1: A = mmap 2M alig=2M",
         1,
         17,
-        "expected prot=, align=, offset= or at=, found \"alig\" (did you mean \"align\"?)",
+        "expected prot=, align=, offset=, at= or fixed, found \"alig\" (did you mean \"align\"?)",
     );
-    check("p1: A = mmap 2M hugepage", 1, 17, "expected prot=, align=, offset= or at=, found \"hugepage\"");
+    check("p1: A = mmap 2M hugepage", 1, 17, "expected prot=, align=, offset=, at= or fixed, found \"hugepage\"");
     check(
         &format!("{A2M}p1: B = mmap 2M at=A+2M align=2M"),
         2,
@@ -237,7 +237,12 @@ fn placement_options() {
         "the destination 0x200000100000..0x200000300000 overlaps the range being moved 0x200000000000..0x200000200000",
     );
     check(&format!("{A2M}p1: B = mremap A"), 2, 17, "expected the new length, such as 4M, found end of line");
-    check(&format!("{A2M}p1: B = mremap A 2M prot=r"), 2, 21, "expected align=, offset= or at=, found \"prot\"");
+    check(
+        &format!("{A2M}p1: B = mremap A 2M prot=r"),
+        2,
+        21,
+        "expected align=, offset=, at= or inplace, found \"prot\"",
+    );
 }
 
 #[test]
@@ -649,13 +654,13 @@ fn mlock_mmap_fixed_and_mremap_in_place() {
     check(
         &format!("{A2M}p1: C = mremap A 4M inplace at=A+1M"),
         2,
-        23,
+        21,
         "inplace keeps the mapping where it is; it cannot be combined with align=, offset= or at=",
     );
     check(
         &format!("{A2M}p1: C = mremap A 4M inplac"),
         2,
-        23,
+        21,
         "expected align=, offset=, at= or inplace, found \"inplac\"",
     );
 }
