@@ -65,8 +65,8 @@ fn unknown_statements_and_operations() {
         &format!("{A2M}p1: mmapp A"),
         2,
         5,
-        "expected an operation (mmap, munmap, mprotect, madvise, mremap, touch, prctl, pin, unpin, exit), found \
-         \"mmapp\" (did you mean \"mmap\"?)",
+        "expected an operation (mmap, munmap, mprotect, madvise, mremap, mlock, munlock, touch, prctl, pin, unpin, \
+         exit), found \"mmapp\" (did you mean \"mmap\"?)",
     );
     check("p1: mmap 2M", 1, 5, "mmap makes a new region and needs its name: `p1: A = mmap ...`");
     check("p1: A = mmop 2M", 1, 9, "expected mmap or mremap, found \"mmop\" (did you mean \"mmap\"?)");
