@@ -9,6 +9,7 @@
 //! Counts are stored as plain counts starting at 0 where the kernel stores
 //! them biased by -1. Only `rmap.rs` and `gup.rs` change mapcounts and pins.
 
+use crate::mman::{pattern_word, Fill, NONZERO_FILL};
 use crate::types::{FolioId, MmId, Order, Pfn};
 
 /// `GUP_PIN_COUNTING_BIAS`: what one FOLL_PIN adds to a small folio's refcount.
@@ -109,7 +110,13 @@ pub struct Folio {
     pub(crate) anon_exclusive: PageBits,
     /// Per page: holds non-zero data. Splitting remaps all-zero subpages to
     /// the shared zero page, and the underused shrinker counts zero pages.
+    /// Kept equal to "the page's word is not 0" by `set_word()`.
     pub(crate) written: PageBits,
+    /// The 64-bit word at each page's start, where stores land. Allocated on
+    /// the first store of a value other than 0 and `NONZERO_FILL`; without
+    /// it a page's word is `NONZERO_FILL` when written and 0 otherwise, so a
+    /// THP costs nothing here unless a scenario stores patterns into it.
+    words: Option<Box<[u64]>>,
     /// `CONFIG_MM_ID`: up to two mms that map this large folio, with their
     /// mapping counts; `maybe_mapped_shared` is `FOLIO_MM_IDS_SHARED_BIT`.
     pub(crate) mm_ids: [Option<MmId>; 2],
@@ -144,6 +151,7 @@ impl Folio {
             page_mapcount: None,
             anon_exclusive: PageBits::new(nr),
             written: PageBits::new(nr),
+            words: None,
             mm_ids: [None; 2],
             mm_id_mapcount: [0; 2],
             maybe_mapped_shared: false,
@@ -186,6 +194,43 @@ impl Folio {
     }
     pub fn page_is_written(&self, page: u64) -> bool {
         self.written.get(page)
+    }
+
+    /// The 64-bit word at the start of `page`.
+    pub fn word(&self, page: u64) -> u64 {
+        match &self.words {
+            Some(words) => words[page as usize],
+            None if self.written.get(page) => u64::from(NONZERO_FILL),
+            None => 0,
+        }
+    }
+
+    /// Sets the word at the start of `page` (the page's other bytes are
+    /// zero in the model), keeping `written` true to it.
+    pub(crate) fn set_word(&mut self, page: u64, word: u64) {
+        self.written.set(page, word != 0);
+        if self.words.is_none() && (word == 0 || word == u64::from(NONZERO_FILL)) {
+            return;
+        }
+        let nr = self.nr_pages() as usize;
+        let written = &self.written;
+        let words = self.words.get_or_insert_with(|| {
+            (0..nr as u64).map(|p| if written.get(p) { u64::from(NONZERO_FILL) } else { 0 }).collect()
+        });
+        words[page as usize] = word;
+    }
+
+    /// A store of `fill` into page `page` of the touched range (page
+    /// `index_in_range` of it): a byte for `NonZero` and `Zero`, a word for
+    /// a pattern.
+    pub(crate) fn store(&mut self, page: u64, fill: Fill, index_in_range: u64) {
+        let old = self.word(page);
+        let word = match fill {
+            Fill::NonZero => (old & !0xff) | u64::from(NONZERO_FILL),
+            Fill::Zero => old & !0xff,
+            Fill::Pattern(tag) => pattern_word(tag, index_in_range),
+        };
+        self.set_word(page, word);
     }
 
     /// PTE mappings of one page (`page->_mapcount + 1`, without the entire mapcount).

@@ -83,8 +83,8 @@ impl World {
         let family = self.mm_ref(dst).family;
         let new = self.folio_alloc(Order::BASE, Gfp::HIGHUSER_MOVABLE, family)?;
         self.folios[new].index = vma.linear_page_index(addr);
-        let data = self.folios[leaf.folio].written.get(leaf.page as u64);
-        self.folios[new].written.set(0, data);
+        let word = self.folios[leaf.folio].word(leaf.page as u64);
+        self.folios[new].set_word(0, word);
         self.folios[new].refcount = 1;
         self.folio_add_new_anon_rmap(new, dst, RmapLevel::Pte);
         let writable = vma.writable();

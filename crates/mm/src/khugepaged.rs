@@ -39,7 +39,10 @@ pub struct KhugepagedState {
 pub enum ScanResult {
     Fail,
     Succeed,
+    /// No PMD table covers the range (`mm_find_pmd()` found none).
     PmdNull,
+    /// The PMD entry is none: no PTE table, no leaf.
+    PmdNone,
     PmdMapped,
     ExceedNonePte,
     ExceedSwapPte,
@@ -58,6 +61,7 @@ impl ScanResult {
             ScanResult::Fail => "failed",
             ScanResult::Succeed => "succeeded",
             ScanResult::PmdNull => "pmd_null",
+            ScanResult::PmdNone => "pmd_none",
             ScanResult::PmdMapped => "page_pmd_mapped",
             ScanResult::ExceedNonePte => "exceed_none_pte",
             ScanResult::ExceedSwapPte => "exceed_swap_pte",
@@ -162,14 +166,19 @@ impl World {
     fn khugepaged_scan_mm_slot(&mut self, pages: u64) -> (u64, ScanResult) {
         let slot = *self.khugepaged.cursor.get_or_insert(0);
         let pid = self.khugepaged.slots[slot];
-        let mut progress = 0;
+        // One for taking the mm, one per VMA skipped, 512 per PMD scanned.
+        let mut progress = 1;
         let mut result = ScanResult::Fail;
         let mut finished_mm = true;
+        // hpage_collapse_test_exit_or_disable(): a THP-disabled mm is passed
+        // over as if it had no VMA left.
         let disabled = self.mm_ref(pid).thp_disable == crate::mman::ThpDisable::All;
         if !disabled {
-            let vmas: Vec<Vaddr> = self.mm_ref(pid).vmas.iter().map(|v| v.start).collect();
+            // vma_iter_init(address): from the VMA holding the cursor on.
+            let address = self.khugepaged.address;
+            let vmas: Vec<Vaddr> =
+                self.mm_ref(pid).vmas.iter().filter(|v| v.end.0 > address).map(|v| v.start).collect();
             'vmas: for vstart in vmas {
-                progress += 1;
                 let Some(vma) = self.mm_ref(pid).vmas.get(vstart).cloned() else { continue };
                 if self.thp_vma_allowable_orders(pid, &vma, Tva::Khugepaged, 1 << Order::PMD.get()) == 0 {
                     progress += 1;
@@ -208,10 +217,9 @@ impl World {
                 k.cursor = None;
                 self.stats.khugepaged_full_scans += 1;
             }
-            if disabled {
-                self.mm_mut(pid).khugepaged_registered = false;
-                self.khugepaged_exit(pid);
-            }
+            // collect_mm_slot() frees the slot of an mm that exited only: a
+            // THP-disabled mm stays listed and keeps MMF_VM_HUGEPAGE, so its
+            // children register at fork (`khugepaged_fork()`).
         }
         (progress, result)
     }
@@ -299,9 +307,13 @@ impl World {
         while addr < hend {
             match self.hpage_collapse_scan_pmd(pid, addr, false) {
                 ScanResult::Succeed | ScanResult::PmdMapped => thps += 1,
-                // A block without a PTE table ends the walk on 6.18 (measured:
-                // later blocks are not collapsed and the call fails).
-                r @ (ScanResult::PageRo
+                // The results the kernel's loop goes on after. A block with
+                // no PMD table (`SCAN_PMD_NULL`) is one; a block whose PMD
+                // entry is none (`SCAN_PMD_NONE`, no PTE table) ends the walk
+                // (measured on 6.18: later blocks are not collapsed and the
+                // call fails).
+                r @ (ScanResult::PmdNull
+                | ScanResult::PageRo
                 | ScanResult::LackReferencedPage
                 | ScanResult::PageNull
                 | ScanResult::PageCount) => last_fail = r,
@@ -341,9 +353,10 @@ impl ScanOps {
 impl WalkOps<World> for ScanOps {
     type Error = std::convert::Infallible;
 
-    /// No PMD table, or a none PMD: `SCAN_PMD_NULL`.
-    fn hole(&mut self, _: &mut World, _: Level, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
-        self.stop(ScanResult::PmdNull)
+    /// `find_pmd_or_thp_or_none()`: no PMD table is `SCAN_PMD_NULL`, a none
+    /// PMD entry `SCAN_PMD_NONE`.
+    fn hole(&mut self, _: &mut World, level: Level, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+        self.stop(if level == Level::Pmd { ScanResult::PmdNone } else { ScanResult::PmdNull })
     }
 
     fn pmd_leaf(&mut self, _: &mut World, _: Slot, _: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
@@ -425,8 +438,8 @@ impl WalkOps<World> for CollapseOps {
                 let nr = w.pte_batch(slot.table, slot.index, last);
                 for k in 0..nr {
                     let page = leaf.page as u64 + k as u64;
-                    let data = w.folios[leaf.folio].written.get(page);
-                    w.folios[self.folio].written.set((slot.index + k) as u64, data);
+                    let word = w.folios[leaf.folio].word(page);
+                    w.folios[self.folio].set_word((slot.index + k) as u64, word);
                     w.pt[slot.table].set(slot.index + k, Entry::None);
                 }
                 w.folio_remove_rmap_ptes(leaf.folio, leaf.page as u64, nr as u64, self.pid);

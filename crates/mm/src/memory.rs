@@ -21,6 +21,19 @@ use crate::types::*;
 use crate::vma::Vma;
 use crate::world::World;
 
+/// `reusable_anon_vma()`: `old`'s anon_vma, if the adjacent `a` and `b` are
+/// compatible (`anon_vma_compatible()`: flags equal but for access bits,
+/// page offsets contiguous) and `old`'s anon_vma chain holds only its own
+/// anon_vma (it did not come through fork).
+fn reusable_anon_vma(old: &Vma, a: &Vma, b: &Vma) -> Option<u32> {
+    use crate::vma::VmFlags;
+    let access = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
+    let compatible = a.end == b.start
+        && a.flags.without(access) == b.flags.without(access)
+        && b.pgoff == a.pgoff + ((b.start.0 - a.start.0) >> PAGE_SHIFT);
+    old.anon_vma.filter(|_| compatible && !old.anon_vma_forked)
+}
+
 /// Why `thp_vma_allowable_orders()` is asked (`enum tva_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Tva {
@@ -111,15 +124,25 @@ impl World {
     }
 
     /// `anon_vma_prepare()`: gives the VMA an anon_vma at its first fault.
+    /// Reuses a neighbour's anon_vma where `find_mergeable_anon_vma()` would,
+    /// so that the two VMAs can merge later.
     pub(crate) fn anon_vma_prepare(&mut self, pid: Pid, vma: &Vma) {
         if vma.anon_vma.is_some() {
             return;
         }
         let vma_start = vma.start;
-        if self.mm_ref(pid).vmas.get(vma_start).is_some_and(|v| v.anon_vma.is_none()) {
-            let av = self.new_anon_vma();
-            self.mm_mut(pid).vmas.get_mut(vma_start).expect("vma").anon_vma = Some(av);
-        }
+        let vmas = &self.mm_ref(pid).vmas;
+        let Some(cur) = vmas.get(vma_start).filter(|v| v.anon_vma.is_none()) else { return };
+        let reusable = vmas
+            .next(cur.end)
+            .filter(|next| next.start == cur.end)
+            .and_then(|next| reusable_anon_vma(next, cur, next))
+            .or_else(|| vmas.prev(cur.start).and_then(|prev| reusable_anon_vma(prev, prev, cur)));
+        let av = match reusable {
+            Some(av) => av,
+            None => self.new_anon_vma(),
+        };
+        self.mm_mut(pid).vmas.get_mut(vma_start).expect("vma").anon_vma = Some(av);
     }
 
     /// One user access of the byte at `addr`: a store of `fill` or a load.
@@ -128,7 +151,27 @@ impl World {
     pub fn touch(&mut self, pid: Pid, addr: Vaddr, access: Access, fill: Fill) -> Result<(), Errno> {
         self.check_pid(pid)?;
         self.begin_op("touch");
-        let result = self.user_access(pid, addr, access, fill);
+        let result = self.user_access(pid, addr, access, fill, 0);
+        self.end_op();
+        result
+    }
+
+    /// Reads the 64-bit word at `addr`'s page start as a load would: faults
+    /// like one (a never-touched page gets the zero page), then returns what
+    /// the page holds there.
+    pub fn read_word(&mut self, pid: Pid, addr: Vaddr) -> Result<u64, Errno> {
+        self.check_pid(pid)?;
+        self.begin_op("read");
+        let result = self.user_access(pid, addr, Access::Read, Fill::Zero, 0).map(|()| match self.lookup(pid, addr) {
+            Lookup::Pmd { entry: Entry::Page(leaf), .. } => {
+                self.folios[leaf.folio].word((addr.0 & (PMD_SIZE - 1)) / PAGE_SIZE)
+            }
+            Lookup::Pte { entry: Entry::Page(leaf), .. } => self.folios[leaf.folio].word(leaf.page as u64),
+            Lookup::Pmd { entry: Entry::Zero, .. } | Lookup::Pte { entry: Entry::Zero, .. } => 0,
+            other @ (Lookup::Hole | Lookup::Pud { .. } | Lookup::Pmd { .. } | Lookup::Pte { .. }) => {
+                panic!("{pid:?} {addr}: a load succeeded where the tables show {other:?}")
+            }
+        });
         self.end_op();
         result
     }
@@ -145,7 +188,8 @@ impl World {
         self.begin_op("touch");
         let mut result = Ok(());
         for p in pages {
-            result = self.user_access(pid, addr.add(*std::borrow::Borrow::<u64>::borrow(&p) * PAGE_SIZE), access, fill);
+            let p = *std::borrow::Borrow::<u64>::borrow(&p);
+            result = self.user_access(pid, addr.add(p * PAGE_SIZE), access, fill, p);
             if result.is_err() {
                 break;
             }
@@ -154,8 +198,16 @@ impl World {
         result
     }
 
-    /// The access itself: at most a few faults, then the store lands.
-    pub(crate) fn user_access(&mut self, pid: Pid, addr: Vaddr, access: Access, fill: Fill) -> Result<(), Errno> {
+    /// The access itself: at most a few faults, then the store lands. The
+    /// page is page `index` of the touched range (for `Fill::Pattern`).
+    pub(crate) fn user_access(
+        &mut self,
+        pid: Pid,
+        addr: Vaddr,
+        access: Access,
+        fill: Fill,
+        index: u64,
+    ) -> Result<(), Errno> {
         let write = access == Access::Write;
         // A fault that falls back or races may need another pass, as the
         // hardware retries the instruction; three are always enough here.
@@ -168,13 +220,13 @@ impl World {
             if (write && !vma.writable()) || (!write && !readable) {
                 return Err(Errno::Fault);
             }
-            if self.access_mapped(pid, addr, write, fill) {
+            if self.access_mapped(pid, addr, write, fill, index) {
                 return Ok(());
             }
             self.stats.count(VmEvent::PgFault);
             self.handle_mm_fault(pid, &vma, addr, write)?;
             // The hardware retries the access; the VMA cannot have changed.
-            if self.access_mapped(pid, addr, write, fill) {
+            if self.access_mapped(pid, addr, write, fill, index) {
                 return Ok(());
             }
         }
@@ -183,7 +235,7 @@ impl World {
 
     /// Performs the access if the page tables allow it without a fault;
     /// returns false if a fault is needed.
-    fn access_mapped(&mut self, pid: Pid, addr: Vaddr, write: bool, fill: Fill) -> bool {
+    fn access_mapped(&mut self, pid: Pid, addr: Vaddr, write: bool, fill: Fill, index: u64) -> bool {
         let (slot, entry, page_in_folio) = match self.lookup(pid, addr) {
             Lookup::Hole => return false,
             Lookup::Pud { slot, entry } => panic!("{pid:?} {addr}: {entry:?} at PUD {slot:?}"),
@@ -205,7 +257,7 @@ impl World {
         leaf.young = true;
         if write {
             leaf.dirty = true;
-            self.folios[leaf.folio].written.set(page_in_folio, fill == Fill::NonZero);
+            self.folios[leaf.folio].store(page_in_folio, fill, index);
         }
         self.folios[leaf.folio].referenced = true;
         self.set_entry(slot, Entry::Page(leaf));
@@ -384,8 +436,8 @@ impl World {
         let old = self.entry(pte);
         match old {
             Entry::Page(leaf) => {
-                let data = self.folios[leaf.folio].written.get(leaf.page as u64);
-                self.folios[new].written.set(0, data);
+                let word = self.folios[leaf.folio].word(leaf.page as u64);
+                self.folios[new].set_word(0, word);
                 self.events.emit(|| MmEvent::Copied { bytes: PAGE_SIZE });
             }
             Entry::Zero => {

@@ -107,9 +107,11 @@ impl World {
             self.do_munmap(pid, start, start.add(len))?;
         }
         let vma = Vma { start, end: start.add(len), flags, pgoff: start.vpn(), anon_vma: None, anon_vma_forked: false };
-        let mm = self.mm_mut(pid);
-        mm.vmas.insert(vma);
-        mm.vmas.merge_around(start);
+        self.mm_mut(pid).vmas.insert(vma);
+        // __mmap_region(): a new VMA merges where it can, and the VMA that
+        // results is offered to khugepaged either way.
+        let merged = self.vma_merge(pid, start);
+        self.khugepaged_enter_vma(pid, merged);
         Ok(start)
     }
 

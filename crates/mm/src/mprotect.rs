@@ -75,6 +75,21 @@ impl World {
         (pieces, result)
     }
 
+    /// Merges the VMA starting at `start` with its neighbours where they are
+    /// compatible; a merge that happens registers the mm with khugepaged if
+    /// the merged VMA is eligible (`vma_merge_existing_range()` and
+    /// `vma_merge_new_range()` call `khugepaged_enter_vma()`). Returns the
+    /// start of the resulting VMA.
+    pub(crate) fn vma_merge(&mut self, pid: Pid, start: Vaddr) -> Vaddr {
+        let before = self.mm_ref(pid).vmas.get(start).map(|v| (v.start, v.end));
+        let merged = self.mm_mut(pid).vmas.merge_around(start);
+        let after = self.mm_ref(pid).vmas.get(merged).map(|v| (v.start, v.end));
+        if before != after {
+            self.khugepaged_enter_vma(pid, merged);
+        }
+        merged
+    }
+
     /// Merges the VMAs in `[start, end)` with their neighbours where they can.
     pub(crate) fn merge_range(&mut self, pid: Pid, start: Vaddr, end: Vaddr) {
         let mut addr = start;
@@ -88,7 +103,7 @@ impl World {
                     _ => break,
                 }
             };
-            let merged = self.mm_mut(pid).vmas.merge_around(vstart);
+            let merged = self.vma_merge(pid, vstart);
             addr = self.mm_ref(pid).vmas.get(merged).expect("merged vma").end;
         }
     }

@@ -117,8 +117,11 @@ impl World {
             && grow_end.0 <= TASK_SIZE
             && self.mm_ref(pid).vmas.overlapping(vma.end, grow_end).next().is_none()
         {
+            // vma_merge_extend(): the VMA expands (and may merge with the
+            // next); an expansion registers the mm with khugepaged.
             self.mm_mut(pid).vmas.get_mut(vma.start).expect("vma").end = grow_end;
-            self.mm_mut(pid).vmas.merge_around(vma.start);
+            let merged = self.vma_merge(pid, vma.start);
+            self.khugepaged_enter_vma(pid, merged);
             return Ok(old);
         }
         if !may_move {
@@ -153,7 +156,10 @@ impl World {
         self.split_vma_at(pid, old)?;
         self.split_vma_at(pid, old.add(old_len))?;
         let src = self.mm_ref(pid).vmas.get(old).cloned().expect("split vma");
-        let new_vma = Vma { start: dst, end: dst.add(new_len), pgoff: src.pgoff, ..src.clone() };
+        // copy_vma(): a VMA that never faulted takes the page offset of its
+        // new address, to merge more easily there.
+        let pgoff = if src.anon_vma.is_some() { src.pgoff } else { dst.vpn() };
+        let new_vma = Vma { start: dst, end: dst.add(new_len), pgoff, ..src.clone() };
         self.mm_mut(pid).vmas.insert(new_vma);
         let moved = self.move_page_tables(pid, old, dst, old_len);
         if moved < old_len {
@@ -164,7 +170,7 @@ impl World {
         }
         // The old VMA now maps nothing; unmapping it frees its tables.
         self.do_munmap(pid, old, old.add(old_len))?;
-        self.mm_mut(pid).vmas.merge_around(dst);
+        self.vma_merge(pid, dst);
         Ok(())
     }
 

@@ -125,7 +125,7 @@ impl World {
             f.nr_pages_mapped = u32::from(mapcount > 0);
             f.anon_exclusive = PageBits::new(1);
             f.anon_exclusive.set(0, old.anon_exclusive.get(p));
-            f.written.set(0, old.written.get(p));
+            f.set_word(0, old.word(p));
             f.lazyfree = old.lazyfree;
             f.referenced = old.referenced;
             f.inactive = old.inactive;

@@ -64,9 +64,6 @@ use sysfs::SettingsGuard;
 pub use lock::{HostLock, DEFAULT_LOCK_PATH};
 pub use sysfs::{read_knob, ThpSettings, THP_ROOT};
 
-/// The byte a `Fill::NonZero` store writes at the first byte of each page.
-pub const NONZERO_FILL: u8 = 0x5a;
-
 /// The base page size; the backend refuses hosts with another.
 const PAGE_SIZE: u64 = 4096;
 

@@ -8,8 +8,9 @@ use thpsim_workload::{Access, Advice, Fill, Op, ProcId, Prot, Setting};
 
 use super::executor::Worker;
 use super::protocol::{self, Cmd, MAX_RUNS_PER_MSG};
-use super::{io_error, khugepaged, procfs, sysfs, LinuxBackend, Proc, NONZERO_FILL, PAGE_SIZE};
+use super::{io_error, khugepaged, procfs, sysfs, LinuxBackend, Proc, PAGE_SIZE};
 use crate::{BackendError, OpResult};
+use thpsim_mm::mman::NONZERO_FILL;
 
 impl LinuxBackend {
     fn proc_mut(&mut self, proc: ProcId) -> Result<&mut Proc, BackendError> {
@@ -201,15 +202,22 @@ impl LinuxBackend {
         let allowed = addrs.iter().take_while(|&&a| accessible(a)).count();
         let fault = allowed < addrs.len();
         let addrs = &addrs[..allowed];
-        let value = match fill {
-            Fill::NonZero => NONZERO_FILL,
-            Fill::Zero => 0,
+        // A byte at each page's start, or a pattern word: the word for page
+        // i of the touched range (from `base`) is `pattern_word(tag, i)`.
+        let (value, pattern, tag) = match fill {
+            Fill::NonZero => (NONZERO_FILL, 0, 0),
+            Fill::Zero => (0, 0, 0),
+            Fill::Pattern(tag) => (0, 1, tag),
+        };
+        let base = match op {
+            Op::Touch { addr, .. } => *addr,
+            _ => addrs.first().copied().unwrap_or(0),
         };
         let runs = protocol::compress_runs(addrs);
         for chunk in runs.chunks(MAX_RUNS_PER_MSG) {
             let payload: Vec<u64> = chunk.iter().flatten().copied().collect();
-            let reply =
-                worker.call(Cmd::Touch, [write as u64, u64::from(value), chunk.len() as u64, 0, 0, 0, 0], &payload)?;
+            let args = [write as u64, u64::from(value), chunk.len() as u64, pattern, tag, base, 0];
+            let reply = worker.call(Cmd::Touch, args, &payload)?;
             let result = errno_result(op, reply.status)?;
             if result.is_err() {
                 return Ok(result);

@@ -294,6 +294,9 @@ fn touch(a: &[u64; 7], msg: &[u8]) -> Reply {
     let write = a[0] != 0;
     let value = a[1] as u8;
     let nr_runs = a[2] as usize;
+    // A pattern store writes the word `pattern_word(tag, i)` at the start
+    // of page i from `base` instead of the byte `value`.
+    let (pattern, tag, base) = (a[3] != 0, a[4], a[5]);
     if msg.len() != HEADER_BYTES + nr_runs * 24 {
         return fault(WorkerFault::BadRequest);
     }
@@ -307,7 +310,15 @@ fn touch(a: &[u64; 7], msg: &[u8]) -> Reply {
         };
         for i in 0..count {
             let p = start.wrapping_add(i.wrapping_mul(stride)) as usize as *mut u8;
-            if write {
+            if write && pattern {
+                // The word goes at the start of the page, as the model keeps it.
+                let page = (p as u64) & !4095;
+                let word = thpsim_mm::mman::pattern_word(tag, page.wrapping_sub(base & !4095) / 4096);
+                // SAFETY: checked by the controller against the worker's maps
+                // (page-granular, so the page start is mapped and writable);
+                // a page start is 8-byte aligned.
+                unsafe { std::ptr::write_volatile(page as usize as *mut u64, word) };
+            } else if write {
                 // SAFETY: checked by the controller against the worker's maps.
                 unsafe { std::ptr::write_volatile(p, value) };
             } else {
