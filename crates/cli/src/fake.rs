@@ -223,7 +223,7 @@ impl Backend for Toy {
             }
         }
         normalise_folios(&mut procs, &raw);
-        Ok(Observation { procs, vmstat: self.vmstat.clone(), mthp: BTreeMap::new() })
+        Ok(Observation { procs, vmstat: self.vmstat.clone(), mthp: BTreeMap::new(), contents: Vec::new() })
     }
 }
 

@@ -536,6 +536,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             mthp: [("2048kB/anon_fault_alloc", 1)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            contents: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use thpsim_workload::expect::fmt_size;
-use thpsim_workload::{Cmp, Expectation, ExpectedState, PageProp, Place, SmapsField, VmaProp};
+use thpsim_workload::{Cmp, ContentWant, Expectation, ExpectedState, PageProp, Place, SmapsField, VmaProp};
 
 use crate::{Observation, OpResult, PageObs, PageState, RegionObs, VmaObs};
 
@@ -91,6 +91,37 @@ pub fn check_expectation(exp: &Expectation, obs: &Observation, last: &OpResult) 
                 }
             }
             Ok(())
+        }
+        Expectation::Content { at, want, .. } => {
+            let region = find_region(obs, at)?;
+            let addr = region.addr + at.offset;
+            let read = obs
+                .contents
+                .iter()
+                .find(|c| c.proc == at.proc && c.addr == addr)
+                .ok_or_else(|| format!("the content of {at} was not read"))?;
+            for (i, &word) in read.read.words.iter().enumerate() {
+                let expected = match want {
+                    ContentWant::Pattern { tag, .. } => thpsim_workload::pattern_word(*tag, i as u64),
+                    ContentWant::Zero => 0,
+                };
+                if word != expected {
+                    let here = Place { offset: at.offset + i as u64 * PAGE_SIZE, ..at.clone() };
+                    let what = if word == 0 { "0 (never written, or zero)".to_string() } else { format!("{word:#x}") };
+                    return Err(format!(
+                        "expected {exp}, found {here} (page {} of {}) holds {what}, not {expected:#x}",
+                        i + 1,
+                        read.read.words.len() + usize::from(read.read.error.is_some())
+                    ));
+                }
+            }
+            match read.read.error {
+                Some(errno) => {
+                    let here = Place { offset: at.offset + read.read.words.len() as u64 * PAGE_SIZE, ..at.clone() };
+                    Err(format!("expected {exp}, found {here} cannot be read: {errno}"))
+                }
+                None => Ok(()),
+            }
         }
         Expectation::VmPte { proc, proc_name, cmp } => {
             let found = obs

@@ -242,6 +242,21 @@ impl Backend for ModelBackend {
         })
     }
 
+    fn read_words(&mut self, proc: ProcId, addr: u64, nr_pages: u64) -> Result<crate::WordsRead, BackendError> {
+        let pid = self.pid(proc)?;
+        let mut read = crate::WordsRead::default();
+        for i in 0..nr_pages {
+            match self.world.read_word(pid, Vaddr(addr + i * PAGE_SIZE)) {
+                Ok(word) => read.words.push(word),
+                Err(errno) => {
+                    read.error = Some(errno);
+                    break;
+                }
+            }
+        }
+        Ok(read)
+    }
+
     fn observe(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError> {
         let mut procs = Vec::new();
         let mut raw: Vec<Vec<Vec<Option<RawFolioKey>>>> = Vec::new();
@@ -294,6 +309,7 @@ impl Backend for ModelBackend {
             procs,
             vmstat: delta(&now.vmstat, &self.baseline.vmstat),
             mthp: delta(&now.mthp, &self.baseline.mthp),
+            contents: Vec::new(),
         })
     }
 }

@@ -31,6 +31,19 @@ pub struct Observation {
     /// Per-size stat deltas, keyed `"<size>kB/<stat>"`, e.g. `"64kB/anon_fault_alloc"`,
     /// only the stats in `MTHP_STATS`.
     pub mthp: BTreeMap<String, i64>,
+    /// Words read back for a `content` expectation at this step (read before
+    /// the rest was observed): per process and start address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contents: Vec<ContentObs>,
+}
+
+/// The words at the start of consecutive pages, read with loads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentObs {
+    pub proc: ProcId,
+    /// The first page's address.
+    pub addr: u64,
+    pub read: crate::WordsRead,
 }
 
 /// One process.

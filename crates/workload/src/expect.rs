@@ -352,6 +352,16 @@ impl fmt::Display for VmaProp {
     }
 }
 
+/// What every page of a `content` expectation must hold at its start.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContentWant {
+    /// `pattern=T`: page i of the range holds `pattern_word(tag, i)`, as
+    /// `touch <the same range> write pattern=T` stored it.
+    Pattern { name: String, tag: u64 },
+    /// `zero`: every page reads 0 (never written, or written with zero).
+    Zero,
+}
+
 /// One `expect` statement.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Expectation {
@@ -396,6 +406,10 @@ pub enum Expectation {
     /// `expect p1 A[+off] vma <props>`: the VMA that contains the page has
     /// every property (no VMA contains it: the expectation fails).
     Vma { at: Place, props: Vec<VmaProp> },
+    /// `expect p1 A[+off] [len] content pattern=T|zero`: the 64-bit word at
+    /// the start of every page of the range, read back with a load (which
+    /// faults like one: a never-written page reads 0 and maps the zero page).
+    Content { at: Place, len: u64, explicit_len: bool, want: ContentWant },
     /// `expect ok`: the previous operation succeeded.
     Ok,
     /// `expect errno ENOMEM`: the previous operation failed with this errno.
@@ -454,6 +468,13 @@ impl fmt::Display for Expectation {
                     write!(f, " {prop}")?;
                 }
                 Ok(())
+            }
+            Expectation::Content { at, len: l, explicit_len, want } => {
+                write!(f, "{at}{} content ", len(*explicit_len, *l))?;
+                match want {
+                    ContentWant::Pattern { name, .. } => write!(f, "pattern={name}"),
+                    ContentWant::Zero => f.write_str("zero"),
+                }
             }
             Expectation::Ok => f.write_str("ok"),
             Expectation::Errno(name) => write!(f, "errno {name}"),

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use thpsim_mm::mman::{Access, Advice, Fill, Prot, ThpDisable};
+pub use thpsim_mm::mman::{pattern_word, Access, Advice, Fill, Prot, ThpDisable};
 pub use thpsim_uapi::Setting;
 
 /// A scenario process, numbered in order of first appearance (0 is the first).
@@ -181,6 +181,12 @@ pub struct RegionRef {
     pub name: String,
     pub addr: u64,
     pub len: u64,
+}
+
+/// The tag of `pattern=<word>` (`Fill::Pattern(tag)`): FNV-1a of the word,
+/// so every backend and every run stores the same words for the same tag.
+pub fn pattern_tag(word: &str) -> u64 {
+    word.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A deterministic generator for `TouchPattern::Random` (splitmix64), so both

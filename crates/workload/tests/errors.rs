@@ -409,7 +409,7 @@ fn expectations() {
         2,
         13,
         "expected an smaps field (Rss, Pss, Shared_Clean, Shared_Dirty, Private_Clean, Private_Dirty, Anonymous, \
-         LazyFree, AnonHugePages, Swap), page, folios, vmas or vma, found \"Rsss\" (did you mean \"Rss\"?)",
+         LazyFree, AnonHugePages, Swap), page, folios, vmas, vma or content, found \"Rsss\" (did you mean \"Rss\"?)",
     );
     check("expect", 1, 7, "expected ok, errno, vmstat, mthp, khugepaged, meminfo or a process, found end of line");
     const PROPS: &str = "a page property (present, none, swapped, [!]pmd, [!]exclusive, [!]zero, [!]lru, \
@@ -588,7 +588,7 @@ fn observable_expectations() {
         2,
         13,
         "expected an smaps field (Rss, Pss, Shared_Clean, Shared_Dirty, Private_Clean, Private_Dirty, Anonymous, \
-         LazyFree, AnonHugePages, Swap), page, folios, vmas or vma, found \"Private_Drity\" \
+         LazyFree, AnonHugePages, Swap), page, folios, vmas, vma or content, found \"Private_Drity\" \
          (did you mean \"Private_Dirty\"?)",
     );
     check(
@@ -662,5 +662,36 @@ fn mlock_mmap_fixed_and_mremap_in_place() {
         2,
         21,
         "expected align=, offset=, at= or inplace, found \"inplac\"",
+    );
+}
+
+#[test]
+fn touch_pattern_and_content() {
+    check(
+        &format!("{A2M}p1: touch A read pattern=T"),
+        2,
+        18,
+        "pattern= says what a write stores; a read stores nothing",
+    );
+    check(&format!("{A2M}p1: touch A zero pattern=T"), 2, 18, "pattern= and zero cannot be combined");
+    check(&format!("{A2M}p1: touch A pattern=T pattern=U"), 2, 23, "pattern= is given twice");
+    check(
+        &format!("{A2M}p1: touch A patern=T"),
+        2,
+        13,
+        "expected every=, random=, seed= or pattern=, found \"patern\" (did you mean \"pattern\"?)",
+    );
+    check(&format!("{A2M}p1: touch A pattern=+"), 2, 21, "expected a pattern tag such as T or 7, found \"+\"");
+    check(
+        &format!("{A2M}expect p1 A content patern=T"),
+        2,
+        21,
+        "expected pattern=T or zero, found \"patern\" (did you mean \"pattern\"?)",
+    );
+    check(
+        &format!("{A2M}expect p1 A content zeros"),
+        2,
+        21,
+        "expected pattern=T or zero, found \"zeros\" (did you mean \"zero\"?)",
     );
 }

@@ -758,3 +758,37 @@ fn mlock_mmap_fixed_and_mremap_in_place() {
         vec![format!("p1:A@{a:#x}+4M"), format!("p1:B@{:#x}+1M", a + M), format!("p1:C@{a:#x}+512K")]
     );
 }
+
+#[test]
+fn touch_pattern_and_content() {
+    use thpsim_workload::{pattern_tag, ContentWant};
+    let s = parse("p1: A = mmap 2M\np1: touch A write every=2 pattern=T\nexpect p1 A+4K 8K content pattern=T\nexpect p1 A content zero\n");
+    assert_eq!(
+        ops(&s)[2],
+        Op::Touch {
+            proc: P1,
+            addr: MMAP_BASE,
+            len: 2 * M,
+            access: Access::Write,
+            fill: Fill::Pattern(pattern_tag("T")),
+            pattern: TouchPattern::EveryNth(2),
+        }
+    );
+    let at = |offset| Place { proc: P1, proc_name: "p1".into(), region: "A".into(), offset };
+    let exps = expectations(&s);
+    assert_eq!(
+        exps,
+        vec![
+            Expectation::Content {
+                at: at(4 * K),
+                len: 8 * K,
+                explicit_len: true,
+                want: ContentWant::Pattern { name: "T".into(), tag: pattern_tag("T") },
+            },
+            Expectation::Content { at: at(0), len: 2 * M, explicit_len: false, want: ContentWant::Zero },
+        ]
+    );
+    assert_eq!(exps[0].to_string(), "p1 A+4K 8K content pattern=T");
+    assert_eq!(exps[1].to_string(), "p1 A content zero");
+    assert_ne!(pattern_tag("T"), pattern_tag("U"));
+}

@@ -54,7 +54,7 @@ impl LinuxBackend {
             sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS).map_err(io_error("reading the per-size THP stats"))?;
         let mthp =
             mthp_now.iter().filter_map(|(key, now)| Some((key.clone(), now - self.base_mthp.get(key)?))).collect();
-        Ok(Observation { procs, vmstat, mthp })
+        Ok(Observation { procs, vmstat, mthp, contents: Vec::new() })
     }
 
     /// The distinct folios PMD-mapped anywhere in the scenario's processes

@@ -171,6 +171,40 @@ impl LinuxBackend {
         Ok(Ok(()))
     }
 
+    /// `Backend::read_words`: one load per page start, in order, through
+    /// the worker; a page no mapping lets the process read ends it with
+    /// EFAULT (checked against its maps first, so the worker never faults).
+    pub(super) fn read_words_inner(
+        &mut self,
+        proc: ProcId,
+        addr: u64,
+        nr_pages: u64,
+    ) -> Result<crate::WordsRead, BackendError> {
+        let worker = &mut self.proc_mut(proc)?.worker;
+        let maps = procfs::read_maps(worker.pid).map_err(io_error(format!("reading the maps of {}", worker.label)))?;
+        let readable = |addr: u64| match maps.partition_point(|vma| vma.end <= addr) {
+            i if i < maps.len() && maps[i].start <= addr => maps[i].read || maps[i].write || maps[i].exec,
+            _ => false,
+        };
+        let mut read = crate::WordsRead::default();
+        for i in 0..nr_pages {
+            let page = addr + i * PAGE_SIZE;
+            if !readable(page) {
+                read.error = Some(Errno::Fault);
+                break;
+            }
+            let reply = worker.call(Cmd::ReadWord, [page, 0, 0, 0, 0, 0, 0], &[])?;
+            if reply.status != 0 {
+                return Err(BackendError::Executor(format!(
+                    "{} could not load the word at {page:#x} (status {})",
+                    worker.label, reply.status
+                )));
+            }
+            read.words.push(reply.value);
+        }
+        Ok(read)
+    }
+
     fn touch(
         &mut self,
         op: &Op,

@@ -55,10 +55,12 @@ pub(crate) enum Cmd {
     Mlock,
     /// munlock(a0, a1).
     Munlock,
+    /// Loads the 64-bit word at a0 (8-byte aligned); the reply's value is it.
+    ReadWord,
 }
 
 impl Cmd {
-    const ALL: [Cmd; 15] = [
+    const ALL: [Cmd; 16] = [
         Cmd::Mmap,
         Cmd::Munmap,
         Cmd::Mprotect,
@@ -74,6 +76,7 @@ impl Cmd {
         Cmd::Sentinel,
         Cmd::Mlock,
         Cmd::Munlock,
+        Cmd::ReadWord,
     ];
 
     fn from_word(word: u64) -> Option<Cmd> {

@@ -265,6 +265,13 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
         Cmd::Mlock => check(unsafe { libc::mlock(ptr(a[0]), a[1] as usize) }),
         // SAFETY: as for munmap.
         Cmd::Munlock => check(unsafe { libc::munlock(ptr(a[0]), a[1] as usize) }),
+        Cmd::ReadWord => {
+            // SAFETY: the controller checked the page against the worker's
+            // maps (readable, so the load cannot fault with SIGSEGV); a
+            // page start is 8-byte aligned.
+            let word = unsafe { std::ptr::read_volatile(a[0] as usize as *const u64) };
+            Reply { status: 0, value: word }
+        }
         Cmd::Madvise => {
             // SAFETY: madvise takes an address range and an advice number;
             // the range is the scenario's, as for munmap.

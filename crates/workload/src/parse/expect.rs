@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use crate::expect::{
-    Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField, VmaProp, KHUGEPAGED_COUNTERS, MEMINFO_FIELDS,
-    MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS, VM_FLAGS,
+    Cmp, CmpOp, ContentWant, Expectation, ExpectedState, PageProp, Place, SmapsField, VmaProp, KHUGEPAGED_COUNTERS,
+    MEMINFO_FIELDS, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS, VM_FLAGS,
 };
 use crate::plan::PAGE_SIZE;
 use crate::scenario::StepKind;
@@ -13,7 +13,7 @@ use thpsim_uapi::Errno;
 
 use super::lex::{found, Cursor, Fail, Kind, Tok};
 use super::process::RangeArg;
-use super::words::{number, parse_size, size, suggest};
+use super::words::{is_identifier, number, parse_size, size, suggest};
 use super::Parser;
 
 impl Parser {
@@ -250,7 +250,7 @@ impl Parser {
         let region_tok = c.peek();
         let range = self.range(proc, c)?;
         let at = Place { proc, proc_name, region: range.region.name.clone(), offset: range.offset };
-        const WHAT: &str = "an smaps field (Rss, Pss, Shared_Clean, Shared_Dirty, Private_Clean, Private_Dirty, Anonymous, LazyFree, AnonHugePages, Swap), page, folios, vmas or vma";
+        const WHAT: &str = "an smaps field (Rss, Pss, Shared_Clean, Shared_Dirty, Private_Clean, Private_Dirty, Anonymous, LazyFree, AnonHugePages, Swap), page, folios, vmas, vma or content";
         let what = c.word(WHAT)?;
         if let Some(field) = SmapsField::from_name(what.text) {
             let cmp = self.size_kb(c)?;
@@ -281,6 +281,36 @@ impl Parser {
                 c.end()?;
                 Ok(Expectation::Vmas { at, len: range.len, explicit_len: range.explicit_len, count: Cmp { op, value } })
             }
+            "content" => {
+                const WANT: &str = "pattern=T or zero";
+                let want = if let Some((key, op)) = c.key_op() {
+                    if key.text != "pattern" || op != CmpOp::Eq {
+                        return Err(Fail::at(
+                            &key,
+                            format!("expected {WANT}, found \"{}\"{}", key.text, suggest(key.text, ["pattern"])),
+                        ));
+                    }
+                    let tag = c.word("a pattern tag such as T")?;
+                    if !is_identifier(tag.text) && !tag.starts_with_digit() {
+                        return Err(Fail::at(
+                            &tag,
+                            format!("expected a pattern tag such as T or 7, found {}", found(Some(&tag))),
+                        ));
+                    }
+                    ContentWant::Pattern { name: tag.text.to_string(), tag: crate::pattern_tag(tag.text) }
+                } else {
+                    let tok = c.word(WANT)?;
+                    if tok.text != "zero" {
+                        return Err(Fail::at(
+                            &tok,
+                            format!("expected {WANT}, found {}{}", found(Some(&tok)), suggest(tok.text, ["zero"])),
+                        ));
+                    }
+                    ContentWant::Zero
+                };
+                c.end()?;
+                Ok(Expectation::Content { at, len: range.len, explicit_len: range.explicit_len, want })
+            }
             "vma" => {
                 if range.explicit_len {
                     return Err(Fail::at(&what, "a vma expectation is about the VMA of one page: it takes no length"));
@@ -288,7 +318,8 @@ impl Parser {
                 self.expect_vma(c, at)
             }
             _ => {
-                let names = SmapsField::ALL.iter().map(|f| f.name()).chain(["page", "folios", "vmas", "vma"]);
+                let names =
+                    SmapsField::ALL.iter().map(|f| f.name()).chain(["page", "folios", "vmas", "vma", "content"]);
                 Err(Fail::at(
                     &what,
                     format!("expected {WHAT}, found {}{}", found(Some(&what)), suggest(what.text, names)),

@@ -3,7 +3,7 @@
 
 use crate::expect::fmt_size;
 use crate::plan::{Placement, ProcStatus, Region, DEFAULT_ALIGN, MAX_SIZE, PAGE_SIZE};
-use crate::{Access, CmpOp, Fill, Op, ProcId, Prot, ThpDisable, TouchPattern};
+use crate::{pattern_tag as pattern_tag_of, Access, CmpOp, Fill, Op, ProcId, Prot, ThpDisable, TouchPattern};
 
 use super::lex::{found, Cursor, Fail, Kind, Tok};
 use super::words::{
@@ -451,11 +451,24 @@ impl Parser {
         let mut zero = None;
         let mut pages = None;
         let (mut every, mut random, mut seed) = (None, None, None);
+        let mut pattern_tag = None;
         while let Some(tok) = c.peek() {
             if let Some((key, op)) = c.key_op() {
                 let value = c.word("a number")?;
                 if op != CmpOp::Eq {
                     return Err(Fail::at(&key, format!("{}= takes =, found {}", key.text, op.symbol())));
+                }
+                if key.text == "pattern" {
+                    if !is_identifier(value.text) && !value.starts_with_digit() {
+                        return Err(Fail::at(
+                            &value,
+                            format!("expected a pattern tag such as T or 7, found {}", found(Some(&value))),
+                        ));
+                    }
+                    if pattern_tag.replace((pattern_tag_of(value.text), key)).is_some() {
+                        return Err(Fail::at(&key, "pattern= is given twice"));
+                    }
+                    continue;
                 }
                 let slot = match key.text {
                     "every" => &mut every,
@@ -465,9 +478,9 @@ impl Parser {
                         return Err(Fail::at(
                             &key,
                             format!(
-                                "expected every=, random= or seed=, found \"{}\"{}",
+                                "expected every=, random=, seed= or pattern=, found \"{}\"{}",
                                 key.text,
-                                suggest(key.text, ["every", "random", "seed"])
+                                suggest(key.text, ["every", "random", "seed", "pattern"])
                             ),
                         ))
                     }
@@ -529,6 +542,14 @@ impl Parser {
         if let (Access::Read, Some(tok)) = (access, zero) {
             return Err(Fail::at(&tok, "zero says what a write stores; a read stores nothing"));
         }
+        if let Some((_, key)) = pattern_tag {
+            if access == Access::Read {
+                return Err(Fail::at(&key, "pattern= says what a write stores; a read stores nothing"));
+            }
+            if zero.is_some() {
+                return Err(Fail::at(&key, "pattern= and zero cannot be combined"));
+            }
+        }
         let nr_pages = range.len / PAGE_SIZE;
         let pattern = match (every, random, seed) {
             (Some(_), Some((_, key)), _) => {
@@ -549,7 +570,11 @@ impl Parser {
             }
             (None, None, None) => TouchPattern::All,
         };
-        let fill = if zero.is_some() { Fill::Zero } else { Fill::NonZero };
+        let fill = match (pattern_tag, zero) {
+            (Some((tag, _)), _) => Fill::Pattern(tag),
+            (None, Some(_)) => Fill::Zero,
+            (None, None) => Fill::NonZero,
+        };
         self.op(Op::Touch { proc, addr: range.addr(), len: range.len, access, fill, pattern }, verb.col)
     }
 }
