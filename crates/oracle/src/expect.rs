@@ -92,7 +92,7 @@ pub fn check_expectation(exp: &Expectation, obs: &Observation, last: &OpResult) 
             }
             Ok(())
         }
-        Expectation::Content { at, want, .. } => {
+        Expectation::Content { at, len, want, .. } => {
             let region = find_region(obs, at)?;
             let addr = region.addr + at.offset;
             let read = obs
@@ -100,7 +100,8 @@ pub fn check_expectation(exp: &Expectation, obs: &Observation, last: &OpResult) 
                 .iter()
                 .find(|c| c.proc == at.proc && c.addr == addr)
                 .ok_or_else(|| format!("the content of {at} was not read"))?;
-            for (i, &word) in read.read.words.iter().enumerate() {
+            let nr_pages = (len / PAGE_SIZE) as usize;
+            for (i, &word) in read.read.words.iter().take(nr_pages).enumerate() {
                 let expected = match want {
                     ContentWant::Pattern { tag, .. } => thpsim_workload::pattern_word(*tag, i as u64),
                     ContentWant::Zero => 0,
@@ -111,16 +112,19 @@ pub fn check_expectation(exp: &Expectation, obs: &Observation, last: &OpResult) 
                     return Err(format!(
                         "expected {exp}, found {here} (page {} of {}) holds {what}, not {expected:#x}",
                         i + 1,
-                        read.read.words.len() + usize::from(read.read.error.is_some())
+                        nr_pages
                     ));
                 }
             }
             match read.read.error {
-                Some(errno) => {
+                Some(errno) if read.read.words.len() < nr_pages => {
                     let here = Place { offset: at.offset + read.read.words.len() as u64 * PAGE_SIZE, ..at.clone() };
                     Err(format!("expected {exp}, found {here} cannot be read: {errno}"))
                 }
-                None => Ok(()),
+                _ if read.read.words.len() < nr_pages => {
+                    Err(format!("expected {exp}, found only {} of {nr_pages} pages read", read.read.words.len()))
+                }
+                _ => Ok(()),
             }
         }
         Expectation::VmPte { proc, proc_name, cmp } => {
@@ -471,6 +475,7 @@ mod tests {
             ],
             vmstat: BTreeMap::from([("thp_split_pmd".to_string(), 1), ("thp_deferred_split_page".to_string(), 0)]),
             mthp: BTreeMap::from([("2048kB/anon_fault_alloc".to_string(), 1)]),
+            contents: Vec::new(),
         }
     }
 
@@ -597,6 +602,34 @@ mod tests {
         assert_eq!(
             check("expect p1 A+2M folios count>=1", &obs, &Ok(())).unwrap_err(),
             "expected p1 A+2M folios count>=1, found count=0 (no folios)"
+        );
+    }
+
+    #[test]
+    fn vmas_vma_and_content() {
+        let mut obs = observation();
+        assert_eq!(check("expect p2 A vmas count=2", &obs, &Ok(())), Ok(()));
+        assert_eq!(check("expect p2 A+1M vma start=A+1M end=A+4M THPeligible", &obs, &Ok(())), Ok(()));
+        assert_eq!(
+            check("expect p2 A vma end=A+2M", &obs, &Ok(())).unwrap_err(),
+            "expected p2 A vma end=A+2M, found A+0..A+1M THPeligible VmFlags: "
+        );
+        assert_eq!(
+            check("expect p1 A vmas count=2", &obs, &Ok(())).unwrap_err(),
+            "expected p1 A vmas count=2, found count=1 [A+0..A+4M]"
+        );
+        let tag = thpsim_workload::pattern_tag("T");
+        let words = vec![thpsim_workload::pattern_word(tag, 0), 0];
+        obs.contents =
+            vec![crate::ContentObs { proc: ProcId(0), addr: BASE, read: crate::WordsRead { words, error: None } }];
+        assert_eq!(check("expect p1 A 4K content pattern=T", &obs, &Ok(())), Ok(()));
+        let err = check("expect p1 A 8K content pattern=T", &obs, &Ok(())).unwrap_err();
+        assert!(err.starts_with("expected p1 A 8K content pattern=T, found p1 A+4K (page 2 of 2) holds 0 (never written, or zero), not 0x"), "{err}");
+        obs.contents[0].read.error = Some(Errno::Fault);
+        obs.contents[0].read.words.truncate(1);
+        assert_eq!(
+            check("expect p1 A 8K content pattern=T", &obs, &Ok(())).unwrap_err(),
+            "expected p1 A 8K content pattern=T, found p1 A+4K cannot be read: EFAULT"
         );
     }
 }
