@@ -105,6 +105,9 @@ impl DiffPolicy {
     ///   kernel counts GUP's faults and the backend's own; `pgmajfault`
     ///   as Linux counting at least the model's (the model has no major
     ///   faults without swap, other processes read files).
+    /// - `khugepaged/full_scans` as Linux counting at least the model's: a
+    ///   `khugepaged N` step may still run an extra pass on the live kernel
+    ///   (issue 8, item 7); make it exact once a step's passes are.
     pub fn linux_oracle() -> Self {
         let vmstat = [
             ("thp_zero_page_alloc", Tolerance::Within(1)),
@@ -113,6 +116,7 @@ impl DiffPolicy {
             ("nr_page_table_pages", Tolerance::Ignore),
             ("pgfault", Tolerance::Ignore),
             ("pgmajfault", Tolerance::AtLeast),
+            ("khugepaged/full_scans", Tolerance::AtLeast),
         ];
         let mthp = [("split_failed", Tolerance::SameSign)];
         DiffPolicy {
