@@ -195,6 +195,9 @@ impl Backend for Toy {
                     mapcount: count,
                     exclusive: count == 1,
                     zero_page: false,
+                    lru: folio.is_some(),
+                    swapbacked: folio.is_some(),
+                    swapcache: false,
                 };
                 runs.push(1, page, folio);
             }
@@ -220,7 +223,7 @@ impl Backend for Toy {
             }
         }
         normalise_folios(&mut procs, &raw);
-        Ok(Observation { procs, vmstat: self.vmstat.clone(), mthp: BTreeMap::new() })
+        Ok(Observation { procs, vmstat: self.vmstat.clone(), mthp: BTreeMap::new(), contents: Vec::new() })
     }
 }
 

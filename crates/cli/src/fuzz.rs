@@ -136,8 +136,15 @@ pub fn errnos_linux_can_return(op: &Op) -> &'static [Errno] {
         Op::Spawn { .. } | Op::Fork { .. } => &[NoMem],
         // MAP_FIXED_NOREPLACE over a mapping, or no memory for the VMA.
         Op::Mmap { .. } => &[Exist, NoMem],
+        // MAP_FIXED: unmapping the old range or no memory for the VMA.
+        Op::MmapFixed { .. } => &[NoMem],
         // __split_vma() can fail with ENOMEM.
         Op::Munmap { .. } => &[NoMem],
+        // A hole (ENOMEM), no memory to populate (EAGAIN), PROT_NONE (ENOMEM).
+        Op::Mlock { .. } => &[NoMem, Again],
+        Op::Munlock { .. } => &[NoMem],
+        // No room to grow in place, or no memory.
+        Op::MremapInPlace { .. } => &[Fault, Inval, NoMem],
         // A hole in the range, or no memory to split a VMA.
         Op::Mprotect { .. } => &[NoMem],
         // No VMA at the old address (EFAULT), overlapping ranges (EINVAL),

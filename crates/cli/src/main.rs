@@ -25,6 +25,7 @@ mod report;
 mod run;
 mod scenario_file;
 mod shrink;
+mod side_by_side;
 mod thpmaps;
 
 use std::process::ExitCode;

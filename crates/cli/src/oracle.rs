@@ -78,6 +78,11 @@ pub struct OracleArgs {
     /// Linux 6.18's values (see docs/scenario.md).
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_policy_arg)]
     pub policy: Vec<Policy>,
+    /// Print both sides' numbers at every observe point (and after the last
+    /// step), agreeing or not: a model-vs-linux table per point (in --json,
+    /// a `side_by_side` list). Scenarios files only.
+    #[arg(long, conflicts_with = "random")]
+    pub side_by_side: bool,
 }
 
 /// Parses `123` or `0x7b`.
@@ -148,6 +153,10 @@ pub struct CaseResult {
     pub problems: Vec<Problem>,
     /// Re-runs needed before the backends agreed (`--retries`).
     pub retried: u32,
+    /// Both sides' numbers per observe point, when both runs finished
+    /// (printed with `--side-by-side`).
+    #[serde(skip)]
+    pub side_by_side: Vec<crate::side_by_side::PointTable>,
 }
 
 impl CaseResult {
@@ -226,6 +235,7 @@ pub fn check_text(file: &ScenarioText, factory: &dyn BackendFactory, policy: &Di
                 file: file.label.clone(),
                 problems: vec![Problem::BadInput { message: err.to_string() }],
                 retried: 0,
+                side_by_side: Vec::new(),
             }
         }
     };
@@ -235,10 +245,11 @@ pub fn check_text(file: &ScenarioText, factory: &dyn BackendFactory, policy: &Di
             file: file.label.clone(),
             problems: vec![Problem::BadInput { message: format!("{}: {err}", file.label) }],
             retried: 0,
+            side_by_side: Vec::new(),
         };
     }
-    let problems = check_scenario(&scenario, factory, policy);
-    CaseResult { name: scenario.name.clone(), file: file.label.clone(), problems, retried: 0 }
+    let (problems, side_by_side) = check_scenario(&scenario, factory, policy);
+    CaseResult { name: scenario.name.clone(), file: file.label.clone(), problems, retried: 0, side_by_side }
 }
 
 /// `check_text`, re-run up to `retries` times while the only problems are
@@ -269,7 +280,11 @@ pub fn check_text_retrying(
     result
 }
 
-fn check_scenario(scenario: &Scenario, factory: &dyn BackendFactory, policy: &DiffPolicy) -> Vec<Problem> {
+fn check_scenario(
+    scenario: &Scenario,
+    factory: &dyn BackendFactory,
+    policy: &DiffPolicy,
+) -> (Vec<Problem>, Vec<crate::side_by_side::PointTable>) {
     let mut problems = Vec::new();
     let outcome = |kind: BackendKind, problems: &mut Vec<Problem>| -> Option<RunOutcome> {
         match run_guarded(factory, kind, scenario) {
@@ -301,7 +316,11 @@ fn check_scenario(scenario: &Scenario, factory: &dyn BackendFactory, policy: &Di
             problems.push(Problem::ExpectFailed { backend: kind.name(), failure: failure.clone() });
         }
     }
-    problems
+    let tables = match (&model, &linux) {
+        (Some(model), Some(linux)) => crate::side_by_side::tables(scenario, model, linux),
+        _ => Vec::new(),
+    };
+    (problems, tables)
 }
 
 pub fn main(args: &OracleArgs) -> Result<Status, CliError> {
@@ -351,9 +370,22 @@ fn files_mode(
                 file: path.display().to_string(),
                 problems: vec![Problem::BadInput { message: format!("{:#}", err.error) }],
                 retried: 0,
+                side_by_side: Vec::new(),
             },
         };
-        let line = if args.json { json_line(&result, None, None) } else { result.render() };
+        let line = match (args.json, args.side_by_side) {
+            (true, false) => json_line(&result, None, None),
+            (true, true) => {
+                let mut value: serde_json::Value =
+                    serde_json::from_str(&json_line(&result, None, None)).unwrap_or_default();
+                value["side_by_side"] = json!(result.side_by_side);
+                format!("{value}\n")
+            }
+            (false, false) => result.render(),
+            (false, true) => {
+                format!("{}{}", result.render(), crate::side_by_side::render(&result.file, &result.side_by_side))
+            }
+        };
         write_out(out, &line)?;
         tally.add(&result);
     }
@@ -632,6 +664,7 @@ observe p2
             quiet_host: false,
             retries: 0,
             policy: Vec::new(),
+            side_by_side: false,
         }
     }
 

@@ -329,10 +329,12 @@ impl Gen {
         match roll {
             0..=29 => self.touch(),
             30..=43 => self.madvise(),
-            44..=53 => self.new_region(),
+            44..=52 => self.new_region(),
+            53 => self.mmap_fixed(),
             54..=57 => self.fork(),
             58..=59 => self.exit(),
-            60..=64 => self.munmap(),
+            60..=62 => self.munmap(),
+            63..=64 => self.mlock(),
             65..=69 => self.mprotect(),
             70..=74 => self.mremap(),
             75..=77 => self.prctl(),
@@ -496,6 +498,9 @@ impl Gen {
         let mut tail = format!(" {access}");
         if access == "write" && self.chance(10) {
             tail.push_str(" zero");
+        } else if access == "write" && self.chance(10) {
+            let tag = *self.pick(&["T", "U", "7"]);
+            let _ = write!(tail, " pattern={tag}");
         }
         match self.below(10) {
             0 | 1 => {
@@ -521,6 +526,36 @@ impl Gen {
 
     fn munmap(&mut self) -> bool {
         self.ranged("munmap", "")
+    }
+
+    /// mlock (which faults the range in) or munlock of a sub-range.
+    fn mlock(&mut self) -> bool {
+        let op = if self.chance(60) { "mlock" } else { "munlock" };
+        self.ranged(op, "")
+    }
+
+    /// `pN: B = mmap <len> at=A+off fixed`: MAP_FIXED over part of a region.
+    fn mmap_fixed(&mut self) -> bool {
+        let Some(region) = self.pick_region() else {
+            return false;
+        };
+        let pages = region.len / PAGE;
+        let offset = PAGE * self.below(pages);
+        let len = PAGE * (1 + self.below((region.len - offset) / PAGE));
+        let name = region_name(self.next_region);
+        let line = format!(
+            "{}: {name} = mmap {} at={}+{} fixed",
+            region.proc_name,
+            fmt_size(len),
+            region.name,
+            fmt_size(offset)
+        );
+        if self.try_push(line) {
+            self.next_region += 1;
+            true
+        } else {
+            false
+        }
     }
 
     fn mprotect(&mut self) -> bool {
@@ -549,12 +584,14 @@ impl Gen {
         // A range written without a length takes the new length as the
         // only one; with a length, the new length follows it.
         let _ = write!(line, " {}", fmt_size(new_len));
-        match self.below(3) {
+        match self.below(4) {
             0 => line.push_str(" align=2M"),
             1 => {
                 let offset = PAGE * (1 + self.below(511));
                 let _ = write!(line, " align=2M offset={}", fmt_size(offset));
             }
+            // Without MREMAP_MAYMOVE: a growth past the guard gap is ENOMEM.
+            2 if self.chance(50) => line.push_str(" inplace"),
             _ => {}
         }
         // A destination at a fresh 1 GiB boundary needs a new PMD table (a
@@ -761,6 +798,10 @@ mod tests {
                         Op::Fork { .. } => "fork",
                         Op::Exit { .. } => "exit",
                         Op::Mmap { .. } => "mmap",
+                        Op::MmapFixed { .. } => "mmap fixed",
+                        Op::Mlock { .. } => "mlock",
+                        Op::Munlock { .. } => "munlock",
+                        Op::MremapInPlace { .. } => "mremap inplace",
                         Op::Munmap { .. } => "munmap",
                         Op::Mprotect { .. } => "mprotect",
                         Op::Mremap { .. } => "mremap",
@@ -782,8 +823,25 @@ mod tests {
             }
         }
         for kind in [
-            "set", "spawn", "fork", "exit", "mmap", "munmap", "mprotect", "mremap", "madvise", "touch", "prctl", "pin",
-            "unpin", "shrink", "observe",
+            "set",
+            "spawn",
+            "fork",
+            "exit",
+            "mmap",
+            "mmap fixed",
+            "munmap",
+            "mlock",
+            "munlock",
+            "mprotect",
+            "mremap",
+            "mremap inplace",
+            "madvise",
+            "touch",
+            "prctl",
+            "pin",
+            "unpin",
+            "shrink",
+            "observe",
         ] {
             assert!(seen.get(kind).is_some_and(|&n| n > 0), "no {kind} in 200 scenarios: {seen:?}");
         }

@@ -144,7 +144,13 @@ pub fn render_smaps(vma: &VmaObs) -> String {
     let kb_fields = [
         ("Size:", (vma.end - vma.start) / 1024),
         ("Rss:", vma.rss_kb),
+        ("Pss:", vma.pss_kb),
+        ("Shared_Clean:", vma.shared_clean_kb),
+        ("Shared_Dirty:", vma.shared_dirty_kb),
+        ("Private_Clean:", vma.private_clean_kb),
+        ("Private_Dirty:", vma.private_dirty_kb),
         ("Anonymous:", vma.anonymous_kb),
+        ("LazyFree:", vma.lazyfree_kb),
         ("AnonHugePages:", vma.anon_huge_pages_kb),
         ("Swap:", vma.swap_kb),
     ];
@@ -165,6 +171,9 @@ struct PageLook {
     mapcount: u64,
     exclusive: bool,
     zero_page: bool,
+    lru: bool,
+    swapbacked: bool,
+    swapcache: bool,
 }
 
 impl PageLook {
@@ -176,6 +185,9 @@ impl PageLook {
             mapcount: page.mapcount,
             exclusive: page.exclusive,
             zero_page: page.zero_page,
+            lru: page.lru,
+            swapbacked: page.swapbacked,
+            swapcache: page.swapcache,
         }
     }
 
@@ -195,6 +207,17 @@ impl PageLook {
         words.push(format!("mapcount={}", self.mapcount));
         if self.exclusive {
             words.push("exclusive".to_string());
+        }
+        // kpageflags bits only where they are not what a mapped anonymous
+        // folio usually shows (lru swapbacked !swapcache).
+        if !self.zero_page {
+            for (set, usual, name) in
+                [(self.lru, true, "lru"), (self.swapbacked, true, "swapbacked"), (self.swapcache, false, "swapcache")]
+            {
+                if set != usual {
+                    words.push(format!("{}{name}", if set { "" } else { "!" }));
+                }
+            }
         }
         words.join(" ")
     }
@@ -468,6 +491,9 @@ mod tests {
             mapcount,
             exclusive: mapcount == 1,
             zero_page: false,
+            lru: true,
+            swapbacked: true,
+            swapcache: false,
         }
     }
 
@@ -483,6 +509,7 @@ mod tests {
             swap_kb: 0,
             thp_eligible: true,
             vm_flags: vec!["rd".into(), "wr".into(), "hg".into()],
+            ..VmaObs::default()
         };
         let region = |pages: Vec<PageObs>, vma| RegionObs {
             name: "A".into(),
@@ -509,6 +536,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
             mthp: [("2048kB/anon_fault_alloc", 1)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            contents: Vec::new(),
         }
     }
 
@@ -521,7 +549,13 @@ p1 A 0x200000-0x400000 (2048 kB)
 00200000-00400000 rw-p 00000000 00:00 0
 Size:               2048 kB
 Rss:                2048 kB
+Pss:                   0 kB
+Shared_Clean:          0 kB
+Shared_Dirty:          0 kB
+Private_Clean:         0 kB
+Private_Dirty:         0 kB
 Anonymous:          2048 kB
+LazyFree:              0 kB
 AnonHugePages:      2048 kB
 Swap:                  0 kB
 THPeligible:           1
@@ -533,7 +567,13 @@ p2 A 0x200000-0x400000 (2048 kB)
 00200000-00400000 rw-p 00000000 00:00 0
 Size:               2048 kB
 Rss:                2048 kB
+Pss:                   0 kB
+Shared_Clean:          0 kB
+Shared_Dirty:          0 kB
+Private_Clean:         0 kB
+Private_Dirty:         0 kB
 Anonymous:          2048 kB
+LazyFree:              0 kB
 AnonHugePages:         0 kB
 Swap:                  0 kB
 THPeligible:           1

@@ -162,7 +162,13 @@ p1 A 0x200000000000-0x200000004000 (16 kB)
 200000000000-200000004000 rw-p 00000000 00:00 0
 Size:                 16 kB
 Rss:                   8 kB
+Pss:                   0 kB
+Shared_Clean:          0 kB
+Shared_Dirty:          0 kB
+Private_Clean:         0 kB
+Private_Dirty:         0 kB
 Anonymous:             8 kB
+LazyFree:              0 kB
 AnonHugePages:         0 kB
 Swap:                  0 kB
 THPeligible:           0
@@ -178,7 +184,13 @@ p1 A 0x200000000000-0x200000004000 (16 kB)
 200000000000-200000004000 rw-p 00000000 00:00 0
 Size:                 16 kB
 Rss:                   8 kB
+Pss:                   0 kB
+Shared_Clean:          0 kB
+Shared_Dirty:          0 kB
+Private_Clean:         0 kB
+Private_Dirty:         0 kB
 Anonymous:             8 kB
+LazyFree:              0 kB
 AnonHugePages:         0 kB
 Swap:                  0 kB
 THPeligible:           0
@@ -190,7 +202,13 @@ p2 A 0x200000000000-0x200000004000 (16 kB)
 200000000000-200000004000 rw-p 00000000 00:00 0
 Size:                 16 kB
 Rss:                   8 kB
+Pss:                   0 kB
+Shared_Clean:          0 kB
+Shared_Dirty:          0 kB
+Private_Clean:         0 kB
+Private_Dirty:         0 kB
 Anonymous:             8 kB
+LazyFree:              0 kB
 AnonHugePages:         0 kB
 Swap:                  0 kB
 THPeligible:           0

@@ -158,6 +158,9 @@ mod tests {
             mapcount: 1,
             exclusive: true,
             zero_page: false,
+            lru: true,
+            swapbacked: true,
+            swapcache: false,
         }
     }
 

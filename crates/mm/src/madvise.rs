@@ -16,6 +16,7 @@ use crate::mman::Advice;
 use crate::mmap::check_range;
 use crate::pagewalk::{Slot, Walk, WalkOps};
 use crate::pgtable::{Entry, Leaf, Level};
+use crate::stats::VmEvent;
 use crate::types::*;
 use crate::vma::VmFlags;
 use crate::world::World;
@@ -186,7 +187,7 @@ impl World {
             |w, folio, mapped| match mapped {
                 Mapped::Pmd(slot) => w.madvise_free_huge_pmd(slot),
                 Mapped::Ptes { .. } => {
-                    w.folios[folio].lazyfree = true;
+                    w.mark_lazyfree(folio);
                     w.update_leaves(mapped, |leaf| Leaf { dirty: false, young: false, ..leaf });
                 }
             },
@@ -212,6 +213,18 @@ impl World {
         );
         for folio in list {
             self.reclaim_folio_no_swap(folio);
+        }
+    }
+
+    /// `folio_mark_lazyfree()` and `lru_lazyfree_fn()`: a swap-backed folio
+    /// stops being swap-backed and counts `pglazyfree` per page; one that
+    /// already is lazyfree counts nothing.
+    pub(crate) fn mark_lazyfree(&mut self, id: FolioId) {
+        let folio = &mut self.folios[id];
+        if !folio.lazyfree {
+            folio.lazyfree = true;
+            let nr = folio.nr_pages();
+            self.stats.count_n(VmEvent::PgLazyFree, nr);
         }
     }
 

@@ -23,6 +23,20 @@ pub struct SmapsVma {
     pub anonymous_kb: u64,
     pub anon_huge_pages_kb: u64,
     pub swap_kb: u64,
+    /// `Pss`: each page's size divided by its mapcount, summed in the
+    /// kernel's fixed point (`PSS_SHIFT`) and truncated as smaps prints it.
+    pub pss_kb: u64,
+    /// Pages mapped once (`Private_*`) or more (`Shared_*`), clean or dirty.
+    /// Dirty is the mapping's dirty bit (the model keeps no `PG_dirty`; on
+    /// the kernel a folio is `PG_dirty` only where its mappings were dirty
+    /// when a PMD split or reclaim moved the bit to it).
+    pub shared_clean_kb: u64,
+    pub shared_dirty_kb: u64,
+    pub private_clean_kb: u64,
+    pub private_dirty_kb: u64,
+    /// `LazyFree`: pages of MADV_FREE folios (not swap-backed) whose mapping
+    /// is clean.
+    pub lazyfree_kb: u64,
     pub thp_eligible: bool,
     pub vm_flags: Vec<&'static str>,
 }
@@ -50,6 +64,14 @@ pub struct PageInfo {
     pub exclusive: bool,
     /// kpageflags ZERO_PAGE.
     pub zero_page: bool,
+    /// kpageflags LRU (5): every mapped anonymous folio once the per-CPU
+    /// LRU batches are drained (the model has no batches).
+    pub lru: bool,
+    /// kpageflags SWAPBACKED (14): an anonymous folio that MADV_FREE has not
+    /// made lazyfree.
+    pub swapbacked: bool,
+    /// kpageflags SWAPCACHE (13): never, without swap.
+    pub swapcache: bool,
 }
 
 /// Consecutive virtual pages that `page_info` reports alike: every field
@@ -106,6 +128,9 @@ const ABSENT: PageInfo = PageInfo {
     mapcount: 0,
     exclusive: false,
     zero_page: false,
+    lru: false,
+    swapbacked: false,
+    swapcache: false,
 };
 
 /// /proc/meminfo lines the model moves (kB).
@@ -135,6 +160,12 @@ impl World {
                     anonymous_kb: rss / 1024,
                     anon_huge_pages_kb: thp / 1024,
                     swap_kb: 0,
+                    pss_kb: (ops.pss >> PSS_SHIFT) / 1024,
+                    shared_clean_kb: ops.shared_clean / 1024,
+                    shared_dirty_kb: ops.shared_dirty / 1024,
+                    private_clean_kb: ops.private_clean / 1024,
+                    private_dirty_kb: ops.private_dirty / 1024,
+                    lazyfree_kb: ops.lazyfree / 1024,
                     thp_eligible: self.thp_vma_allowable_orders(
                         pid,
                         vma,
@@ -183,6 +214,9 @@ impl World {
                     mapcount: f.precise_page_mapcount(page) as u64,
                     exclusive: f.precise_page_mapcount(0) == 1,
                     zero_page: false,
+                    lru: true,
+                    swapbacked: !f.lazyfree,
+                    swapcache: false,
                 }
             }
             Entry::None | Entry::Table(_) => unreachable!("{entry:?} is not a PMD leaf"),
@@ -230,6 +264,9 @@ impl World {
                     mapcount: mapcount as u64,
                     exclusive: mapcount == 1,
                     zero_page: false,
+                    lru: true,
+                    swapbacked: !f.lazyfree,
+                    swapcache: false,
                 }
             }
         }
@@ -248,31 +285,75 @@ impl World {
     }
 }
 
-/// The walk of `smaps_pte_entry()`/`smaps_pmd_entry()`: resident and
-/// PMD-mapped anonymous bytes. Zero pages count in neither.
+/// The kernel's fixed point for `Pss` (fs/proc/task_mmu.c `PSS_SHIFT`).
+const PSS_SHIFT: u32 = 12;
+
+/// The walk of `smaps_pte_entry()`/`smaps_pmd_entry()` and
+/// `smaps_account()`: resident and PMD-mapped anonymous bytes, Pss (bytes
+/// << `PSS_SHIFT`), private/shared clean/dirty and LazyFree bytes. Zero
+/// pages count in none of them (`vm_normal_page()` is NULL for them).
 #[derive(Default)]
 struct SmapsOps {
     rss: u64,
     anon_huge: u64,
+    pss: u64,
+    shared_clean: u64,
+    shared_dirty: u64,
+    private_clean: u64,
+    private_dirty: u64,
+    lazyfree: u64,
+}
+
+impl SmapsOps {
+    /// `smaps_account()` for `nr` pages of `folio` from page `first` on,
+    /// mapped by one entry whose dirty bit is `dirty`: each page by its own
+    /// precise mapcount (CONFIG_PAGE_MAPCOUNT), as the kernel does for a
+    /// folio whose refcount is not 1 (and which, at refcount 1, gives the
+    /// same sums).
+    fn account(&mut self, folio: &crate::folio::Folio, first: u64, nr: u64, dirty: bool) {
+        if folio.lazyfree && !dirty {
+            self.lazyfree += nr * PAGE_SIZE;
+        }
+        for page in first..first + nr {
+            let mapcount = u64::from(folio.precise_page_mapcount(page)).max(1);
+            let mut pss = PAGE_SIZE << PSS_SHIFT;
+            if mapcount >= 2 {
+                pss /= mapcount;
+            }
+            self.pss += pss;
+            match (mapcount >= 2, dirty) {
+                (true, true) => self.shared_dirty += PAGE_SIZE,
+                (true, false) => self.shared_clean += PAGE_SIZE,
+                (false, true) => self.private_dirty += PAGE_SIZE,
+                (false, false) => self.private_clean += PAGE_SIZE,
+            }
+        }
+    }
 }
 
 impl WalkOps<Ro<'_>> for SmapsOps {
     type Error = std::convert::Infallible;
 
-    fn pmd_leaf(&mut self, _: &mut Ro<'_>, _: Slot, entry: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
+    fn pmd_leaf(&mut self, w: &mut Ro<'_>, _: Slot, entry: Entry, _: Vaddr, _: Vaddr) -> Result<Walk, Self::Error> {
         match entry {
-            Entry::Page(_) => {
+            Entry::Page(leaf) => {
                 self.rss += PMD_SIZE;
                 self.anon_huge += PMD_SIZE;
+                let folio = &w.0.folios[leaf.folio];
+                self.account(folio, 0, PMD_SIZE / PAGE_SIZE, leaf.dirty);
             }
             Entry::Zero | Entry::None | Entry::Table(_) => {}
         }
         Ok(Walk::Skip)
     }
 
-    fn pte_entry(&mut self, _: &mut Ro<'_>, _: Slot, entry: Entry, _: Vaddr, _: usize) -> Result<Walk, Self::Error> {
+    fn pte_entry(&mut self, w: &mut Ro<'_>, _: Slot, entry: Entry, _: Vaddr, _: usize) -> Result<Walk, Self::Error> {
         match entry {
-            Entry::Page(_) => self.rss += PAGE_SIZE,
+            Entry::Page(leaf) => {
+                self.rss += PAGE_SIZE;
+                let folio = &w.0.folios[leaf.folio];
+                self.account(folio, u64::from(leaf.page), 1, leaf.dirty);
+            }
             Entry::Zero | Entry::None | Entry::Table(_) => {}
         }
         Ok(Walk::Continue)

@@ -54,6 +54,8 @@ counters!(
         CompactFail => "compact_fail",
         CompactMigrateScanned => "compact_migrate_scanned",
         PgmigrateSuccess => "pgmigrate_success",
+        PgLazyFree => "pglazyfree",
+        PgLazyFreed => "pglazyfreed",
     }
 );
 

@@ -67,6 +67,9 @@ impl World {
         if folio.refcount != folio.mapcount() {
             return;
         }
+        // shrink_folio_list(): a clean lazyfree folio is discarded.
+        let nr = folio.nr_pages();
+        self.stats.count_n(VmEvent::PgLazyFreed, nr);
         // Unmap each contiguous run of PTEs at once (the batched lazyfree
         // unmap of 6.16+), so the folio never looks partially mapped.
         let mut runs: Vec<(Pid, Vaddr, Vaddr)> = Vec::new();

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use thpsim_workload::expect::fmt_size;
-use thpsim_workload::{Cmp, Expectation, ExpectedState, PageProp, Place, SmapsField};
+use thpsim_workload::{Cmp, ContentWant, Expectation, ExpectedState, PageProp, Place, SmapsField, VmaProp};
 
 use crate::{Observation, OpResult, PageObs, PageState, RegionObs, VmaObs};
 
@@ -40,6 +40,92 @@ pub fn check_expectation(exp: &Expectation, obs: &Observation, last: &OpResult) 
             let found =
                 *obs.mthp.get(&key).ok_or_else(|| format!("mthp {size_kb}kB {stat} is not in the observation"))?;
             compare(exp, *cmp, found, |v| format!("{v:+}"))
+        }
+        Expectation::Khugepaged { counter, cmp } => {
+            let key = format!("khugepaged/{counter}");
+            let found =
+                *obs.vmstat.get(&key).ok_or_else(|| format!("khugepaged {counter} is not in the observation"))?;
+            compare(exp, *cmp, found, |v| format!("{v:+}"))
+        }
+        Expectation::Meminfo { field, cmp } => {
+            let pages = match field.as_str() {
+                "PageTables" => obs.vmstat.get("nr_page_table_pages").copied(),
+                _ => None,
+            };
+            let found = pages.ok_or_else(|| format!("meminfo {field} is not in the observation"))? * 4;
+            compare(exp, *cmp, found, |v| format!("{v:+} kB"))
+        }
+        Expectation::Vmas { at, len, count, .. } => {
+            let region = find_region(obs, at)?;
+            let start = region.addr + at.offset;
+            let end = start + len;
+            let vmas: Vec<&VmaObs> = region.vmas.iter().filter(|v| v.start < end && start < v.end).collect();
+            if count.holds(to_i64(vmas.len() as u64)) {
+                return Ok(());
+            }
+            let shown: Vec<String> = vmas.iter().map(|v| vma_bounds(region, v)).collect();
+            Err(format!("expected {exp}, found count={} [{}]", vmas.len(), shown.join(" ")))
+        }
+        Expectation::Vma { at, props } => {
+            let region = find_region(obs, at)?;
+            let addr = region.addr + at.offset;
+            let vma = region
+                .vmas
+                .iter()
+                .find(|v| v.start <= addr && addr < v.end)
+                .ok_or_else(|| format!("expected {exp}, found no VMA at {at}"))?;
+            for prop in props {
+                let holds = match prop {
+                    VmaProp::Start(p) => place_addr(obs, p)? == vma.start,
+                    VmaProp::End(p) => place_addr(obs, p)? == vma.end,
+                    VmaProp::ThpEligible(b) => vma.thp_eligible == *b,
+                    VmaProp::Flag { name, set } => vma.vm_flags.iter().any(|f| f == name) == *set,
+                };
+                if !holds {
+                    let eligible = if vma.thp_eligible { "THPeligible" } else { "!THPeligible" };
+                    return Err(format!(
+                        "expected {exp}, found {} {eligible} VmFlags: {}",
+                        vma_bounds(region, vma),
+                        vma.vm_flags.join(" ")
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Expectation::Content { at, len, want, .. } => {
+            let region = find_region(obs, at)?;
+            let addr = region.addr + at.offset;
+            let read = obs
+                .contents
+                .iter()
+                .find(|c| c.proc == at.proc && c.addr == addr)
+                .ok_or_else(|| format!("the content of {at} was not read"))?;
+            let nr_pages = (len / PAGE_SIZE) as usize;
+            for (i, &word) in read.read.words.iter().take(nr_pages).enumerate() {
+                let expected = match want {
+                    ContentWant::Pattern { tag, .. } => thpsim_workload::pattern_word(*tag, i as u64),
+                    ContentWant::Zero => 0,
+                };
+                if word != expected {
+                    let here = Place { offset: at.offset + i as u64 * PAGE_SIZE, ..at.clone() };
+                    let what = if word == 0 { "0 (never written, or zero)".to_string() } else { format!("{word:#x}") };
+                    return Err(format!(
+                        "expected {exp}, found {here} (page {} of {}) holds {what}, not {expected:#x}",
+                        i + 1,
+                        nr_pages
+                    ));
+                }
+            }
+            match read.read.error {
+                Some(errno) if read.read.words.len() < nr_pages => {
+                    let here = Place { offset: at.offset + read.read.words.len() as u64 * PAGE_SIZE, ..at.clone() };
+                    Err(format!("expected {exp}, found {here} cannot be read: {errno}"))
+                }
+                _ if read.read.words.len() < nr_pages => {
+                    Err(format!("expected {exp}, found only {} of {nr_pages} pages read", read.read.words.len()))
+                }
+                _ => Ok(()),
+            }
         }
         Expectation::VmPte { proc, proc_name, cmp } => {
             let found = obs
@@ -110,9 +196,33 @@ fn compare(exp: &Expectation, cmp: Cmp, found: i64, show: impl Fn(i64) -> String
     }
 }
 
+/// A VMA's bounds relative to the region: `A+0..A+1M`, or absolute
+/// addresses where it reaches outside the region.
+fn vma_bounds(region: &RegionObs, vma: &VmaObs) -> String {
+    let at = |addr: u64| {
+        if addr >= region.addr && addr <= region.addr + region.len {
+            format!("{}+{}", region.name, fmt_size(addr - region.addr))
+        } else {
+            format!("{addr:#x}")
+        }
+    };
+    format!("{}..{}", at(vma.start), at(vma.end))
+}
+
+/// The address of a place, from the observation's region table.
+fn place_addr(obs: &Observation, at: &Place) -> Result<u64, String> {
+    Ok(find_region(obs, at)?.addr + at.offset)
+}
+
 fn smaps_field(vma: &VmaObs, field: SmapsField) -> u64 {
     match field {
         SmapsField::Rss => vma.rss_kb,
+        SmapsField::Pss => vma.pss_kb,
+        SmapsField::SharedClean => vma.shared_clean_kb,
+        SmapsField::SharedDirty => vma.shared_dirty_kb,
+        SmapsField::PrivateClean => vma.private_clean_kb,
+        SmapsField::PrivateDirty => vma.private_dirty_kb,
+        SmapsField::LazyFree => vma.lazyfree_kb,
         SmapsField::Anonymous => vma.anonymous_kb,
         SmapsField::AnonHugePages => vma.anon_huge_pages_kb,
         SmapsField::Swap => vma.swap_kb,
@@ -175,8 +285,20 @@ fn describe(page: &PageObs) -> String {
     };
     let not = |b: bool| if b { "" } else { "!" };
     let zero = if page.zero_page { " zero" } else { "" };
+    // The kpageflags bits only where they are not what a mapped anonymous
+    // folio usually shows (lru swapbacked !swapcache).
+    let mut flags = String::new();
+    if !page.zero_page {
+        for (set, usual, name) in
+            [(page.lru, true, "lru"), (page.swapbacked, true, "swapbacked"), (page.swapcache, false, "swapcache")]
+        {
+            if set != usual {
+                flags.push_str(&format!(" {}{name}", not(set)));
+            }
+        }
+    }
     format!(
-        "{state}{zero} order={} {}pmd mapcount={} {}exclusive",
+        "{state}{zero} order={} {}pmd mapcount={} {}exclusive{flags}",
         page.order,
         not(page.pmd_mapped),
         page.mapcount,
@@ -201,6 +323,9 @@ fn check_prop(obs: &Observation, page: &PageObs, prop: &PageProp) -> Result<(), 
         PageProp::Mapcount(cmp) => cmp.holds(to_i64(page.mapcount)),
         PageProp::Exclusive(b) => page.exclusive == *b,
         PageProp::Zero(b) => page.zero_page == *b,
+        PageProp::Lru(b) => page.lru == *b,
+        PageProp::SwapBacked(b) => page.swapbacked == *b,
+        PageProp::SwapCache(b) => page.swapcache == *b,
         PageProp::SameFolio { same, with } => {
             let region = find_region(obs, with)?;
             let other = page_at(region, with, with.offset / PAGE_SIZE)?;
@@ -283,6 +408,9 @@ mod tests {
             mapcount,
             exclusive,
             zero_page: false,
+            lru: true,
+            swapbacked: true,
+            swapcache: false,
         }
     }
 
@@ -305,6 +433,7 @@ mod tests {
             mapcount: 0,
             exclusive: false,
             zero_page: true,
+            ..PageObs::default()
         };
         p2_pages[601] = p2_pages[600];
         p2_pages[700].state = PageState::Swapped;
@@ -317,6 +446,7 @@ mod tests {
             swap_kb: 0,
             thp_eligible: true,
             vm_flags: vec![],
+            ..VmaObs::default()
         };
         let region = |pages: Vec<PageObs>, vmas| RegionObs {
             name: "A".into(),
@@ -345,6 +475,7 @@ mod tests {
             ],
             vmstat: BTreeMap::from([("thp_split_pmd".to_string(), 1), ("thp_deferred_split_page".to_string(), 0)]),
             mthp: BTreeMap::from([("2048kB/anon_fault_alloc".to_string(), 1)]),
+            contents: Vec::new(),
         }
     }
 
@@ -471,6 +602,34 @@ mod tests {
         assert_eq!(
             check("expect p1 A+2M folios count>=1", &obs, &Ok(())).unwrap_err(),
             "expected p1 A+2M folios count>=1, found count=0 (no folios)"
+        );
+    }
+
+    #[test]
+    fn vmas_vma_and_content() {
+        let mut obs = observation();
+        assert_eq!(check("expect p2 A vmas count=2", &obs, &Ok(())), Ok(()));
+        assert_eq!(check("expect p2 A+1M vma start=A+1M end=A+4M THPeligible", &obs, &Ok(())), Ok(()));
+        assert_eq!(
+            check("expect p2 A vma end=A+2M", &obs, &Ok(())).unwrap_err(),
+            "expected p2 A vma end=A+2M, found A+0..A+1M THPeligible VmFlags: "
+        );
+        assert_eq!(
+            check("expect p1 A vmas count=2", &obs, &Ok(())).unwrap_err(),
+            "expected p1 A vmas count=2, found count=1 [A+0..A+4M]"
+        );
+        let tag = thpsim_workload::pattern_tag("T");
+        let words = vec![thpsim_workload::pattern_word(tag, 0), 0];
+        obs.contents =
+            vec![crate::ContentObs { proc: ProcId(0), addr: BASE, read: crate::WordsRead { words, error: None } }];
+        assert_eq!(check("expect p1 A 4K content pattern=T", &obs, &Ok(())), Ok(()));
+        let err = check("expect p1 A 8K content pattern=T", &obs, &Ok(())).unwrap_err();
+        assert!(err.starts_with("expected p1 A 8K content pattern=T, found p1 A+4K (page 2 of 2) holds 0 (never written, or zero), not 0x"), "{err}");
+        obs.contents[0].read.error = Some(Errno::Fault);
+        obs.contents[0].read.words.truncate(1);
+        assert_eq!(
+            check("expect p1 A 8K content pattern=T", &obs, &Ok(())).unwrap_err(),
+            "expected p1 A 8K content pattern=T, found p1 A+4K cannot be read: EFAULT"
         );
     }
 }

@@ -12,7 +12,7 @@ use thpsim_workload::{Op, PinRef, ProcId, RegionRef, Scenario};
 
 use crate::{
     normalise_folios, Backend, BackendError, Observation, OpResult, PageObs, PageRun, PageRunsBuilder, PageState,
-    ProcObs, RawFolioKey, RegionObs, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+    ProcObs, RawFolioKey, RegionObs, VmaObs, KHUGEPAGED_COUNTERS, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
 };
 
 /// Regions up to this many pages (64 MiB) have their page runs checked
@@ -69,8 +69,16 @@ impl ModelBackend {
 
     fn counters(world: &World) -> Counters {
         let stats = world.stats();
-        let vmstat =
+        let mut vmstat: BTreeMap<String, i64> =
             VMSTAT_COUNTERS.iter().map(|name| (name.to_string(), stats.vmstat_value(name).unwrap_or(0))).collect();
+        for name in KHUGEPAGED_COUNTERS {
+            let v = match *name {
+                "pages_collapsed" => stats.khugepaged_pages_collapsed(),
+                "full_scans" => stats.khugepaged_full_scans(),
+                other => unreachable!("khugepaged counter {other} has no model value"),
+            };
+            vmstat.insert(format!("khugepaged/{name}"), v as i64);
+        }
         let mut mthp = BTreeMap::new();
         for kb in MTHP_SIZES_KB {
             let order = mm::Order::from_size(kb * 1024).expect("mTHP size");
@@ -103,6 +111,9 @@ impl ModelBackend {
                 mapcount: info.mapcount,
                 exclusive: info.exclusive,
                 zero_page: info.zero_page,
+                lru: info.lru,
+                swapbacked: info.swapbacked,
+                swapcache: info.swapcache,
             };
             builder.push(run.nr_pages, page, info.folio.map(|f| f.0 as u64));
         }
@@ -170,6 +181,22 @@ impl Backend for ModelBackend {
                 let pid = self.pid(proc)?;
                 self.world.mmap(pid, Some(Vaddr(addr)), len, prot).map(|_| ())
             }
+            Op::MmapFixed { proc, addr, len, prot } => {
+                let pid = self.pid(proc)?;
+                self.world.mmap_fixed(pid, Vaddr(addr), len, prot).map(|_| ())
+            }
+            Op::Mlock { proc, addr, len } => {
+                let pid = self.pid(proc)?;
+                self.world.mlock(pid, Vaddr(addr), len)
+            }
+            Op::Munlock { proc, addr, len } => {
+                let pid = self.pid(proc)?;
+                self.world.munlock(pid, Vaddr(addr), len)
+            }
+            Op::MremapInPlace { proc, old_addr, old_len, new_len } => {
+                let pid = self.pid(proc)?;
+                self.world.mremap(pid, Vaddr(old_addr), old_len, new_len, false, None).map(|_| ())
+            }
             Op::Munmap { proc, addr, len } => {
                 let pid = self.pid(proc)?;
                 self.world.munmap(pid, Vaddr(addr), len)
@@ -215,6 +242,21 @@ impl Backend for ModelBackend {
         })
     }
 
+    fn read_words(&mut self, proc: ProcId, addr: u64, nr_pages: u64) -> Result<crate::WordsRead, BackendError> {
+        let pid = self.pid(proc)?;
+        let mut read = crate::WordsRead::default();
+        for i in 0..nr_pages {
+            match self.world.read_word(pid, Vaddr(addr + i * PAGE_SIZE)) {
+                Ok(word) => read.words.push(word),
+                Err(errno) => {
+                    read.error = Some(errno);
+                    break;
+                }
+            }
+        }
+        Ok(read)
+    }
+
     fn observe(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError> {
         let mut procs = Vec::new();
         let mut raw: Vec<Vec<Vec<Option<RawFolioKey>>>> = Vec::new();
@@ -236,6 +278,12 @@ impl Backend for ModelBackend {
                         anonymous_kb: v.anonymous_kb,
                         anon_huge_pages_kb: v.anon_huge_pages_kb,
                         swap_kb: v.swap_kb,
+                        pss_kb: v.pss_kb,
+                        shared_clean_kb: v.shared_clean_kb,
+                        shared_dirty_kb: v.shared_dirty_kb,
+                        private_clean_kb: v.private_clean_kb,
+                        private_dirty_kb: v.private_dirty_kb,
+                        lazyfree_kb: v.lazyfree_kb,
                         thp_eligible: v.thp_eligible,
                         vm_flags: {
                             let mut f: Vec<String> = v.vm_flags.iter().map(|s| s.to_string()).collect();
@@ -261,6 +309,7 @@ impl Backend for ModelBackend {
             procs,
             vmstat: delta(&now.vmstat, &self.baseline.vmstat),
             mthp: delta(&now.mthp, &self.baseline.mthp),
+            contents: Vec::new(),
         })
     }
 }

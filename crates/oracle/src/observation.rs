@@ -25,11 +25,25 @@ pub struct Observation {
     /// Live processes, in `ProcId` order.
     pub procs: Vec<ProcObs>,
     /// /proc/vmstat deltas since the scenario started, kernel names, only the
-    /// counters in `VMSTAT_COUNTERS`.
+    /// counters in `VMSTAT_COUNTERS`; and khugepaged's counters
+    /// (`KHUGEPAGED_COUNTERS`) as `khugepaged/<name>`.
     pub vmstat: BTreeMap<String, i64>,
     /// Per-size stat deltas, keyed `"<size>kB/<stat>"`, e.g. `"64kB/anon_fault_alloc"`,
     /// only the stats in `MTHP_STATS`.
     pub mthp: BTreeMap<String, i64>,
+    /// Words read back for a `content` expectation at this step (read before
+    /// the rest was observed): per process and start address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contents: Vec<ContentObs>,
+}
+
+/// The words at the start of consecutive pages, read with loads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentObs {
+    pub proc: ProcId,
+    /// The first page's address.
+    pub addr: u64,
+    pub read: crate::WordsRead,
 }
 
 /// One process.
@@ -170,9 +184,24 @@ pub struct VmaObs {
     pub anonymous_kb: u64,
     pub anon_huge_pages_kb: u64,
     pub swap_kb: u64,
+    /// smaps `Pss`.
+    #[serde(default)]
+    pub pss_kb: u64,
+    /// smaps `Shared_Clean`, `Shared_Dirty`, `Private_Clean`, `Private_Dirty`.
+    #[serde(default)]
+    pub shared_clean_kb: u64,
+    #[serde(default)]
+    pub shared_dirty_kb: u64,
+    #[serde(default)]
+    pub private_clean_kb: u64,
+    #[serde(default)]
+    pub private_dirty_kb: u64,
+    /// smaps `LazyFree`.
+    #[serde(default)]
+    pub lazyfree_kb: u64,
     /// smaps `THPeligible`.
     pub thp_eligible: bool,
-    /// smaps `VmFlags` mnemonics that thpsim models (`rd wr ex hg nh dc ac`), sorted.
+    /// smaps `VmFlags` mnemonics that thpsim models (`MODELLED_VM_FLAGS`), sorted.
     pub vm_flags: Vec<String>,
 }
 
@@ -204,13 +233,35 @@ pub struct PageObs {
     pub exclusive: bool,
     /// kpageflags ZERO_PAGE (bit 24): the shared zero page or the huge zero page.
     pub zero_page: bool,
+    /// kpageflags LRU (bit 5), read after the per-CPU LRU batches are drained.
+    #[serde(default)]
+    pub lru: bool,
+    /// kpageflags SWAPBACKED (bit 14): clear on a lazyfree (MADV_FREE) folio.
+    #[serde(default)]
+    pub swapbacked: bool,
+    /// kpageflags SWAPCACHE (bit 13).
+    #[serde(default)]
+    pub swapcache: bool,
 }
+
+/// The smaps `VmFlags` mnemonics an observation carries: those the model
+/// keeps (`thpsim_mm::VmFlags::mnemonics`); the Linux backend drops the rest.
+pub use thpsim_workload::expect::VM_FLAGS as MODELLED_VM_FLAGS;
 
 /// The counters an observation carries, defined once with the scenario
 /// language (which checks `expect` lines against them): /proc/vmstat
 /// counters and per-size stats as deltas, and the folio sizes that have
 /// per-size stats on x86-64.
-pub use thpsim_workload::expect::{MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS};
+pub use thpsim_workload::expect::{KHUGEPAGED_COUNTERS, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS};
+
+/// The keys of an observation's `vmstat` map: `VMSTAT_COUNTERS`, then
+/// `khugepaged/<name>` for each of `KHUGEPAGED_COUNTERS`.
+pub fn vmstat_keys() -> impl Iterator<Item = String> {
+    VMSTAT_COUNTERS
+        .iter()
+        .map(|name| name.to_string())
+        .chain(KHUGEPAGED_COUNTERS.iter().map(|name| format!("khugepaged/{name}")))
+}
 
 /// The raw identity a backend gives a folio before normalisation: the model's
 /// folio id or the kernel's head PFN.

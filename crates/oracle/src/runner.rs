@@ -65,11 +65,26 @@ pub fn run_scenario_with(
             StepKind::Op(op) => runner.op(step.line, op)?,
             StepKind::Observe(regions) => runner.observe(step.line, regions)?,
             StepKind::Expect { expectation, regions } => {
-                runner.expect(step.line, &step.source, regions, |obs, last| check(expectation, obs, last))?
+                let reads = content_reads(expectation, regions);
+                runner.expect_reading(step.line, &step.source, regions, &reads, |obs, last| {
+                    check(expectation, obs, last)
+                })?
             }
         }
     }
     runner.finish(&scenario.final_regions)
+}
+
+/// The (process, address, pages) a `content` expectation reads back.
+fn content_reads(expectation: &Expectation, regions: &[RegionRef]) -> Vec<(ProcId, u64, u64)> {
+    match expectation {
+        Expectation::Content { at, len, .. } => regions
+            .iter()
+            .find(|r| r.proc == at.proc && r.name == at.region)
+            .map(|r| vec![(at.proc, r.addr + at.offset, len / 4096)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// Applies steps to a backend one at a time and collects a `RunOutcome`.
@@ -160,6 +175,34 @@ impl<'b> Runner<'b> {
         check: impl FnOnce(&Observation, &OpResult) -> Result<(), String>,
     ) -> Result<(), BackendError> {
         let observation = self.backend.observe(&self.present(regions))?;
+        if let Err(message) = check(&observation, &self.last) {
+            self.outcome.failures.push(ExpectFailure { line, source: source.to_string(), message });
+        }
+        Ok(())
+    }
+
+    /// `expect`, after reading back the words of `reads` (process, first
+    /// page, pages) into the observation's `contents`: the loads happen
+    /// before the rest is observed, so the observation shows what they
+    /// faulted in. A process that does not exist reads nothing.
+    pub fn expect_reading(
+        &mut self,
+        line: u32,
+        source: &str,
+        regions: &[RegionRef],
+        reads: &[(ProcId, u64, u64)],
+        check: impl FnOnce(&Observation, &OpResult) -> Result<(), String>,
+    ) -> Result<(), BackendError> {
+        let mut contents = Vec::new();
+        for &(proc, addr, nr_pages) in reads {
+            if self.absent.contains_key(&proc) {
+                continue;
+            }
+            let read = self.backend.read_words(proc, addr, nr_pages)?;
+            contents.push(crate::ContentObs { proc, addr, read });
+        }
+        let mut observation = self.backend.observe(&self.present(regions))?;
+        observation.contents = contents;
         if let Err(message) = check(&observation, &self.last) {
             self.outcome.failures.push(ExpectFailure { line, source: source.to_string(), message });
         }

@@ -38,7 +38,27 @@ pub const VMSTAT_COUNTERS: &[&str] = &[
     "thp_swpout_fallback",
     "pswpin",
     "pswpout",
+    "pgfault",
+    "pgmajfault",
+    "pglazyfree",
+    "pglazyfreed",
+    "nr_page_table_pages",
+    "nr_swapcached",
 ];
+
+/// khugepaged's counters under /sys/kernel/mm/transparent_hugepage/khugepaged/
+/// that an observation carries (as deltas, in its `vmstat` map under
+/// `khugepaged/<name>`) and an `expect khugepaged` may name.
+pub const KHUGEPAGED_COUNTERS: &[&str] = &["pages_collapsed", "full_scans"];
+
+/// The /proc/meminfo fields an `expect meminfo` may name, compared as
+/// changes in kB since the scenario started. `PageTables` is
+/// `nr_page_table_pages` in kB.
+pub const MEMINFO_FIELDS: &[&str] = &["PageTables"];
+
+/// The smaps `VmFlags` mnemonics the model keeps and an observation carries
+/// (the Linux backend drops the others); `expect ... vma` may name them.
+pub const VM_FLAGS: &[&str] = &["rd", "wr", "ex", "lo", "dc", "ac", "wf", "hg", "nh"];
 
 /// The per-size stats (`hugepages-<size>kB/stats/<stat>`) an observation
 /// carries and an `expect mthp` may name.
@@ -53,6 +73,8 @@ pub const MTHP_STATS: &[&str] = &[
     "split_deferred",
     "nr_anon",
     "nr_anon_partially_mapped",
+    "swpin",
+    "swpin_fallback",
 ];
 
 /// The folio sizes with per-size stats on x86-64, in kB.
@@ -116,6 +138,15 @@ impl Cmp {
         }
     }
 
+    /// Prints a change in kB: `+8 kB`, `-4 kB`, `= 0 kB`, `>= 4 kB`.
+    pub fn fmt_delta_kb(self) -> String {
+        match (self.op, self.value) {
+            (CmpOp::Eq, 0) => "= 0 kB".to_string(),
+            (CmpOp::Eq, v) => format!("{v:+} kB"),
+            (op, v) => format!("{} {v} kB", op.symbol()),
+        }
+    }
+
     /// Prints a size in kB as smaps does: `2048 kB`, `>= 4 kB`.
     pub fn fmt_kb(self) -> String {
         match self.op {
@@ -134,20 +165,43 @@ impl Cmp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SmapsField {
     Rss,
+    Pss,
+    SharedClean,
+    SharedDirty,
+    PrivateClean,
+    PrivateDirty,
     Anonymous,
+    LazyFree,
     AnonHugePages,
     Swap,
 }
 
 impl SmapsField {
-    pub const ALL: [SmapsField; 4] =
-        [SmapsField::Rss, SmapsField::Anonymous, SmapsField::AnonHugePages, SmapsField::Swap];
+    /// In the order smaps prints them.
+    pub const ALL: [SmapsField; 10] = [
+        SmapsField::Rss,
+        SmapsField::Pss,
+        SmapsField::SharedClean,
+        SmapsField::SharedDirty,
+        SmapsField::PrivateClean,
+        SmapsField::PrivateDirty,
+        SmapsField::Anonymous,
+        SmapsField::LazyFree,
+        SmapsField::AnonHugePages,
+        SmapsField::Swap,
+    ];
 
     /// The field's name in /proc/<pid>/smaps.
     pub const fn name(self) -> &'static str {
         match self {
             SmapsField::Rss => "Rss",
+            SmapsField::Pss => "Pss",
+            SmapsField::SharedClean => "Shared_Clean",
+            SmapsField::SharedDirty => "Shared_Dirty",
+            SmapsField::PrivateClean => "Private_Clean",
+            SmapsField::PrivateDirty => "Private_Dirty",
             SmapsField::Anonymous => "Anonymous",
+            SmapsField::LazyFree => "LazyFree",
             SmapsField::AnonHugePages => "AnonHugePages",
             SmapsField::Swap => "Swap",
         }
@@ -243,6 +297,12 @@ pub enum PageProp {
     /// not belong) to the folio of another page. Two zero pages of the same
     /// order count as the same folio; an absent page has no folio.
     SameFolio { same: bool, with: Place },
+    /// `lru` / `!lru`: kpageflags LRU, after the per-CPU LRU batches drain.
+    Lru(bool),
+    /// `swapbacked` / `!swapbacked`: kpageflags SWAPBACKED (MADV_FREE clears it).
+    SwapBacked(bool),
+    /// `swapcache` / `!swapcache`: kpageflags SWAPCACHE.
+    SwapCache(bool),
 }
 
 impl fmt::Display for PageProp {
@@ -258,8 +318,48 @@ impl fmt::Display for PageProp {
             PageProp::SameFolio { same, with } => {
                 write!(f, "{}same_folio={}:{}", not(*same), with.proc_name, RegionAt(&with.region, with.offset))
             }
+            PageProp::Lru(b) => write!(f, "{}lru", not(*b)),
+            PageProp::SwapBacked(b) => write!(f, "{}swapbacked", not(*b)),
+            PageProp::SwapCache(b) => write!(f, "{}swapcache", not(*b)),
         }
     }
+}
+
+/// One property of the VMA that contains a page.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum VmaProp {
+    /// `start=B+off`: the VMA starts at that page.
+    Start(Place),
+    /// `end=B+off`: the VMA ends where that page starts (`end=A+2M` for a
+    /// 2M region A).
+    End(Place),
+    /// `THPeligible` / `!THPeligible` (also written `thp_eligible`): smaps
+    /// `THPeligible: 1`.
+    ThpEligible(bool),
+    /// `hg` / `!hg`: the mnemonic is (not) in smaps `VmFlags`.
+    Flag { name: String, set: bool },
+}
+
+impl fmt::Display for VmaProp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let not = |b: bool| if b { "" } else { "!" };
+        match self {
+            VmaProp::Start(at) => write!(f, "start={}", RegionAt(&at.region, at.offset)),
+            VmaProp::End(at) => write!(f, "end={}", RegionAt(&at.region, at.offset)),
+            VmaProp::ThpEligible(b) => write!(f, "{}THPeligible", not(*b)),
+            VmaProp::Flag { name, set } => write!(f, "{}{name}", not(*set)),
+        }
+    }
+}
+
+/// What every page of a `content` expectation must hold at its start.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContentWant {
+    /// `pattern=T`: page i of the range holds `pattern_word(tag, i)`, as
+    /// `touch <the same range> write pattern=T` stored it.
+    Pattern { name: String, tag: u64 },
+    /// `zero`: every page reads 0 (never written, or written with zero).
+    Zero,
 }
 
 /// One `expect` statement.
@@ -294,6 +394,22 @@ pub enum Expectation {
     /// distinct folios (of that order, if given) with a present page in the
     /// range. Zero pages are not counted.
     Folios { at: Place, len: u64, explicit_len: bool, order: Option<u8>, count: Cmp },
+    /// `expect khugepaged <counter> <change>`: a khugepaged counter's change
+    /// since the scenario started.
+    Khugepaged { counter: String, cmp: Cmp },
+    /// `expect meminfo <field> <change in kB>`: a /proc/meminfo field's
+    /// change since the scenario started, in kB.
+    Meminfo { field: String, cmp: Cmp },
+    /// `expect p1 A[+off] [len] vmas count<op>N`: the number of VMAs that
+    /// intersect the range.
+    Vmas { at: Place, len: u64, explicit_len: bool, count: Cmp },
+    /// `expect p1 A[+off] vma <props>`: the VMA that contains the page has
+    /// every property (no VMA contains it: the expectation fails).
+    Vma { at: Place, props: Vec<VmaProp> },
+    /// `expect p1 A[+off] [len] content pattern=T|zero`: the 64-bit word at
+    /// the start of every page of the range, read back with a load (which
+    /// faults like one: a never-written page reads 0 and maps the zero page).
+    Content { at: Place, len: u64, explicit_len: bool, want: ContentWant },
     /// `expect ok`: the previous operation succeeded.
     Ok,
     /// `expect errno ENOMEM`: the previous operation failed with this errno.
@@ -338,6 +454,27 @@ impl fmt::Display for Expectation {
                     write!(f, " order={order}")?;
                 }
                 write!(f, " {}", count.fmt_keyed("count"))
+            }
+            Expectation::Khugepaged { counter, cmp } => {
+                write!(f, "khugepaged {counter} {}", cmp.fmt_delta())
+            }
+            Expectation::Meminfo { field, cmp } => write!(f, "meminfo {field} {}", cmp.fmt_delta_kb()),
+            Expectation::Vmas { at, len: l, explicit_len, count } => {
+                write!(f, "{at}{} vmas {}", len(*explicit_len, *l), count.fmt_keyed("count"))
+            }
+            Expectation::Vma { at, props } => {
+                write!(f, "{at} vma")?;
+                for prop in props {
+                    write!(f, " {prop}")?;
+                }
+                Ok(())
+            }
+            Expectation::Content { at, len: l, explicit_len, want } => {
+                write!(f, "{at}{} content ", len(*explicit_len, *l))?;
+                match want {
+                    ContentWant::Pattern { name, .. } => write!(f, "pattern={name}"),
+                    ContentWant::Zero => f.write_str("zero"),
+                }
             }
             Expectation::Ok => f.write_str("ok"),
             Expectation::Errno(name) => write!(f, "errno {name}"),

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use thpsim_mm::mman::{Access, Advice, Fill, Prot, ThpDisable};
+pub use thpsim_mm::mman::{pattern_word, Access, Advice, Fill, Prot, ThpDisable};
 pub use thpsim_uapi::Setting;
 
 /// A scenario process, numbered in order of first appearance (0 is the first).
@@ -59,7 +59,27 @@ pub enum Op {
         len: u64,
         prot: Prot,
     },
+    /// mmap(addr, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED):
+    /// replaces whatever the process mapped in the range.
+    MmapFixed {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+    },
     Munmap {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+    },
+    /// mlock(addr, len): VM_LOCKED, and every page faulted in.
+    Mlock {
+        proc: ProcId,
+        addr: u64,
+        len: u64,
+    },
+    /// munlock(addr, len).
+    Munlock {
         proc: ProcId,
         addr: u64,
         len: u64,
@@ -77,6 +97,14 @@ pub enum Op {
         old_len: u64,
         new_len: u64,
         new_addr: Option<u64>,
+    },
+    /// mremap(old_addr, old_len, new_len, 0): without MREMAP_MAYMOVE, the
+    /// mapping grows or shrinks where it is (ENOMEM if it cannot grow there).
+    MremapInPlace {
+        proc: ProcId,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
     },
     Madvise {
         proc: ProcId,
@@ -125,7 +153,11 @@ impl Op {
             Op::Spawn { proc }
             | Op::Exit { proc }
             | Op::Mmap { proc, .. }
+            | Op::MmapFixed { proc, .. }
             | Op::Munmap { proc, .. }
+            | Op::Mlock { proc, .. }
+            | Op::Munlock { proc, .. }
+            | Op::MremapInPlace { proc, .. }
             | Op::Mprotect { proc, .. }
             | Op::Mremap { proc, .. }
             | Op::Madvise { proc, .. }
@@ -149,6 +181,12 @@ pub struct RegionRef {
     pub name: String,
     pub addr: u64,
     pub len: u64,
+}
+
+/// The tag of `pattern=<word>` (`Fill::Pattern(tag)`): FNV-1a of the word,
+/// so every backend and every run stores the same words for the same tag.
+pub fn pattern_tag(word: &str) -> u64 {
+    word.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A deterministic generator for `TouchPattern::Random` (splitmix64), so both

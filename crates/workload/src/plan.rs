@@ -303,6 +303,39 @@ impl Planner {
         Ok(addr)
     }
 
+    /// Maps `name` at `addr` with MAP_FIXED: the range leaves every name
+    /// that held it (names left holding nothing go), then `name` holds it.
+    pub fn mmap_fixed(&mut self, proc: ProcId, name: &str, len: u64, addr: u64) -> Result<u64, String> {
+        self.release(proc, &[(addr, addr + len)]);
+        if self.region(proc, name).is_some() {
+            return Err(format!(
+                "{} already has a region named {name} outside the range mapped over",
+                self.proc_name(proc)
+            ));
+        }
+        self.mmap(proc, name, len, Placement::At(addr))
+    }
+
+    /// Plans `name = mremap(old_addr, old_len, new_len)` without
+    /// MREMAP_MAYMOVE: the mapping stays at `old_addr` and grows or shrinks
+    /// there. The planner assumes it succeeds (a growth into a mapped range
+    /// fails with ENOMEM on both backends, and the name then observes what
+    /// is left).
+    pub fn mremap_in_place(
+        &mut self,
+        proc: ProcId,
+        name: &str,
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+    ) -> Result<(), String> {
+        self.release(proc, &[(old_addr, old_addr + old_len)]);
+        if self.region(proc, name).is_some() {
+            return Err(format!("{} already has a region named {name}", self.proc_name(proc)));
+        }
+        self.mmap(proc, name, new_len, Placement::At(old_addr)).map(|_| ())
+    }
+
     /// Unmaps a range; names left holding nothing go.
     pub fn munmap(&mut self, proc: ProcId, addr: u64, len: u64) {
         self.release(proc, &[(addr, addr + len)]);

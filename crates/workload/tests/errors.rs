@@ -65,8 +65,8 @@ fn unknown_statements_and_operations() {
         &format!("{A2M}p1: mmapp A"),
         2,
         5,
-        "expected an operation (mmap, munmap, mprotect, madvise, mremap, touch, prctl, pin, unpin, exit), found \
-         \"mmapp\" (did you mean \"mmap\"?)",
+        "expected an operation (mmap, munmap, mprotect, madvise, mremap, mlock, munlock, touch, prctl, pin, unpin, \
+         exit), found \"mmapp\" (did you mean \"mmap\"?)",
     );
     check("p1: mmap 2M", 1, 5, "mmap makes a new region and needs its name: `p1: A = mmap ...`");
     check("p1: A = mmop 2M", 1, 9, "expected mmap or mremap, found \"mmop\" (did you mean \"mmap\"?)");
@@ -96,7 +96,7 @@ fn unknown_and_dead_processes() {
         &format!("{A2M}expect p3 A Rss 0"),
         2,
         8,
-        "there is no process named \"p3\" (did you mean \"p1\"?); expect takes ok, errno, vmstat, mthp or a process",
+        "there is no process named \"p3\" (did you mean \"p1\"?); expect takes ok, errno, vmstat, mthp, khugepaged, meminfo or a process",
     );
     check(&format!("{A2M}p2 = fork p3"), 2, 11, "there is no process named \"p3\" (did you mean \"p1\"?)");
     check("p1: exit", 1, 1, "there is no process named \"p1\"");
@@ -221,9 +221,9 @@ fn placement_options() {
         "p1: A = mmap 2M alig=2M",
         1,
         17,
-        "expected prot=, align=, offset= or at=, found \"alig\" (did you mean \"align\"?)",
+        "expected prot=, align=, offset=, at= or fixed, found \"alig\" (did you mean \"align\"?)",
     );
-    check("p1: A = mmap 2M hugepage", 1, 17, "expected prot=, align=, offset= or at=, found \"hugepage\"");
+    check("p1: A = mmap 2M hugepage", 1, 17, "expected prot=, align=, offset=, at= or fixed, found \"hugepage\"");
     check(
         &format!("{A2M}p1: B = mmap 2M at=A+2M align=2M"),
         2,
@@ -237,7 +237,12 @@ fn placement_options() {
         "the destination 0x200000100000..0x200000300000 overlaps the range being moved 0x200000000000..0x200000200000",
     );
     check(&format!("{A2M}p1: B = mremap A"), 2, 17, "expected the new length, such as 4M, found end of line");
-    check(&format!("{A2M}p1: B = mremap A 2M prot=r"), 2, 21, "expected align=, offset= or at=, found \"prot\"");
+    check(
+        &format!("{A2M}p1: B = mremap A 2M prot=r"),
+        2,
+        21,
+        "expected align=, offset=, at= or inplace, found \"prot\"",
+    );
 }
 
 #[test]
@@ -358,7 +363,8 @@ fn expectations() {
          thp_collapse_alloc_failed, thp_split_page, thp_split_page_failed, thp_deferred_split_page, \
          thp_underused_split_page, thp_split_pmd, thp_scan_exceed_none_pte, thp_scan_exceed_swap_pte, \
          thp_scan_exceed_share_pte, thp_zero_page_alloc, thp_zero_page_alloc_failed, thp_swpout, \
-         thp_swpout_fallback, pswpin, pswpout), found \"thp_split_pmds\" (did you mean \"thp_split_pmd\"?)",
+         thp_swpout_fallback, pswpin, pswpout, pgfault, pgmajfault, pglazyfree, pglazyfreed, nr_page_table_pages, \
+         nr_swapcached), found \"thp_split_pmds\" (did you mean \"thp_split_pmd\"?)",
     );
     check(
         "expect vmstat thp_split_pmd 1",
@@ -383,7 +389,7 @@ fn expectations() {
         1,
         18,
         "expected a per-size stat (anon_fault_alloc, anon_fault_fallback, anon_fault_fallback_charge, swpout, \
-         swpout_fallback, split, split_failed, split_deferred, nr_anon, nr_anon_partially_mapped), found \
+         swpout_fallback, split, split_failed, split_deferred, nr_anon, nr_anon_partially_mapped, swpin, swpin_fallback), found \
          \"anon_fault\"",
     );
     check(
@@ -402,11 +408,12 @@ fn expectations() {
         &format!("{A2M}expect p1 A Rsss 0"),
         2,
         13,
-        "expected Rss, Anonymous, AnonHugePages, Swap, page or folios, found \"Rsss\" (did you mean \"Rss\"?)",
+        "expected an smaps field (Rss, Pss, Shared_Clean, Shared_Dirty, Private_Clean, Private_Dirty, Anonymous, \
+         LazyFree, AnonHugePages, Swap), page, folios, vmas, vma or content, found \"Rsss\" (did you mean \"Rss\"?)",
     );
-    check("expect", 1, 7, "expected ok, errno, vmstat, mthp or a process, found end of line");
-    const PROPS: &str = "a page property (present, none, swapped, [!]pmd, [!]exclusive, [!]zero, order=N, mapcount=N, \
-                         [!]same_folio=A+off, pages=N)";
+    check("expect", 1, 7, "expected ok, errno, vmstat, mthp, khugepaged, meminfo or a process, found end of line");
+    const PROPS: &str = "a page property (present, none, swapped, [!]pmd, [!]exclusive, [!]zero, [!]lru, \
+                         [!]swapbacked, [!]swapcache, order=N, mapcount=N, [!]same_folio=A+off, pages=N)";
     check(&format!("{A2M}expect p1 A page"), 2, 17, &format!("expected {PROPS}, found end of line"));
     check(&format!("{A2M}expect p1 A page present bogus"), 2, 26, &format!("expected {PROPS}, found \"bogus\""));
     check(
@@ -572,4 +579,119 @@ fn words_in_messages_are_escaped_and_cut() {
     let err = parse_scenario("t.thp", &"\0".repeat(1 << 20)).unwrap_err();
     assert!(err.to_string().chars().count() < 1000);
     assert!(!err.to_string().contains('\0'));
+}
+
+#[test]
+fn observable_expectations() {
+    check(
+        &format!("{A2M}expect p1 A Private_Drity 4kB"),
+        2,
+        13,
+        "expected an smaps field (Rss, Pss, Shared_Clean, Shared_Dirty, Private_Clean, Private_Dirty, Anonymous, \
+         LazyFree, AnonHugePages, Swap), page, folios, vmas, vma or content, found \"Private_Drity\" \
+         (did you mean \"Private_Dirty\"?)",
+    );
+    check(
+        "expect khugepaged pages_colapsed +1",
+        1,
+        19,
+        "expected a khugepaged counter (pages_collapsed, full_scans), found \"pages_colapsed\" \
+         (did you mean \"pages_collapsed\"?)",
+    );
+    check(
+        "expect meminfo PageTable +4kB",
+        1,
+        16,
+        "expected a /proc/meminfo field thpsim observes (PageTables), found \"PageTable\" (did you mean \"PageTables\"?)",
+    );
+    check("expect meminfo PageTables 4", 1, 27, "expected a change in kB such as +8kB, -4kB or = 0 (compared as a change since the scenario started), found \"4\"");
+    check("expect meminfo PageTables +4", 1, 27, "write the unit: +4kB (changes here are in kB)");
+    check(&format!("{A2M}expect p1 A vmas 2"), 2, 18, "expected count=N, found \"2\"");
+    check(
+        &format!("{A2M}expect p1 A vmas cout=2"),
+        2,
+        18,
+        "expected count=N, found \"cout\" (did you mean \"count\"?)",
+    );
+    check(
+        &format!("{A2M}expect p1 A vma hgg"),
+        2,
+        17,
+        "expected a VMA property (start=A+off, end=A+off, [!]THPeligible, or a VmFlags mnemonic such as hg or !nh); \
+         the VmFlags thpsim observes are rd wr ex lo dc ac wf hg nh; found \"hgg\" (did you mean \"hg\"?)",
+    );
+    check(&format!("{A2M}expect p1 A vma sd"), 2, 17, "expected a VMA property (start=A+off, end=A+off, [!]THPeligible, or a VmFlags mnemonic such as hg or !nh); the VmFlags thpsim observes are rd wr ex lo dc ac wf hg nh; found \"sd\" (did you mean \"rd\"?)");
+    check(&format!("{A2M}expect p1 A vma end=A+4M"), 2, 23, "the offset 4M is outside A, which is 2M long");
+    check(&format!("{A2M}expect p1 A vma hg hg"), 2, 20, "hg is given twice");
+    check(
+        &format!("{A2M}expect p1 A 1M vma hg"),
+        2,
+        16,
+        "a vma expectation is about the VMA of one page: it takes no length",
+    );
+    check(
+        &format!("{A2M}expect p1 A page pmd_maped"),
+        2,
+        18,
+        "expected a page property (present, none, swapped, [!]pmd, [!]exclusive, [!]zero, [!]lru, [!]swapbacked, \
+         [!]swapcache, order=N, mapcount=N, [!]same_folio=A+off, pages=N), found \"pmd_maped\" \
+         (did you mean \"pmd_mapped\"?)",
+    );
+    check(&format!("{A2M}expect p1 A page swapbacked !swapbacked"), 2, 29, "swapbacked is given twice");
+}
+
+#[test]
+fn mlock_mmap_fixed_and_mremap_in_place() {
+    check(&format!("{A2M}p1: mlok A"), 2, 5, "expected an operation (mmap, munmap, mprotect, madvise, mremap, mlock, munlock, touch, prctl, pin, unpin, exit), found \"mlok\" (did you mean \"mlock\"?)");
+    check(&format!("{A2M}p1: mlock A 4M"), 2, 13, "A 4M runs past the end of A, which is 2M long");
+    check(
+        &format!("{A2M}p1: B = mmap 1M fixed"),
+        2,
+        17,
+        "fixed maps over what is there and needs the address: at=B+off",
+    );
+    check(&format!("{A2M}p1: B = mmap 1M at=A fixed fixed"), 2, 28, "fixed is given twice");
+    check(
+        &format!("{A2M}p1: C = mremap A 4M inplace at=A+1M"),
+        2,
+        21,
+        "inplace keeps the mapping where it is; it cannot be combined with align=, offset= or at=",
+    );
+    check(
+        &format!("{A2M}p1: C = mremap A 4M inplac"),
+        2,
+        21,
+        "expected align=, offset=, at= or inplace, found \"inplac\"",
+    );
+}
+
+#[test]
+fn touch_pattern_and_content() {
+    check(
+        &format!("{A2M}p1: touch A read pattern=T"),
+        2,
+        18,
+        "pattern= says what a write stores; a read stores nothing",
+    );
+    check(&format!("{A2M}p1: touch A zero pattern=T"), 2, 18, "pattern= and zero cannot be combined");
+    check(&format!("{A2M}p1: touch A pattern=T pattern=U"), 2, 23, "pattern= is given twice");
+    check(
+        &format!("{A2M}p1: touch A patern=T"),
+        2,
+        13,
+        "expected every=, random=, seed= or pattern=, found \"patern\" (did you mean \"pattern\"?)",
+    );
+    check(&format!("{A2M}p1: touch A pattern=+"), 2, 21, "expected a pattern tag such as T or 7, found \"+\"");
+    check(
+        &format!("{A2M}expect p1 A content patern=T"),
+        2,
+        21,
+        "expected pattern=T or zero, found \"patern\" (did you mean \"pattern\"?)",
+    );
+    check(
+        &format!("{A2M}expect p1 A content zeros"),
+        2,
+        21,
+        "expected pattern=T or zero, found \"zeros\" (did you mean \"zero\"?)",
+    );
 }

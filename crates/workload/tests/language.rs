@@ -643,3 +643,152 @@ fn policy_and_inject_statements_set_up_the_scenario() {
     let lines: Vec<(u32, &str)> = s.policies.iter().map(|p| (p.line, p.policy.name())).collect();
     assert_eq!(lines, [(0, "pmd_cow"), (0, "deposit")]);
 }
+
+#[test]
+fn observable_expectations() {
+    use thpsim_workload::VmaProp;
+    let setup = "p1: A = mmap 4M\np2 = fork p1\n";
+    let at = |offset| Place { proc: P1, proc_name: "p1".into(), region: "A".into(), offset };
+    let cases: Vec<(&str, Expectation)> = vec![
+        (
+            "expect p1 A Pss 1024kB",
+            Expectation::Smaps {
+                at: at(0),
+                len: 4 * M,
+                explicit_len: false,
+                field: SmapsField::Pss,
+                cmp: Cmp::eq(1024),
+            },
+        ),
+        (
+            "expect p1 A Private_Dirty >= 4kB",
+            Expectation::Smaps {
+                at: at(0),
+                len: 4 * M,
+                explicit_len: false,
+                field: SmapsField::PrivateDirty,
+                cmp: Cmp { op: CmpOp::Ge, value: 4 },
+            },
+        ),
+        (
+            "expect p1 A LazyFree 0",
+            Expectation::Smaps {
+                at: at(0),
+                len: 4 * M,
+                explicit_len: false,
+                field: SmapsField::LazyFree,
+                cmp: Cmp::eq(0),
+            },
+        ),
+        ("expect vmstat pglazyfree +512", Expectation::Vmstat { counter: "pglazyfree".into(), cmp: Cmp::eq(512) }),
+        (
+            "expect khugepaged pages_collapsed +1",
+            Expectation::Khugepaged { counter: "pages_collapsed".into(), cmp: Cmp::eq(1) },
+        ),
+        ("expect meminfo PageTables +8kB", Expectation::Meminfo { field: "PageTables".into(), cmp: Cmp::eq(8) }),
+        ("expect meminfo PageTables -4 kB", Expectation::Meminfo { field: "PageTables".into(), cmp: Cmp::eq(-4) }),
+        (
+            "expect meminfo PageTables >= 0",
+            Expectation::Meminfo { field: "PageTables".into(), cmp: Cmp { op: CmpOp::Ge, value: 0 } },
+        ),
+        ("expect mthp 2M swpin = 0", Expectation::Mthp { size_kb: 2048, stat: "swpin".into(), cmp: Cmp::eq(0) }),
+        (
+            "expect p1 A+2M 1M vmas count=1",
+            Expectation::Vmas { at: at(2 * M), len: M, explicit_len: true, count: Cmp::eq(1) },
+        ),
+        (
+            "expect p1 A+1M vma start=A end=A+4M !THPeligible hg !nh",
+            Expectation::Vma {
+                at: at(M),
+                props: vec![
+                    VmaProp::Start(at(0)),
+                    VmaProp::End(at(4 * M)),
+                    VmaProp::ThpEligible(false),
+                    VmaProp::Flag { name: "hg".into(), set: true },
+                    VmaProp::Flag { name: "nh".into(), set: false },
+                ],
+            },
+        ),
+        ("expect p1 A vma thp_eligible", Expectation::Vma { at: at(0), props: vec![VmaProp::ThpEligible(true)] }),
+        (
+            "expect p1 A page pmd_mapped !zero_page lru !swapbacked !swapcache",
+            Expectation::Page {
+                at: at(0),
+                pages: 1,
+                props: vec![
+                    PageProp::Pmd(true),
+                    PageProp::Zero(false),
+                    PageProp::Lru(true),
+                    PageProp::SwapBacked(false),
+                    PageProp::SwapCache(false),
+                ],
+            },
+        ),
+    ];
+    for (line, want) in cases {
+        let exp = only_expectation(&format!("{setup}{line}"));
+        assert_eq!(exp, want, "{line}");
+        // Printed back, it parses to the same expectation.
+        let again = only_expectation(&format!("{setup}expect {exp}"));
+        assert_eq!(again, exp, "{line} printed as {exp}");
+    }
+}
+
+#[test]
+fn mlock_mmap_fixed_and_mremap_in_place() {
+    let s = parse(
+        "p1: A = mmap 4M\np1: mlock A+2M 1M\np1: munlock A\np1: B = mmap 1M at=A+1M fixed prot=r\n\
+         p1: C = mremap A 1M 512K inplace\np1: madvise C wipeonfork\n",
+    );
+    let a = MMAP_BASE;
+    assert_eq!(
+        ops(&s)[2..],
+        [
+            Op::Mlock { proc: P1, addr: a + 2 * M, len: M },
+            Op::Munlock { proc: P1, addr: a, len: 4 * M },
+            Op::MmapFixed { proc: P1, addr: a + M, len: M, prot: Prot::READ },
+            Op::MremapInPlace { proc: P1, old_addr: a, old_len: M, new_len: 512 * K },
+            Op::Madvise { proc: P1, addr: a, len: 512 * K, advice: Advice::WipeOnFork },
+        ]
+    );
+    // B took A+1M..A+2M from A, and C A's first 1M; A keeps its name (and
+    // its original range) for the 2M after B.
+    assert_eq!(
+        names(&s.final_regions),
+        vec![format!("p1:A@{a:#x}+4M"), format!("p1:B@{:#x}+1M", a + M), format!("p1:C@{a:#x}+512K")]
+    );
+}
+
+#[test]
+fn touch_pattern_and_content() {
+    use thpsim_workload::{pattern_tag, ContentWant};
+    let s = parse("p1: A = mmap 2M\np1: touch A write every=2 pattern=T\nexpect p1 A+4K 8K content pattern=T\nexpect p1 A content zero\n");
+    assert_eq!(
+        ops(&s)[2],
+        Op::Touch {
+            proc: P1,
+            addr: MMAP_BASE,
+            len: 2 * M,
+            access: Access::Write,
+            fill: Fill::Pattern(pattern_tag("T")),
+            pattern: TouchPattern::EveryNth(2),
+        }
+    );
+    let at = |offset| Place { proc: P1, proc_name: "p1".into(), region: "A".into(), offset };
+    let exps = expectations(&s);
+    assert_eq!(
+        exps,
+        vec![
+            Expectation::Content {
+                at: at(4 * K),
+                len: 8 * K,
+                explicit_len: true,
+                want: ContentWant::Pattern { name: "T".into(), tag: pattern_tag("T") },
+            },
+            Expectation::Content { at: at(0), len: 2 * M, explicit_len: false, want: ContentWant::Zero },
+        ]
+    );
+    assert_eq!(exps[0].to_string(), "p1 A+4K 8K content pattern=T");
+    assert_eq!(exps[1].to_string(), "p1 A content zero");
+    assert_ne!(pattern_tag("T"), pattern_tag("U"));
+}

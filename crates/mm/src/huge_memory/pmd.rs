@@ -90,7 +90,7 @@ impl World {
     pub(crate) fn madvise_free_huge_pmd(&mut self, pmd: Slot) {
         match self.entry(pmd) {
             Entry::Page(leaf) => {
-                self.folios[leaf.folio].lazyfree = true;
+                self.mark_lazyfree(leaf.folio);
                 self.set_entry(pmd, Entry::Page(Leaf { dirty: false, young: false, ..leaf }));
             }
             other @ (Entry::None | Entry::Table(_) | Entry::Zero) => panic!("madvise_free_huge_pmd on {other:?}"),

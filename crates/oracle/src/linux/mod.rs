@@ -454,6 +454,11 @@ impl Backend for LinuxBackend {
         result.map_err(|err| self.fail(err))
     }
 
+    fn read_words(&mut self, proc: ProcId, addr: u64, nr_pages: u64) -> Result<crate::WordsRead, BackendError> {
+        self.usable()?;
+        self.read_words_inner(proc, addr, nr_pages).map_err(|err| self.fail(err))
+    }
+
     fn observe(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError> {
         self.usable()?;
         self.observe_inner(regions).map_err(|err| self.fail(err))

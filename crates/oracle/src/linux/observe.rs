@@ -5,11 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
-use super::procfs::{self, Kpages, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP};
+use super::procfs::{
+    self, Kpages, KPF_LRU, KPF_SWAPBACKED, KPF_SWAPCACHE, PM_MMAP_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP,
+};
 use super::{executor::Worker, io_error, pagemap_scan, sysfs, LinuxBackend, PAGE_SIZE};
 use crate::{
     normalise_folios, BackendError, Observation, PageObs, PageRun, PageRunsBuilder, PageState, ProcObs, RegionObs,
-    RegionRef, VmaObs, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+    RegionRef, VmaObs, MTHP_SIZES_KB, MTHP_STATS,
 };
 
 /// The end of user space with 4-level page tables (x86-64 `TASK_SIZE`).
@@ -33,6 +35,7 @@ impl LinuxBackend {
     /// running are left out; processes without a listed region appear with
     /// no regions, named `p<N+1>`.
     pub(super) fn observe_inner(&mut self, regions: &[RegionRef]) -> Result<Observation, BackendError> {
+        procfs::drain_lru_batches().map_err(io_error("draining the LRU batches"))?;
         self.refresh_stats();
         let Some(mut kpages) = self.kpages.take() else {
             return Err(BackendError::Executor("kpageflags reader missing".into()));
@@ -47,16 +50,18 @@ impl LinuxBackend {
         normalise_folios(&mut procs, &raw);
 
         let vmstat_now = procfs::read_vmstat().map_err(io_error("reading /proc/vmstat"))?;
-        let vmstat: BTreeMap<String, i64> = VMSTAT_COUNTERS
-            .iter()
-            .filter_map(|name| Some((name.to_string(), vmstat_now.get(*name)? - self.base_vmstat.get(*name)?)))
+        let vmstat: BTreeMap<String, i64> = crate::vmstat_keys()
+            .filter_map(|name| {
+                let delta = vmstat_now.get(&name)? - self.base_vmstat.get(&name)?;
+                Some((name, delta))
+            })
             .collect();
         self.check_foreign_thps(&vmstat, own_thps);
         let mthp_now =
             sysfs::read_mthp_stats(MTHP_SIZES_KB, MTHP_STATS).map_err(io_error("reading the per-size THP stats"))?;
         let mthp =
             mthp_now.iter().filter_map(|(key, now)| Some((key.clone(), now - self.base_mthp.get(key)?))).collect();
-        Ok(Observation { procs, vmstat, mthp })
+        Ok(Observation { procs, vmstat, mthp, contents: Vec::new() })
     }
 
     /// The distinct folios PMD-mapped anywhere in the scenario's processes
@@ -134,6 +139,12 @@ impl LinuxBackend {
                         anonymous_kb: vma.anonymous_kb,
                         anon_huge_pages_kb: vma.anon_huge_pages_kb,
                         swap_kb: vma.swap_kb,
+                        pss_kb: vma.pss_kb,
+                        shared_clean_kb: vma.shared_clean_kb,
+                        shared_dirty_kb: vma.shared_dirty_kb,
+                        private_clean_kb: vma.private_clean_kb,
+                        private_dirty_kb: vma.private_dirty_kb,
+                        lazyfree_kb: vma.lazyfree_kb,
                         thp_eligible: vma.thp_eligible,
                         vm_flags: modelled_vm_flags(&vma.vm_flags),
                     })
@@ -223,6 +234,9 @@ fn observe_page(kpages: &mut Kpages, va: u64, entry: u64, pmd_mapped: bool) -> i
         page.zero_page = folio.zero;
         page.mapcount = kpages.mapcount(&folio, pfn)?;
         page.pmd_mapped = pmd_mapped;
+        page.lru = folio.head_flags & KPF_LRU != 0;
+        page.swapbacked = folio.head_flags & KPF_SWAPBACKED != 0;
+        page.swapcache = folio.head_flags & KPF_SWAPCACHE != 0;
         if !folio.zero {
             key = Some(folio.head);
         }

@@ -4,7 +4,7 @@
 use std::io;
 
 use thpsim_mm::Errno;
-use thpsim_workload::{Access, Fill, Op, ProcId, Prot, Setting};
+use thpsim_workload::{Access, Advice, Fill, Op, ProcId, Prot, Setting};
 
 use super::executor::Worker;
 use super::protocol::{self, Cmd, MAX_RUNS_PER_MSG};
@@ -40,6 +40,15 @@ impl LinuxBackend {
             Op::Mmap { proc, addr, len, prot } => {
                 Ok(self.call(op, proc, Cmd::Mmap, [addr, len, prot_word(prot), 0, 0, 0, 0])?.0)
             }
+            Op::MmapFixed { proc, addr, len, prot } => {
+                Ok(self.call(op, proc, Cmd::Mmap, [addr, len, prot_word(prot), 1, 0, 0, 0])?.0)
+            }
+            Op::Mlock { proc, addr, len } => Ok(self.call(op, proc, Cmd::Mlock, [addr, len, 0, 0, 0, 0, 0])?.0),
+            Op::Munlock { proc, addr, len } => Ok(self.call(op, proc, Cmd::Munlock, [addr, len, 0, 0, 0, 0, 0])?.0),
+            Op::MremapInPlace { proc, old_addr, old_len, new_len } => {
+                let args = [old_addr, old_len, new_len, 0, 0, 1, 0];
+                Ok(self.call(op, proc, Cmd::Mremap, args)?.0)
+            }
             Op::Munmap { proc, addr, len } => Ok(self.call(op, proc, Cmd::Munmap, [addr, len, 0, 0, 0, 0, 0])?.0),
             Op::Mprotect { proc, addr, len, prot } => {
                 Ok(self.call(op, proc, Cmd::Mprotect, [addr, len, prot_word(prot), 0, 0, 0, 0])?.0)
@@ -55,6 +64,11 @@ impl LinuxBackend {
                 Ok(result)
             }
             Op::Madvise { proc, addr, len, advice } => {
+                // These act only on folios on the LRU; the model has no
+                // per-CPU batches, so drain them (see `drain_lru_batches`).
+                if matches!(advice, Advice::Free | Advice::Cold | Advice::PageOut) {
+                    procfs::drain_lru_batches().map_err(io_error("draining the LRU batches"))?;
+                }
                 Ok(self.call(op, proc, Cmd::Madvise, [addr, len, advice.code() as u64, 0, 0, 0, 0])?.0)
             }
             Op::Touch { proc, addr, len, access, fill, pattern } => {
@@ -160,6 +174,40 @@ impl LinuxBackend {
         populate_file_mappings(&mut worker)?;
         self.procs.insert(child, Proc { worker, vm_pte_base_kb });
         Ok(Ok(()))
+    }
+
+    /// `Backend::read_words`: one load per page start, in order, through
+    /// the worker; a page no mapping lets the process read ends it with
+    /// EFAULT (checked against its maps first, so the worker never faults).
+    pub(super) fn read_words_inner(
+        &mut self,
+        proc: ProcId,
+        addr: u64,
+        nr_pages: u64,
+    ) -> Result<crate::WordsRead, BackendError> {
+        let worker = &mut self.proc_mut(proc)?.worker;
+        let maps = procfs::read_maps(worker.pid).map_err(io_error(format!("reading the maps of {}", worker.label)))?;
+        let readable = |addr: u64| match maps.partition_point(|vma| vma.end <= addr) {
+            i if i < maps.len() && maps[i].start <= addr => maps[i].read || maps[i].write || maps[i].exec,
+            _ => false,
+        };
+        let mut read = crate::WordsRead::default();
+        for i in 0..nr_pages {
+            let page = addr + i * PAGE_SIZE;
+            if !readable(page) {
+                read.error = Some(Errno::Fault);
+                break;
+            }
+            let reply = worker.call(Cmd::ReadWord, [page, 0, 0, 0, 0, 0, 0], &[])?;
+            if reply.status != 0 {
+                return Err(BackendError::Executor(format!(
+                    "{} could not load the word at {page:#x} (status {})",
+                    worker.label, reply.status
+                )));
+            }
+            read.words.push(reply.value);
+        }
+        Ok(read)
     }
 
     fn touch(

@@ -26,6 +26,9 @@ pub(crate) const PM_PFN_MASK: u64 = (1 << 55) - 1;
 pub(crate) const KPF_COMPOUND_HEAD: u64 = 1 << 15;
 pub(crate) const KPF_COMPOUND_TAIL: u64 = 1 << 16;
 pub(crate) const KPF_ZERO_PAGE: u64 = 1 << 24;
+pub(crate) const KPF_LRU: u64 = 1 << 5;
+pub(crate) const KPF_SWAPCACHE: u64 = 1 << 13;
+pub(crate) const KPF_SWAPBACKED: u64 = 1 << 14;
 
 /// The largest folio walked: a PUD-sized one (order 18). A longer run of
 /// tail pages means the flags changed under us or the reader is wrong.
@@ -52,20 +55,60 @@ pub(crate) fn stat_refresh() -> io::Result<()> {
     write_text("/proc/sys/vm/stat_refresh", "1")
 }
 
+/// Drains every CPU's LRU batches (`lru_cache_disable()`, which
+/// `move_pages(2)` calls before moving anything, even for no pages), so
+/// that folios just faulted are on the LRU and folios just marked lazyfree
+/// have lost SWAPBACKED (and counted `pglazyfree`): the state the model,
+/// which has no per-CPU batches, is always in. Without it, kpageflags LRU,
+/// smaps LazyFree and `pglazyfree` for small folios depend on which CPU
+/// faulted them and on what else drained since.
+pub(crate) fn drain_lru_batches() -> io::Result<()> {
+    let page: usize = 0;
+    let node: i32 = 0;
+    let mut status: i32 = 0;
+    // SAFETY: move_pages of no pages of this process reads nothing from the
+    // arrays, which are valid anyway.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_pages,
+            0,
+            0usize,
+            &page as *const usize,
+            &node as *const i32,
+            &mut status as *mut i32,
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(at("move_pages", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Runs the shrinkers: `echo 2 > /proc/sys/vm/drop_caches` (slab objects,
 /// which includes the deferred-split and underused-THP shrinkers).
 pub(crate) fn drop_caches() -> io::Result<()> {
     write_text("/proc/sys/vm/drop_caches", "2")
 }
 
-/// /proc/vmstat as name → value.
+/// /proc/vmstat as name → value, with khugepaged's counters
+/// (`KHUGEPAGED_COUNTERS`) as `khugepaged/<name>`.
 pub(crate) fn read_vmstat() -> io::Result<BTreeMap<String, i64>> {
     let text = read_text("/proc/vmstat")?;
-    Ok(text
+    let mut counters: BTreeMap<String, i64> = text
         .lines()
         .filter_map(|line| line.split_once(' '))
         .filter_map(|(name, value)| Some((name.to_string(), value.trim().parse::<i64>().ok()?)))
-        .collect())
+        .collect();
+    for name in crate::KHUGEPAGED_COUNTERS {
+        let path = format!("/sys/kernel/mm/transparent_hugepage/khugepaged/{name}");
+        let value = read_text(&path)?
+            .trim()
+            .parse::<i64>()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: {e}")))?;
+        counters.insert(format!("khugepaged/{name}"), value);
+    }
+    Ok(counters)
 }
 
 /// The smaps fields of one VMA that an observation carries.
@@ -77,6 +120,12 @@ pub(crate) struct SmapsVma {
     pub anonymous_kb: u64,
     pub anon_huge_pages_kb: u64,
     pub swap_kb: u64,
+    pub pss_kb: u64,
+    pub shared_clean_kb: u64,
+    pub shared_dirty_kb: u64,
+    pub private_clean_kb: u64,
+    pub private_dirty_kb: u64,
+    pub lazyfree_kb: u64,
     pub thp_eligible: bool,
     /// Every `VmFlags` mnemonic, as printed.
     pub vm_flags: Vec<String>,
@@ -102,6 +151,12 @@ pub(crate) fn parse_smaps(text: &str) -> Vec<SmapsVma> {
                 "Anonymous" => vma.anonymous_kb = value(),
                 "AnonHugePages" => vma.anon_huge_pages_kb = value(),
                 "Swap" => vma.swap_kb = value(),
+                "Pss" => vma.pss_kb = value(),
+                "Shared_Clean" => vma.shared_clean_kb = value(),
+                "Shared_Dirty" => vma.shared_dirty_kb = value(),
+                "Private_Clean" => vma.private_clean_kb = value(),
+                "Private_Dirty" => vma.private_dirty_kb = value(),
+                "LazyFree" => vma.lazyfree_kb = value(),
                 "THPeligible" => vma.thp_eligible = value() == 1,
                 "VmFlags" => vma.vm_flags = words.clone().map(str::to_string).collect(),
                 _ => {}
@@ -189,6 +244,9 @@ pub(crate) struct FolioInfo {
     pub order: u8,
     /// kpageflags ZERO_PAGE: the shared zero page or the huge zero page.
     pub zero: bool,
+    /// The head page's kpageflags (LRU, SWAPBACKED and SWAPCACHE are folio
+    /// flags, kept on the head).
+    pub head_flags: u64,
 }
 
 /// Reads /proc/kpageflags and /proc/kpagecount, remembering every folio
@@ -245,8 +303,13 @@ impl Kpages {
                 format!("compound page at pfn {head:#x} has {nr_pages} pages, not a power of two"),
             ));
         }
-        let folio =
-            FolioInfo { head, nr_pages, order: nr_pages.trailing_zeros() as u8, zero: head_flags & KPF_ZERO_PAGE != 0 };
+        let folio = FolioInfo {
+            head,
+            nr_pages,
+            order: nr_pages.trailing_zeros() as u8,
+            zero: head_flags & KPF_ZERO_PAGE != 0,
+            head_flags,
+        };
         self.folios.insert(head, folio);
         Ok(folio)
     }

@@ -19,14 +19,16 @@ pub(crate) const MAX_RUNS_PER_MSG: usize = (MSG_MAX - HEADER_BYTES) / 24;
 /// What a request asks the worker to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cmd {
-    /// mmap(a0, a1, prot a2, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE).
+    /// mmap(a0, a1, prot a2, MAP_PRIVATE | MAP_ANONYMOUS |
+    /// MAP_FIXED_NOREPLACE), or MAP_FIXED if a3 != 0.
     Mmap = 1,
     /// munmap(a0, a1).
     Munmap,
     /// mprotect(a0, a1, prot a2).
     Mprotect,
-    /// mremap(a0, a1, a2, MREMAP_MAYMOVE [| MREMAP_FIXED if a3 != 0], a4);
-    /// the reply's value is the new address.
+    /// mremap(a0, a1, a2, MREMAP_MAYMOVE [| MREMAP_FIXED if a3 != 0], a4),
+    /// or with no flags at all if a5 != 0; the reply's value is the new
+    /// address.
     Mremap,
     /// madvise(a0, a1, advice a2).
     Madvise,
@@ -49,10 +51,16 @@ pub(crate) enum Cmd {
     /// Maps 2 MiB of MADV_HUGEPAGE memory anywhere and writes it, so that
     /// khugepaged keeps an mm on its list; the value is its address.
     Sentinel,
+    /// mlock(a0, a1).
+    Mlock,
+    /// munlock(a0, a1).
+    Munlock,
+    /// Loads the 64-bit word at a0 (8-byte aligned); the reply's value is it.
+    ReadWord,
 }
 
 impl Cmd {
-    const ALL: [Cmd; 13] = [
+    const ALL: [Cmd; 16] = [
         Cmd::Mmap,
         Cmd::Munmap,
         Cmd::Mprotect,
@@ -66,6 +74,9 @@ impl Cmd {
         Cmd::Exit,
         Cmd::Populate,
         Cmd::Sentinel,
+        Cmd::Mlock,
+        Cmd::Munlock,
+        Cmd::ReadWord,
     ];
 
     fn from_word(word: u64) -> Option<Cmd> {

@@ -218,9 +218,12 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
     let ptr = |addr: u64| addr as usize as *mut libc::c_void;
     match cmd {
         Cmd::Mmap => {
-            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
+            let fixed = if a[3] != 0 { libc::MAP_FIXED } else { libc::MAP_FIXED_NOREPLACE };
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | fixed;
             // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping,
-            // so no memory this process uses can be affected.
+            // so no memory this process uses can be affected; MAP_FIXED
+            // replaces only scenario addresses, which the planner keeps in
+            // [MMAP_BASE, PLAN_END), apart from the worker's own memory.
             let got = unsafe { libc::mmap(ptr(a[0]), a[1] as usize, prot_bits(a[2]), flags, -1, 0) };
             if got == libc::MAP_FAILED {
                 return errno_reply();
@@ -246,6 +249,9 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
             if a[3] != 0 {
                 flags |= libc::MREMAP_FIXED;
             }
+            if a[5] != 0 {
+                flags = 0;
+            }
             // SAFETY: as for munmap; with MREMAP_FIXED the destination is a
             // scenario address too.
             let got = unsafe { libc::mremap(ptr(a[0]), a[1] as usize, a[2] as usize, flags, ptr(a[4])) };
@@ -254,6 +260,17 @@ fn execute(cmd: Cmd, a: &[u64; 7], msg: &[u8], pins: &mut Pins) -> Reply {
             } else {
                 Reply { status: 0, value: got as u64 }
             }
+        }
+        // SAFETY: as for munmap; mlock only faults pages in and locks them.
+        Cmd::Mlock => check(unsafe { libc::mlock(ptr(a[0]), a[1] as usize) }),
+        // SAFETY: as for munmap.
+        Cmd::Munlock => check(unsafe { libc::munlock(ptr(a[0]), a[1] as usize) }),
+        Cmd::ReadWord => {
+            // SAFETY: the controller checked the page against the worker's
+            // maps (readable, so the load cannot fault with SIGSEGV); a
+            // page start is 8-byte aligned.
+            let word = unsafe { std::ptr::read_volatile(a[0] as usize as *const u64) };
+            Reply { status: 0, value: word }
         }
         Cmd::Madvise => {
             // SAFETY: madvise takes an address range and an advice number;

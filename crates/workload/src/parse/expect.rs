@@ -3,7 +3,8 @@
 use std::collections::BTreeSet;
 
 use crate::expect::{
-    Cmp, CmpOp, Expectation, ExpectedState, PageProp, Place, SmapsField, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS,
+    Cmp, CmpOp, ContentWant, Expectation, ExpectedState, PageProp, Place, SmapsField, VmaProp, KHUGEPAGED_COUNTERS,
+    MEMINFO_FIELDS, MTHP_SIZES_KB, MTHP_STATS, VMSTAT_COUNTERS, VM_FLAGS,
 };
 use crate::plan::PAGE_SIZE;
 use crate::scenario::StepKind;
@@ -12,7 +13,7 @@ use thpsim_uapi::Errno;
 
 use super::lex::{found, Cursor, Fail, Kind, Tok};
 use super::process::RangeArg;
-use super::words::{number, parse_size, size, suggest};
+use super::words::{is_identifier, number, parse_size, size, suggest};
 use super::Parser;
 
 impl Parser {
@@ -29,6 +30,38 @@ impl Parser {
             .parse::<i64>()
             .map_err(|_| Fail::at(&tok, format!("expected {WHAT}, found {}", found(Some(&tok)))))?;
         Ok(Cmp { op: op.unwrap_or(CmpOp::Eq), value })
+    }
+
+    /// A change in kB: `+8kB`, `-4 kB`, `+8K`, `= 0`, `>= 4kB`.
+    pub(super) fn change_kb(&self, c: &mut Cursor) -> Result<Cmp, Fail> {
+        const WHAT: &str = "a change in kB such as +8kB, -4kB or = 0 (compared as a change since the scenario started)";
+        let op = c.cmp_op();
+        let tok = c.word(WHAT)?;
+        let bad = || Fail::at(&tok, format!("expected {WHAT}, found {}", found(Some(&tok))));
+        let (sign, rest) = match tok.text.strip_prefix('+') {
+            Some(rest) => (1, rest),
+            None => match tok.text.strip_prefix('-') {
+                Some(rest) => (-1, rest),
+                None if op.is_some() => (1, tok.text),
+                None => return Err(bad()),
+            },
+        };
+        let bare = !rest.is_empty() && rest.chars().all(|ch| ch.is_ascii_digit());
+        let bytes = if bare && c.peek().is_some_and(|t| t.is_word() && t.text == "kB") {
+            c.next();
+            rest.parse::<u64>().ok().and_then(|kb| kb.checked_mul(1024)).ok_or_else(bad)?
+        } else {
+            let bytes = parse_size(rest).ok_or_else(bad)?;
+            if bare && bytes != 0 {
+                return Err(Fail::at(&tok, format!("write the unit: {0}kB (changes here are in kB)", tok.text)));
+            }
+            bytes
+        };
+        if bytes % 1024 != 0 {
+            return Err(Fail::at(&tok, format!("{} is not a whole number of kB", tok.text)));
+        }
+        let kb = i64::try_from(bytes / 1024).map_err(|_| Fail::at(&tok, "the size is too large"))?;
+        Ok(Cmp { op: op.unwrap_or(CmpOp::Eq), value: sign * kb })
     }
 
     /// A size compared in kB: `2048kB`, `2048 kB`, `2M`, `0`, `>= 4kB`.
@@ -65,8 +98,14 @@ impl Parser {
         Ok(Place { proc, proc_name: self.planner.proc_name(proc).to_string(), region: region.name, offset })
     }
 
+    /// A place that may be a region's end (`A+2M` of a 2M region A).
+    pub(super) fn place_to(&self, proc: ProcId, tok: &Tok) -> Result<Place, Fail> {
+        let (region, offset) = self.region_at(proc, tok, true)?;
+        Ok(Place { proc, proc_name: self.planner.proc_name(proc).to_string(), region: region.name, offset })
+    }
+
     pub(super) fn expect(&mut self, c: &mut Cursor, first: &Tok) -> Result<(), Fail> {
-        let head = c.word("ok, errno, vmstat, mthp or a process")?;
+        let head = c.word("ok, errno, vmstat, mthp, khugepaged, meminfo or a process")?;
         let expectation = match head.text {
             "ok" => {
                 c.end()?;
@@ -136,6 +175,40 @@ impl Parser {
                 c.end()?;
                 Expectation::Mthp { size_kb, stat: stat.text.to_string(), cmp }
             }
+            "khugepaged" => {
+                let counter = c.word("a khugepaged counter such as pages_collapsed")?;
+                if !KHUGEPAGED_COUNTERS.contains(&counter.text) {
+                    return Err(Fail::at(
+                        &counter,
+                        format!(
+                            "expected a khugepaged counter ({}), found {}{}",
+                            KHUGEPAGED_COUNTERS.join(", "),
+                            found(Some(&counter)),
+                            suggest(counter.text, KHUGEPAGED_COUNTERS.iter().copied())
+                        ),
+                    ));
+                }
+                let cmp = self.change(c)?;
+                c.end()?;
+                Expectation::Khugepaged { counter: counter.text.to_string(), cmp }
+            }
+            "meminfo" => {
+                let field = c.word("a /proc/meminfo field such as PageTables")?;
+                if !MEMINFO_FIELDS.contains(&field.text) {
+                    return Err(Fail::at(
+                        &field,
+                        format!(
+                            "expected a /proc/meminfo field thpsim observes ({}), found {}{}",
+                            MEMINFO_FIELDS.join(", "),
+                            found(Some(&field)),
+                            suggest(field.text, MEMINFO_FIELDS.iter().copied())
+                        ),
+                    ));
+                }
+                let cmp = self.change_kb(c)?;
+                c.end()?;
+                Expectation::Meminfo { field: field.text.to_string(), cmp }
+            }
             _ => self.expect_proc(c, &head)?,
         };
         let regions = self.planner.regions();
@@ -154,11 +227,13 @@ impl Parser {
     pub(super) fn expect_proc(&self, c: &mut Cursor, proc_tok: &Tok) -> Result<Expectation, Fail> {
         if self.planner.proc_id(proc_tok.text).is_none() {
             let names = self.planner.proc_names();
-            let candidates = ["ok", "errno", "vmstat", "mthp"].into_iter().chain(names.iter().map(String::as_str));
+            let candidates = ["ok", "errno", "vmstat", "mthp", "khugepaged", "meminfo"]
+                .into_iter()
+                .chain(names.iter().map(String::as_str));
             return Err(Fail::at(
                 proc_tok,
                 format!(
-                    "there is no process named \"{}\"{}; expect takes ok, errno, vmstat, mthp or a process",
+                    "there is no process named \"{}\"{}; expect takes ok, errno, vmstat, mthp, khugepaged, meminfo or a process",
                     proc_tok.text,
                     suggest(proc_tok.text, candidates)
                 ),
@@ -175,7 +250,8 @@ impl Parser {
         let region_tok = c.peek();
         let range = self.range(proc, c)?;
         let at = Place { proc, proc_name, region: range.region.name.clone(), offset: range.offset };
-        let what = c.word("Rss, Anonymous, AnonHugePages, Swap, page or folios")?;
+        const WHAT: &str = "an smaps field (Rss, Pss, Shared_Clean, Shared_Dirty, Private_Clean, Private_Dirty, Anonymous, LazyFree, AnonHugePages, Swap), page, folios, vmas, vma or content";
+        let what = c.word(WHAT)?;
         if let Some(field) = SmapsField::from_name(what.text) {
             let cmp = self.size_kb(c)?;
             c.end()?;
@@ -189,15 +265,64 @@ impl Parser {
                 self.expect_page(c, at, &range, region_tok)
             }
             "folios" => self.expect_folios(c, at, &range),
+            "vmas" => {
+                let Some((key, op)) = c.key_op() else {
+                    return Err(c.expected("count=N"));
+                };
+                if key.text != "count" {
+                    return Err(Fail::at(
+                        &key,
+                        format!("expected count=N, found \"{}\"{}", key.text, suggest(key.text, ["count"])),
+                    ));
+                }
+                let tok = c.word("a number of VMAs")?;
+                let n = number(&tok, "a number of VMAs")?;
+                let value = i64::try_from(n).map_err(|_| Fail::at(&tok, "the count is too large"))?;
+                c.end()?;
+                Ok(Expectation::Vmas { at, len: range.len, explicit_len: range.explicit_len, count: Cmp { op, value } })
+            }
+            "content" => {
+                const WANT: &str = "pattern=T or zero";
+                let want = if let Some((key, op)) = c.key_op() {
+                    if key.text != "pattern" || op != CmpOp::Eq {
+                        return Err(Fail::at(
+                            &key,
+                            format!("expected {WANT}, found \"{}\"{}", key.text, suggest(key.text, ["pattern"])),
+                        ));
+                    }
+                    let tag = c.word("a pattern tag such as T")?;
+                    if !is_identifier(tag.text) && !tag.starts_with_digit() {
+                        return Err(Fail::at(
+                            &tag,
+                            format!("expected a pattern tag such as T or 7, found {}", found(Some(&tag))),
+                        ));
+                    }
+                    ContentWant::Pattern { name: tag.text.to_string(), tag: crate::pattern_tag(tag.text) }
+                } else {
+                    let tok = c.word(WANT)?;
+                    if tok.text != "zero" {
+                        return Err(Fail::at(
+                            &tok,
+                            format!("expected {WANT}, found {}{}", found(Some(&tok)), suggest(tok.text, ["zero"])),
+                        ));
+                    }
+                    ContentWant::Zero
+                };
+                c.end()?;
+                Ok(Expectation::Content { at, len: range.len, explicit_len: range.explicit_len, want })
+            }
+            "vma" => {
+                if range.explicit_len {
+                    return Err(Fail::at(&what, "a vma expectation is about the VMA of one page: it takes no length"));
+                }
+                self.expect_vma(c, at)
+            }
             _ => {
-                let names = ["Rss", "Anonymous", "AnonHugePages", "Swap", "page", "folios"];
+                let names =
+                    SmapsField::ALL.iter().map(|f| f.name()).chain(["page", "folios", "vmas", "vma", "content"]);
                 Err(Fail::at(
                     &what,
-                    format!(
-                        "expected Rss, Anonymous, AnonHugePages, Swap, page or folios, found {}{}",
-                        found(Some(&what)),
-                        suggest(what.text, names)
-                    ),
+                    format!("expected {WHAT}, found {}{}", found(Some(&what)), suggest(what.text, names)),
                 ))
             }
         }
@@ -210,7 +335,7 @@ impl Parser {
         range: &RangeArg,
         region_tok: Option<Tok>,
     ) -> Result<Expectation, Fail> {
-        const WHAT: &str = "a page property (present, none, swapped, [!]pmd, [!]exclusive, [!]zero, order=N, mapcount=N, [!]same_folio=A+off, pages=N)";
+        const WHAT: &str = "a page property (present, none, swapped, [!]pmd, [!]exclusive, [!]zero, [!]lru, [!]swapbacked, [!]swapcache, order=N, mapcount=N, [!]same_folio=A+off, pages=N)";
         let mut props = Vec::new();
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut pages = 1;
@@ -298,6 +423,13 @@ impl Parser {
                 Some(name) => (true, name),
                 None => (false, tok.text),
             };
+            // The observation's own spellings (`thpsim run`, the oracle's
+            // diffs) are accepted too.
+            let name = match name {
+                "pmd_mapped" => "pmd",
+                "zero_page" => "zero",
+                other => other,
+            };
             let prop = match name {
                 "present" | "none" | "swapped" if !negated => {
                     once("the page state", &tok)?;
@@ -319,14 +451,31 @@ impl Parser {
                     once("zero", &tok)?;
                     PageProp::Zero(!negated)
                 }
+                "lru" => {
+                    once("lru", &tok)?;
+                    PageProp::Lru(!negated)
+                }
+                "swapbacked" => {
+                    once("swapbacked", &tok)?;
+                    PageProp::SwapBacked(!negated)
+                }
+                "swapcache" => {
+                    once("swapcache", &tok)?;
+                    PageProp::SwapCache(!negated)
+                }
                 _ => {
                     let names = [
                         "present",
                         "none",
                         "swapped",
                         "pmd",
+                        "pmd_mapped",
                         "exclusive",
                         "zero",
+                        "zero_page",
+                        "lru",
+                        "swapbacked",
+                        "swapcache",
                         "order",
                         "mapcount",
                         "same_folio",
@@ -344,6 +493,76 @@ impl Parser {
             return Err(c.expected(WHAT));
         }
         Ok(Expectation::Page { at, pages, props })
+    }
+
+    /// `expect p1 A+off vma [start=B+off] [end=B+off] [!]THPeligible [!]hg ...`.
+    pub(super) fn expect_vma(&self, c: &mut Cursor, at: Place) -> Result<Expectation, Fail> {
+        const WHAT: &str =
+            "a VMA property (start=A+off, end=A+off, [!]THPeligible, or a VmFlags mnemonic such as hg or !nh)";
+        let mut props = Vec::new();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut once = |key: &str, tok: &Tok| {
+            if seen.insert(key.to_string()) {
+                Ok(())
+            } else {
+                Err(Fail::at(tok, format!("{key} is given twice")))
+            }
+        };
+        while !c.at_end() {
+            if let Some((key, op)) = c.key_op() {
+                if op != CmpOp::Eq {
+                    return Err(Fail::at(&key, format!("{} takes =, found {}", key.text, op.symbol())));
+                }
+                let place = |c: &mut Cursor| -> Result<Place, Fail> {
+                    let tok = c.word("a place such as A+1M")?;
+                    self.place_to(at.proc, &tok)
+                };
+                match key.text {
+                    "start" => {
+                        once("start", &key)?;
+                        props.push(VmaProp::Start(place(c)?));
+                    }
+                    "end" => {
+                        once("end", &key)?;
+                        props.push(VmaProp::End(place(c)?));
+                    }
+                    _ => {
+                        return Err(Fail::at(
+                            &key,
+                            format!("expected {WHAT}, found \"{}\"{}", key.text, suggest(key.text, ["start", "end"])),
+                        ))
+                    }
+                }
+                continue;
+            }
+            let tok = c.word(WHAT)?;
+            let (negated, name) = match tok.text.strip_prefix('!') {
+                Some(name) => (true, name),
+                None => (false, tok.text),
+            };
+            if name == "THPeligible" || name == "thp_eligible" {
+                once("THPeligible", &tok)?;
+                props.push(VmaProp::ThpEligible(!negated));
+            } else if VM_FLAGS.contains(&name) {
+                once(name, &tok)?;
+                props.push(VmaProp::Flag { name: name.to_string(), set: !negated });
+            } else {
+                let names = ["start", "end", "THPeligible", "thp_eligible"].into_iter().chain(VM_FLAGS.iter().copied());
+                return Err(Fail::at(
+                    &tok,
+                    format!(
+                        "expected {WHAT}; the VmFlags thpsim observes are {}; found {}{}",
+                        VM_FLAGS.join(" "),
+                        found(Some(&tok)),
+                        suggest(name, names)
+                    ),
+                ));
+            }
+        }
+        if props.is_empty() {
+            return Err(c.expected(WHAT));
+        }
+        Ok(Expectation::Vma { at, props })
     }
 
     pub(super) fn expect_folios(&self, c: &mut Cursor, at: Place, range: &RangeArg) -> Result<Expectation, Fail> {

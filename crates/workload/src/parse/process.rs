@@ -3,7 +3,7 @@
 
 use crate::expect::fmt_size;
 use crate::plan::{Placement, ProcStatus, Region, DEFAULT_ALIGN, MAX_SIZE, PAGE_SIZE};
-use crate::{Access, CmpOp, Fill, Op, ProcId, Prot, ThpDisable, TouchPattern};
+use crate::{pattern_tag as pattern_tag_of, Access, CmpOp, Fill, Op, ProcId, Prot, ThpDisable, TouchPattern};
 
 use super::lex::{found, Cursor, Fail, Kind, Tok};
 use super::words::{
@@ -64,6 +64,14 @@ impl Parser {
                 c.end()?;
                 self.planner.munmap(proc, range.addr(), range.len);
                 self.op(Op::Munmap { proc, addr: range.addr(), len: range.len }, verb.col)
+            }
+            "mlock" | "munlock" => {
+                let range = self.range(proc, c)?;
+                c.end()?;
+                let (addr, len) = (range.addr(), range.len);
+                let op =
+                    if verb.text == "mlock" { Op::Mlock { proc, addr, len } } else { Op::Munlock { proc, addr, len } };
+                self.op(op, verb.col)
             }
             "mprotect" => {
                 let range = self.range(proc, c)?;
@@ -253,19 +261,34 @@ impl Parser {
         }
     }
 
-    /// `align=`, `offset=` and `at=` of mmap and mremap; `prot=` for mmap.
-    pub(super) fn placement_options(
+    /// `align=`, `offset=` and `at=` of mmap and mremap; `prot=` for mmap;
+    /// and the bare word `flag` (`fixed` for mmap, `inplace` for mremap),
+    /// returned if given.
+    pub(super) fn placement_options<'t>(
         &self,
         proc: ProcId,
-        c: &mut Cursor,
+        c: &mut Cursor<'t>,
         with_prot: bool,
-    ) -> Result<(Option<Placement>, Prot), Fail> {
+        flag: &str,
+    ) -> Result<(Option<Placement>, Prot, Option<Tok<'t>>), Fail> {
         let (mut align, mut offset, mut at, mut prot) = (None, None, None, None);
         let mut offset_tok = None;
+        let mut flag_tok: Option<Tok> = None;
         while !c.at_end() {
-            let keys = if with_prot { "prot=, align=, offset= or at=" } else { "align=, offset= or at=" };
+            if let Some(tok) = c.peek().filter(|t| t.is_word() && t.text == flag) {
+                c.next();
+                if flag_tok.replace(tok).is_some() {
+                    return Err(Fail::at(&tok, format!("{flag} is given twice")));
+                }
+                continue;
+            }
+            let keys = if with_prot {
+                format!("prot=, align=, offset=, at= or {flag}")
+            } else {
+                format!("align=, offset=, at= or {flag}")
+            };
             let Some((key, CmpOp::Eq)) = c.key_op() else {
-                return Err(c.expected(keys));
+                return Err(c.expected(&keys));
             };
             let value = c.word("a value")?;
             let dup = match key.text {
@@ -308,10 +331,10 @@ impl Parser {
                     "at= places the region exactly; it cannot be combined with align= or offset=",
                 ));
             }
-            return Ok((Some(Placement::At(region.addr + off)), prot));
+            return Ok((Some(Placement::At(region.addr + off)), prot, flag_tok));
         }
         if align.is_none() && offset.is_none() {
-            return Ok((None, prot));
+            return Ok((None, prot, flag_tok));
         }
         let align_bytes = align.map_or(DEFAULT_ALIGN, |a| a.0);
         let offset = offset.unwrap_or(0);
@@ -320,7 +343,7 @@ impl Parser {
             let col = tok.map_or(c.col(), |t| t.col);
             return Err(Fail { col, msg: format!("offset= must be below align= ({})", fmt_size(align_bytes)) });
         }
-        Ok((Some(Placement::Fresh { align: align_bytes, offset }), prot))
+        Ok((Some(Placement::Fresh { align: align_bytes, offset }), prot, flag_tok))
     }
 
     pub(super) fn check_new_region(&self, proc: ProcId, name: &Tok) -> Result<(), Fail> {
@@ -336,10 +359,18 @@ impl Parser {
 
     /// `A = mmap <len> [prot=] [align=] [offset=] [at=]`.
     pub(super) fn mmap(&mut self, proc: ProcId, name: &Tok, c: &mut Cursor) -> Result<(), Fail> {
-        self.check_new_region(proc, name)?;
+        check_name(name, "a region name", &[&["VmPTE"]])?;
         let len_tok = c.word("the length to map, such as 2M")?;
         let len = aligned_size(len_tok.text, len_tok.col, "length", true)?;
-        let (placement, prot) = self.placement_options(proc, c, true)?;
+        let (placement, prot, fixed) = self.placement_options(proc, c, true, "fixed")?;
+        if let Some(fixed) = fixed {
+            let Some(Placement::At(addr)) = placement else {
+                return Err(Fail::at(&fixed, "fixed maps over what is there and needs the address: at=B+off"));
+            };
+            let addr = self.planner.mmap_fixed(proc, name.text, len, addr).map_err(|msg| Fail::at(name, msg))?;
+            return self.op(Op::MmapFixed { proc, addr, len, prot }, name.col);
+        }
+        self.check_new_region(proc, name)?;
         let addr = self
             .planner
             .mmap(proc, name.text, len, placement.unwrap_or(Placement::DEFAULT))
@@ -379,7 +410,13 @@ impl Parser {
             _ => return Err(c.expected("the new length, such as 4M")),
         };
         let new_len = aligned_size(new_tok.text, new_tok.col, "length", true)?;
-        let (placement, _) = self.placement_options(proc, c, false)?;
+        let (placement, _, inplace) = self.placement_options(proc, c, false, "inplace")?;
+        if let (Some(tok), Some(_)) = (&inplace, placement) {
+            return Err(Fail::at(
+                tok,
+                "inplace keeps the mapping where it is; it cannot be combined with align=, offset= or at=",
+            ));
+        }
         let moves_whole_source = offset == 0 && old_len == region.len;
         if name.text == region.name && moves_whole_source {
             check_name(name, "a region name", &[&["VmPTE"]])?;
@@ -387,6 +424,12 @@ impl Parser {
             self.check_new_region(proc, name)?;
         }
         let old_addr = region.addr + offset;
+        if inplace.is_some() {
+            self.planner
+                .mremap_in_place(proc, name.text, old_addr, old_len, new_len)
+                .map_err(|msg| Fail::at(&src, msg))?;
+            return self.op(Op::MremapInPlace { proc, old_addr, old_len, new_len }, name.col);
+        }
         let new_addr = self
             .planner
             .mremap(proc, name.text, old_addr, old_len, new_len, placement)
@@ -408,11 +451,24 @@ impl Parser {
         let mut zero = None;
         let mut pages = None;
         let (mut every, mut random, mut seed) = (None, None, None);
+        let mut pattern_tag = None;
         while let Some(tok) = c.peek() {
             if let Some((key, op)) = c.key_op() {
                 let value = c.word("a number")?;
                 if op != CmpOp::Eq {
                     return Err(Fail::at(&key, format!("{}= takes =, found {}", key.text, op.symbol())));
+                }
+                if key.text == "pattern" {
+                    if !is_identifier(value.text) && !value.starts_with_digit() {
+                        return Err(Fail::at(
+                            &value,
+                            format!("expected a pattern tag such as T or 7, found {}", found(Some(&value))),
+                        ));
+                    }
+                    if pattern_tag.replace((pattern_tag_of(value.text), key)).is_some() {
+                        return Err(Fail::at(&key, "pattern= is given twice"));
+                    }
+                    continue;
                 }
                 let slot = match key.text {
                     "every" => &mut every,
@@ -422,9 +478,9 @@ impl Parser {
                         return Err(Fail::at(
                             &key,
                             format!(
-                                "expected every=, random= or seed=, found \"{}\"{}",
+                                "expected every=, random=, seed= or pattern=, found \"{}\"{}",
                                 key.text,
-                                suggest(key.text, ["every", "random", "seed"])
+                                suggest(key.text, ["every", "random", "seed", "pattern"])
                             ),
                         ))
                     }
@@ -486,6 +542,14 @@ impl Parser {
         if let (Access::Read, Some(tok)) = (access, zero) {
             return Err(Fail::at(&tok, "zero says what a write stores; a read stores nothing"));
         }
+        if let Some((_, key)) = pattern_tag {
+            if access == Access::Read {
+                return Err(Fail::at(&key, "pattern= says what a write stores; a read stores nothing"));
+            }
+            if zero.is_some() {
+                return Err(Fail::at(&key, "pattern= and zero cannot be combined"));
+            }
+        }
         let nr_pages = range.len / PAGE_SIZE;
         let pattern = match (every, random, seed) {
             (Some(_), Some((_, key)), _) => {
@@ -506,7 +570,11 @@ impl Parser {
             }
             (None, None, None) => TouchPattern::All,
         };
-        let fill = if zero.is_some() { Fill::Zero } else { Fill::NonZero };
+        let fill = match (pattern_tag, zero) {
+            (Some((tag, _)), _) => Fill::Pattern(tag),
+            (None, Some(_)) => Fill::Zero,
+            (None, None) => Fill::NonZero,
+        };
         self.op(Op::Touch { proc, addr: range.addr(), len: range.len, access, fill, pattern }, verb.col)
     }
 }

@@ -13,9 +13,9 @@ pub(super) const STATEMENTS: &[&str] =
     &["machine", "policy", "inject", "set", "khugepaged", "shrink", "observe", "expect", "unpin", "exit"];
 /// Operations after `p1:`.
 pub(super) const OPERATIONS: &[&str] =
-    &["mmap", "munmap", "mprotect", "madvise", "mremap", "touch", "prctl", "pin", "unpin", "exit"];
+    &["mmap", "munmap", "mprotect", "madvise", "mremap", "mlock", "munlock", "touch", "prctl", "pin", "unpin", "exit"];
 /// Words that follow `expect` and so cannot name a process either.
-pub(super) const EXPECT_WORDS: &[&str] = &["vmstat", "mthp", "ok", "errno", "fork"];
+pub(super) const EXPECT_WORDS: &[&str] = &["vmstat", "mthp", "meminfo", "ok", "errno", "fork"];
 /// The longest name of a process, region or pin.
 pub(super) const MAX_NAME_LEN: usize = 64;
 
