@@ -155,6 +155,8 @@ pub fn errnos_linux_can_return(op: &Op) -> &'static [Errno] {
             Advice::PopulateRead | Advice::PopulateWrite => &[NoMem, Inval, Fault],
             // madvise_collapse_errno().
             Advice::Collapse => &[NoMem, Inval, Again, Busy],
+            // can_madv_lru_vma(): an mlock()ed VMA refuses these with EINVAL.
+            Advice::DontNeed | Advice::Free | Advice::Cold | Advice::PageOut => &[NoMem, Inval],
             // A hole in the range, or no memory to split a VMA.
             _ => &[NoMem],
         },
