@@ -88,7 +88,8 @@ impl World {
         self.folios[new].refcount = 1;
         self.folio_add_new_anon_rmap(new, dst, RmapLevel::Pte);
         let writable = vma.writable();
-        self.set_entry(dst_pte, Entry::Page(Leaf { folio: new, page: 0, writable, dirty: writable, young: true }));
+        // copy_present_page(): the copy's PTE is dirty, writable if the VMA is.
+        self.set_entry(dst_pte, Entry::Page(Leaf { folio: new, page: 0, writable, dirty: true, young: true }));
         self.events.emit(|| MmEvent::Copied { bytes: PAGE_SIZE });
         Ok(())
     }
