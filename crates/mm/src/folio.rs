@@ -132,6 +132,10 @@ pub struct Folio {
     pub(crate) deferred: DeferredState,
     /// MADV_FREE cleared `PG_swapbacked`: reclaim may discard clean pages.
     pub(crate) lazyfree: bool,
+    /// `PG_dirty`: set when a dirty PMD is split (`__split_huge_pmd_locked()`)
+    /// and kept by a folio split; a freshly faulted folio is dirty in its
+    /// PTEs only. MADV_FREE checks the mapcount only of a dirty folio.
+    pub(crate) dirty: bool,
     /// `PG_referenced`/young, as khugepaged and reclaim read it.
     pub(crate) referenced: bool,
     /// On the inactive LRU list (MADV_COLD deactivates).
@@ -160,6 +164,7 @@ impl Folio {
             family,
             deferred: DeferredState::default(),
             lazyfree: false,
+            dirty: false,
             referenced: true,
             inactive: false,
         }

@@ -183,7 +183,9 @@ impl World {
             pid,
             start,
             end,
-            |folio| folio.mapcount() as u64 == folio.nr_pages(),
+            // madvise_free_pte_range(): only a folio that is dirty (or in
+            // the swap cache) must be mapped by this process alone.
+            |folio| !folio.dirty || folio.mapcount() as u64 == folio.nr_pages(),
             |w, folio, mapped| match mapped {
                 Mapped::Pmd(slot) => w.madvise_free_huge_pmd(slot),
                 Mapped::Ptes { .. } => {
@@ -221,6 +223,8 @@ impl World {
     /// already is lazyfree counts nothing.
     pub(crate) fn mark_lazyfree(&mut self, id: FolioId) {
         let folio = &mut self.folios[id];
+        // madvise_free_pte_range() clears PG_dirty first.
+        folio.dirty = false;
         if !folio.lazyfree {
             folio.lazyfree = true;
             let nr = folio.nr_pages();

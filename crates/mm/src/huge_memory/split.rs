@@ -49,6 +49,9 @@ impl World {
                 let exclusive = self.folios[leaf.folio].anon_exclusive.get(0);
                 self.folios[leaf.folio].refcount += nr as u32 - 1;
                 self.folio_add_anon_rmap_ptes(leaf.folio, 0, nr, pid, exclusive);
+                if leaf.dirty {
+                    self.folios[leaf.folio].dirty = true;
+                }
                 for i in 0..nr {
                     table.set(i as usize, Entry::Page(Leaf { page: i as u32, ..leaf }));
                 }
@@ -127,6 +130,7 @@ impl World {
             f.anon_exclusive.set(0, old.anon_exclusive.get(p));
             f.set_word(0, old.word(p));
             f.lazyfree = old.lazyfree;
+            f.dirty = old.dirty;
             f.referenced = old.referenced;
             f.inactive = old.inactive;
             new_ids.push(self.folios.insert(f));
