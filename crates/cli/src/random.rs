@@ -522,7 +522,12 @@ impl Gen {
     /// Every advice, MADV_HUGEPAGE a third of the time: it is the one that
     /// makes THPs under the default `enabled=madvise`.
     fn madvise(&mut self) -> bool {
-        let advice = if self.chance(35) { "hugepage" } else { *self.pick(Advice::NAMES) };
+        let mut advice = if self.chance(35) { "hugepage" } else { *self.pick(Advice::NAMES) };
+        // MADV_FREE's lazyfree state after re-writes and COW is an open
+        // divergence (docs/fidelity.md); the corpus covers MADV_FREE itself.
+        if advice == Advice::Free.name() {
+            advice = Advice::Cold.name();
+        }
         self.ranged("madvise", &format!(" {advice}"))
     }
 
@@ -847,7 +852,9 @@ mod tests {
         ] {
             assert!(seen.get(kind).is_some_and(|&n| n > 0), "no {kind} in 200 scenarios: {seen:?}");
         }
-        assert_eq!(advices.len(), Advice::ALL.len(), "advices seen: {advices:?}");
+        // Every advice but MADV_FREE (not drawn, see `madvise`).
+        assert_eq!(advices.len(), Advice::ALL.len() - 1, "advices seen: {advices:?}");
+        assert!(!advices.contains_key("free"), "MADV_FREE drawn: {advices:?}");
     }
 
     #[test]
